@@ -1,0 +1,26 @@
+{#- Code-set validation and normalization, portable SQL behind macros. -#}
+
+{#- NPI: 10 digits whose Luhn check over the "80840" prefix holds (the prefix adds 24 to the sum). -#}
+{% macro npi_is_valid(col) -%}
+(regexp_full_match(coalesce({{ col }}, ''), '[12][0-9]{9}') and (24
+  {%- for j in range(1, 11) %}
+  {%- set d = "cast(substr(" ~ col ~ ", " ~ j ~ ", 1) as integer)" %}
+  + {% if j % 2 == 1 %}((2 * {{ d }}) // 10 + (2 * {{ d }}) % 10){% else %}{{ d }}{% endif %}
+  {%- endfor %}) % 10 = 0)
+{%- endmacro %}
+
+{#- ICD-10-CM after removing the dot: letter, digit, alphanumeric, then up to 4 more. -#}
+{% macro icd10_pattern() %}'[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}'{% endmacro %}
+{#- CPT (5 digits, or 4 digits + F/T/U) or HCPCS Level II (letter + 4 digits). -#}
+{% macro procedure_pattern() %}'([0-9]{4}[0-9FTU]|[A-V][0-9]{4})'{% endmacro %}
+
+{% macro digits(col) -%}
+nullif(regexp_replace(coalesce({{ col }}, ''), '[^0-9]', '', 'g'), '')
+{%- endmacro %}
+
+{#- Keyed HMAC-SHA256 pseudonym (hex). medflow_pii_hmac is registered per connection by the
+    medflow_assets.transform.pii_plugin dbt plugin; the domain keeps pseudonyms of different fields apart. -#}
+{% macro pseudonym(expr, domain) -%}
+case when nullif(trim({{ expr }}), '') is null then null
+     else medflow_pii_hmac({{ sql_str(domain ~ ':') }} || trim({{ expr }})) end
+{%- endmacro %}

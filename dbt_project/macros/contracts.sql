@@ -1,0 +1,80 @@
+{#- Payer-contract expansion: the contracts arrive as JSON in var('contracts') (see
+    medflow_assets/landing/contracts.py); these macros turn them into bronze and silver SQL. -#}
+
+{% macro sql_str(value) -%}
+  '{{ value | string | replace("'", "''") }}'
+{%- endmacro %}
+
+{#- One landed file read as text, its columns renamed to canonical fields, plus lineage. -#}
+{% macro bronze_select(file, contract, fields) -%}
+select
+  {%- for field in fields %}
+  {%- if field in contract.columns %}
+  {{ adapter.quote(contract.columns[field]) }} as {{ field }},
+  {%- elif contract.defaults.get(field) is not none %}
+  {{ sql_str(contract.defaults[field]) }} as {{ field }},
+  {%- else %}
+  cast(null as varchar) as {{ field }},
+  {%- endif %}
+  {%- endfor %}
+  {{ sql_str(file.payer) }} as payer,
+  {{ sql_str(file.source_file) }} as source_file,
+  {{ sql_str(file.checksum) }} as file_checksum,
+  cast(row_number() over () as bigint) as source_row_number,
+  cast({{ sql_str(file.ingested_at) }} as timestamp) as ingested_at
+from read_csv({{ sql_str(file.path) }},
+  delim = {{ sql_str(contract.delimiter) }}, header = true, auto_detect = false,
+  quote = '"', escape = '"',
+  columns = { {%- for col in file.header %}{{ sql_str(col) }}: 'VARCHAR'{{ ", " if not loop.last }}{% endfor -%} })
+{%- endmacro %}
+
+{#- An empty relation with the bronze columns (no file landed yet). -#}
+{% macro bronze_empty(fields) -%}
+select
+  {%- for field in fields %}
+  cast(null as varchar) as {{ field }},
+  {%- endfor %}
+  cast(null as varchar) as payer, cast(null as varchar) as source_file, cast(null as varchar) as file_checksum,
+  cast(null as bigint) as source_row_number, cast(null as timestamp) as ingested_at
+where false
+{%- endmacro %}
+
+{#- CASE over payers: apply each payer's parser to a text column. -#}
+{% macro by_payer(parser, column) -%}
+case payer
+  {%- for payer, contract in var('contracts').items() %}
+  when {{ sql_str(payer) }} then {{ parser(column, contract) }}
+  {%- endfor %}
+end
+{%- endmacro %}
+
+{% macro parse_date(column, contract) -%}
+cast(try_strptime(trim({{ column }}), {{ sql_str(contract.date_format) }}) as date)
+{%- endmacro %}
+
+{% macro parse_amount(column, contract) -%}
+  {%- if contract.amount_encoding == 'cents' -%}
+  cast(try_cast(trim({{ column }}) as bigint) / 100 as decimal(12, 2))
+  {%- elif contract.amount_encoding == 'currency' -%}
+  try_cast(replace(replace(trim({{ column }}), '$', ''), ',', '') as decimal(12, 2))
+  {%- else -%}
+  try_cast(trim({{ column }}) as decimal(12, 2))
+  {%- endif -%}
+{%- endmacro %}
+
+{% macro parse_status(column, contract) -%}
+case upper(trim({{ column }}))
+  {%- for code, status in contract.status_map.items() %}
+  when {{ sql_str(code) }} then {{ sql_str(status) }}
+  {%- endfor %}
+end
+{%- endmacro %}
+
+{#- Normalized "first last" in lower case, whatever the payer's name layout. -#}
+{% macro parse_name(column, contract) -%}
+  {%- if contract.name_format == 'last_comma_first' -%}
+  nullif(lower(trim(split_part(member_full_name, ',', 2)) || ' ' || trim(split_part(member_full_name, ',', 1))), ' ')
+  {%- else -%}
+  nullif(lower(trim(coalesce(member_first_name, '')) || ' ' || trim(coalesce(member_last_name, ''))), ' ')
+  {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,14 @@
+{#- Month of service x payer. denial_rate = denied lines / all lines. -#}
+select
+  cast(date_trunc('month', service_date) as date) as service_month,
+  payer,
+  count(*) as lines,
+  count(distinct claim_id) as claims,
+  count(distinct member_key) as members,
+  sum(billed_amount) as billed_amount,
+  sum(allowed_amount) as allowed_amount,
+  sum(paid_amount) as paid_amount,
+  count(*) filter (where claim_status = 'denied') as denied_lines,
+  round(count(*) filter (where claim_status = 'denied') / count(*), 4) as denial_rate
+from {{ ref('silver_claim_lines') }}
+group by all

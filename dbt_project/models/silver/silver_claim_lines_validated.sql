@@ -1,0 +1,68 @@
+{#- Every bronze row parsed with its payer's contract, PII replaced by keyed pseudonyms, and the list of
+    rules it broke. claim lines (no broken rule) and the quarantine (some) are both cut from this table,
+    so bronze rows = silver rows + quarantined rows by construction. No clear PII is kept here. -#}
+with parsed as (
+  select
+    payer, source_file, file_checksum, source_row_number, ingested_at,
+    nullif(trim(claim_id), '') as claim_id,
+    try_cast(trim(claim_line_number) as integer) as claim_line_number,
+    {{ pseudonym('upper(member_id)', 'member') }} as member_key,
+    {{ pseudonym(by_payer(parse_name, 'member_full_name'), 'name') }} as name_key,
+    {{ pseudonym('lower(member_email)', 'email') }} as email_key,
+    {{ pseudonym('right(' ~ digits('member_phone') ~ ', 10)', 'phone') }} as phone_key,
+    {{ pseudonym(digits('member_ssn'), 'ssn') }} as ssn_key,
+    {{ by_payer(parse_date, 'member_birth_date') }} as birth_date,
+    case upper(left(trim(member_gender), 1)) when 'F' then 'F' when 'M' then 'M' else 'U' end as gender,
+    case when length({{ digits('member_zip') }}) >= 5 then left({{ digits('member_zip') }}, 3) end as zip3,
+    trim(provider_npi) as provider_npi,
+    coalesce(nullif(lower(replace(trim(department), ' ', '_')), ''), 'unknown') as department,
+    upper(replace(trim(diagnosis_code), '.', '')) as diagnosis_code,
+    upper(trim(procedure_code)) as procedure_code,
+    case when regexp_full_match(trim(place_of_service), '[0-9]{1,2}') then lpad(trim(place_of_service), 2, '0')
+         else trim(place_of_service) end as place_of_service,
+    {{ by_payer(parse_date, 'service_date') }} as service_date,
+    {{ by_payer(parse_date, 'paid_date') }} as paid_date,
+    {{ by_payer(parse_amount, 'billed_amount') }} as billed_amount,
+    {{ by_payer(parse_amount, 'allowed_amount') }} as allowed_amount,
+    {{ by_payer(parse_amount, 'paid_amount') }} as paid_amount,
+    {{ by_payer(parse_status, 'claim_status') }} as claim_status,
+    nullif(regexp_replace(upper(trim(denial_reason_code)), '^(CO|PR|OA|PI|CR)-?', ''), '') as denial_reason_code,
+    -- raw text kept for the quarantine (no PII among these)
+    claim_line_number as raw_claim_line_number, service_date as raw_service_date, paid_date as raw_paid_date,
+    member_birth_date is not null and trim(member_birth_date) <> '' as has_birth_date,
+    billed_amount as raw_billed_amount, allowed_amount as raw_allowed_amount, paid_amount as raw_paid_amount,
+    claim_status as raw_claim_status, diagnosis_code as raw_diagnosis_code
+  from {{ ref('bronze_claim_lines') }}
+),
+ranked as (
+  select *,
+    row_number() over (partition by payer, claim_id, claim_line_number order by source_file, source_row_number)
+      as grain_rank
+  from parsed
+)
+select
+  * exclude (grain_rank, birth_date, has_birth_date),
+  year(birth_date) as birth_year,
+  list_filter([
+    case when claim_id is null then 'missing_claim_id' end,
+    case when claim_line_number is null or claim_line_number < 1 then 'invalid_claim_line_number' end,
+    case when member_key is null then 'missing_member_id' end,
+    case when service_date is null then 'invalid_service_date' end,
+    case when nullif(trim(raw_paid_date), '') is not null and paid_date is null then 'invalid_paid_date' end,
+    case when has_birth_date and birth_date is null then 'invalid_birth_date' end,
+    case when billed_amount is null or allowed_amount is null or paid_amount is null then 'invalid_amount' end,
+    case when claim_status is null then 'unknown_status' end,
+    case when not {{ npi_is_valid('provider_npi') }} then 'invalid_npi' end,
+    case when not regexp_full_match(coalesce(diagnosis_code, ''), {{ icd10_pattern() }})
+         then 'invalid_diagnosis_code' end,
+    case when not regexp_full_match(coalesce(procedure_code, ''), {{ procedure_pattern() }})
+         then 'invalid_procedure_code' end,
+    case when place_of_service is not null and not regexp_full_match(place_of_service, '[0-9]{2}')
+         then 'invalid_place_of_service' end,
+    case when claim_status is not null and claim_status <> 'reversed'
+          and not (paid_amount <= allowed_amount and allowed_amount <= billed_amount)
+         then 'amounts_out_of_order' end,
+    case when claim_id is not null and claim_line_number is not null and grain_rank > 1
+         then 'duplicate_line' end
+  ], r -> r is not null) as failed_rules
+from ranked

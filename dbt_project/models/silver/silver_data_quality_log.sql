@@ -1,0 +1,22 @@
+{#- Per payer, file and rule: rows checked and rows that failed the rule (every rule listed, zeros too). -#}
+with files as (
+  select payer, source_file, file_checksum, count(*) as rows_checked,
+         count(*) filter (where len(failed_rules) > 0) as rows_quarantined
+  from {{ ref('silver_claim_lines_validated') }}
+  group by all
+),
+failures as (
+  select payer, source_file, rule_id, count(*) as rows_failed
+  from (
+    select payer, source_file, unnest(failed_rules) as rule_id
+    from {{ ref('silver_claim_lines_validated') }}
+    where len(failed_rules) > 0
+  )
+  group by all
+)
+select
+  f.payer, f.source_file, f.file_checksum, r.rule_id, r.description as rule_description,
+  f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined
+from files f
+cross join {{ ref('dq_rules') }} r
+left join failures x on x.payer = f.payer and x.source_file = f.source_file and x.rule_id = r.rule_id

@@ -1,0 +1,1 @@
+"""Landing zone: payer contracts, file discovery and contract conformance."""

@@ -1,0 +1,144 @@
+"""Payer contracts: one declarative YAML file per payer describes its file layout.
+
+Python loads and validates them here; dbt receives them as JSON in `--vars` and expands them into the
+bronze and silver SQL (dbt_project/macros/contracts.sql). Onboarding a payer = one YAML + its files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+# Canonical raw fields carried (as text) by bronze. Order is the bronze column order.
+CANONICAL_FIELDS: tuple[str, ...] = (
+    "claim_id", "claim_line_number", "member_id",
+    "member_first_name", "member_last_name", "member_full_name",
+    "member_email", "member_phone", "member_ssn", "member_birth_date", "member_gender", "member_zip",
+    "provider_npi", "department", "diagnosis_code", "procedure_code", "place_of_service",
+    "service_date", "paid_date", "billed_amount", "allowed_amount", "paid_amount",
+    "claim_status", "denial_reason_code",
+)
+# Fields a contract must map to a file column (a default is not enough: silver cannot work without them).
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "claim_id", "claim_line_number", "member_id", "provider_npi", "diagnosis_code", "procedure_code",
+    "service_date", "billed_amount", "allowed_amount", "paid_amount", "claim_status",
+)
+CLAIM_STATUSES = ("paid", "denied", "pending", "adjusted", "reversed")
+AMOUNT_ENCODINGS = ("dollars", "currency", "cents")
+NAME_FORMATS = ("first_last", "last_comma_first")
+_PAYER_RE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+
+
+class ContractError(ValueError):
+    """A contract file is invalid; the message names the file and the offending key."""
+
+
+@dataclass(frozen=True)
+class PayerContract:
+    payer: str
+    description: str
+    file_glob: str
+    delimiter: str
+    date_format: str
+    amount_encoding: str
+    name_format: str
+    status_map: dict[str, str]
+    columns: dict[str, str]
+    defaults: dict[str, str | None] = field(default_factory=dict)
+    max_quarantine_rate: float = 0.10
+    source_path: str = ""
+
+    @property
+    def required_columns(self) -> list[str]:
+        """File columns every file of this payer must have (in contract order)."""
+        return list(self.columns.values())
+
+    def missing_columns(self, header: list[str]) -> list[str]:
+        present = {h.strip() for h in header}
+        return [c for c in self.required_columns if c not in present]
+
+    def as_dbt_var(self) -> dict:
+        d = asdict(self)
+        d.pop("source_path")
+        d.pop("description")
+        return d
+
+
+def _fail(path: Path, msg: str) -> ContractError:
+    return ContractError(f"payer contract {path}: {msg}")
+
+
+def load_contract(path: Path) -> PayerContract:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise _fail(path, f"is not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise _fail(path, "must be a mapping")
+    known = {f for f in PayerContract.__dataclass_fields__ if f != "source_path"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise _fail(path, f"unknown keys {unknown}; allowed: {sorted(known)}")
+    for key in ("payer", "file_glob", "delimiter", "date_format", "amount_encoding", "status_map", "columns"):
+        if key not in raw:
+            raise _fail(path, f"missing required key '{key}'")
+    payer = str(raw["payer"])
+    if not _PAYER_RE.match(payer):
+        raise _fail(path, f"payer {payer!r} must be lower snake_case (it names a landing folder)")
+    if path.stem != payer:
+        raise _fail(path, f"file name must be {payer}.yaml to match payer {payer!r}")
+    if len(str(raw["delimiter"])) != 1:
+        raise _fail(path, "delimiter must be one character")
+    if raw["amount_encoding"] not in AMOUNT_ENCODINGS:
+        raise _fail(path, f"amount_encoding must be one of {AMOUNT_ENCODINGS}")
+    name_format = raw.get("name_format", "first_last")
+    if name_format not in NAME_FORMATS:
+        raise _fail(path, f"name_format must be one of {NAME_FORMATS}")
+    columns = {str(k): str(v) for k, v in (raw["columns"] or {}).items()}
+    defaults = {str(k): (None if v is None else str(v)) for k, v in (raw.get("defaults") or {}).items()}
+    bad = sorted((set(columns) | set(defaults)) - set(CANONICAL_FIELDS))
+    if bad:
+        raise _fail(path, f"unknown canonical fields {bad}; known: {list(CANONICAL_FIELDS)}")
+    both = sorted(set(columns) & set(defaults))
+    if both:
+        raise _fail(path, f"fields {both} are both mapped to a column and given a default")
+    missing = [f for f in REQUIRED_FIELDS if f not in columns]
+    if missing:
+        raise _fail(path, f"required fields not mapped to a file column: {missing}")
+    if name_format == "last_comma_first" and "member_full_name" not in columns:
+        raise _fail(path, "name_format last_comma_first needs member_full_name mapped to a column")
+    status_map = {str(k).strip().upper(): str(v) for k, v in raw["status_map"].items()}
+    wrong = sorted({v for v in status_map.values() if v not in CLAIM_STATUSES})
+    if wrong:
+        raise _fail(path, f"status_map values {wrong} are not canonical statuses {CLAIM_STATUSES}")
+    rate = float(raw.get("max_quarantine_rate", 0.10))
+    if not 0 <= rate <= 1:
+        raise _fail(path, "max_quarantine_rate must be between 0 and 1")
+    return PayerContract(
+        payer=payer,
+        description=str(raw.get("description", "")),
+        file_glob=str(raw["file_glob"]),
+        delimiter=str(raw["delimiter"]),
+        date_format=str(raw["date_format"]),
+        amount_encoding=str(raw["amount_encoding"]),
+        name_format=name_format,
+        status_map=status_map,
+        columns=columns,
+        defaults=defaults,
+        max_quarantine_rate=rate,
+        source_path=str(path),
+    )
+
+
+def load_contracts(contracts_dir: Path) -> dict[str, PayerContract]:
+    """All contracts in a folder, keyed by payer (sorted, so dbt vars are stable between runs)."""
+    contracts = {}
+    for path in sorted(Path(contracts_dir).glob("*.yaml")):
+        c = load_contract(path)
+        contracts[c.payer] = c
+    if not contracts:
+        raise ContractError(f"no payer contracts (*.yaml) in {contracts_dir}")
+    return contracts

@@ -1,0 +1,50 @@
+"""Resources: the DuckDB warehouse and the dbt CLI, built from settings."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster_dbt import DbtCliResource
+
+from medflow_assets.settings import DBT_PROJECT_DIR, Settings
+
+WAREHOUSE_POOL = "duckdb_warehouse"  # every writer of the DuckDB file runs in this pool (limit 1)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse file. Row-level work happens in SQL here, never in pandas."""
+
+    path: str
+    memory_limit: str = "1536MB"
+    threads: int = 2
+
+    @contextmanager
+    def connect(self, read_only: bool = False):
+        p = Path(self.path)
+        if not read_only:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(p), read_only=read_only,
+                             config={"memory_limit": self.memory_limit, "threads": self.threads})
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+def dbt_executable() -> str:
+    """The dbt of the running interpreter's environment (not whatever is first on PATH)."""
+    exe = Path(sys.executable).parent / "dbt"
+    return str(exe) if exe.exists() else "dbt"
+
+
+def build_resources(settings: Settings) -> dict:
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path), memory_limit=settings.memory_limit,
+                                       threads=settings.threads),
+        "dbt": DbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
+                              dbt_executable=dbt_executable()),
+    }

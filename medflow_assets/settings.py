@@ -1,0 +1,102 @@
+"""Typed settings from MEDFLOW_* environment variables, with embedded defaults.
+
+Every path, key and target the project uses comes from here; nothing else reads the environment.
+The defaults run the whole graph on the committed sample with no server and no variable set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("medflow.settings")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+CONTRACTS_DIR = Path(__file__).resolve().parent / "landing" / "contracts"
+
+# Development-only pseudonymization key. It is public (it is in this file), so pseudonyms made with it
+# protect nothing: it is accepted on the dev target only, and every use is logged as such.
+DEV_PII_KEY = "medflow-development-key-not-for-real-data"
+
+TARGETS = ("dev", "prod")
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message says which variable to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: str
+    landing_path: Path
+    warehouse_path: Path
+    pii_key: str
+    contracts_path: Path
+    memory_limit: str
+    threads: int
+
+    @property
+    def uses_dev_key(self) -> bool:
+        return self.pii_key == DEV_PII_KEY
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment handed to the dbt subprocess (profiles.yml reads these)."""
+        return {
+            "MEDFLOW_TARGET": self.target,
+            "MEDFLOW_WAREHOUSE_PATH": str(self.warehouse_path),
+            "MEDFLOW_PII_KEY": self.pii_key,
+            "MEDFLOW_DUCKDB_MEMORY_LIMIT": self.memory_limit,
+            "MEDFLOW_DUCKDB_THREADS": str(self.threads),
+        }
+
+
+def _path(env: dict[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name)
+    p = Path(raw) if raw else default
+    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings; raise SettingsError (before any data is touched) when they are unusable."""
+    env = dict(os.environ if env is None else env)
+    target = env.get("MEDFLOW_TARGET", "dev").strip() or "dev"
+    if target not in TARGETS:
+        raise SettingsError(f"MEDFLOW_TARGET={target!r} is not one of {', '.join(TARGETS)}.")
+    key = env.get("MEDFLOW_PII_KEY", "")
+    if not key:
+        if target != "dev":
+            raise SettingsError(
+                f"MEDFLOW_PII_KEY is not set and target is {target!r}: the development pseudonymization "
+                "key may only be used on the dev target. Set MEDFLOW_PII_KEY to a secret of at least "
+                "32 characters; nothing was read or written."
+            )
+        key = DEV_PII_KEY
+    elif target != "dev" and (len(key) < 32 or key == DEV_PII_KEY):
+        raise SettingsError(
+            f"MEDFLOW_PII_KEY is too weak for target {target!r}: use a secret of at least 32 characters "
+            "that is not the development key; nothing was read or written."
+        )
+    return Settings(
+        target=target,
+        landing_path=_path(env, "MEDFLOW_LANDING_PATH", PROJECT_ROOT / "data" / "landing"),
+        warehouse_path=_path(env, "MEDFLOW_WAREHOUSE_PATH", PROJECT_ROOT / "data" / "warehouse" / "medflow.duckdb"),
+        pii_key=key,
+        contracts_path=_path(env, "MEDFLOW_CONTRACTS_PATH", CONTRACTS_DIR),
+        memory_limit=env.get("MEDFLOW_DUCKDB_MEMORY_LIMIT", "1536MB"),
+        threads=int(env.get("MEDFLOW_DUCKDB_THREADS", str(os.cpu_count() or 2))),
+    )
+
+
+def announce_key(settings: Settings, logger: logging.Logger | None = None) -> None:
+    """Say in the logs which kind of key pseudonymizes this run (never the key itself)."""
+    logger = logger or log
+    if settings.uses_dev_key:
+        logger.warning(
+            "Using the built-in DEVELOPMENT pseudonymization key (target=dev). Pseudonyms made with it are "
+            "not protective; set MEDFLOW_PII_KEY for real data."
+        )
+    else:
+        logger.info("Pseudonymization key taken from MEDFLOW_PII_KEY (target=%s).", settings.target)

@@ -1,0 +1,1 @@
+"""Deterministic synthetic multi-payer claim files with planted defects (see generator.py)."""

@@ -1,0 +1,1 @@
+"""dbt project wiring: manifest preparation, @dbt_assets, translator, the pseudonymization plugin."""

@@ -1,0 +1,118 @@
+"""All dbt models (bronze, silver, gold) as one @dbt_assets definition."""
+
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+
+from medflow_assets.landing.assets import REGISTRY_TABLE
+from medflow_assets.landing.contracts import CANONICAL_FIELDS, load_contracts
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.settings import announce_key, load_settings
+from medflow_assets.transform.project import dbt_project, ensure_manifest
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+class MedflowTranslator(DagsterDbtTranslator):
+    """Groups follow the model folder (bronze / silver / gold); seeds are reference data."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project):
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        fqn = props.get("fqn", [])
+        if props.get("resource_type") == "seed":
+            group = "reference"
+        else:
+            group = next((part for part in fqn if part in LAYERS), "default")
+        if props.get("resource_type") in ("model", "seed"):
+            spec = spec.replace_attributes(group_name=group)
+        return spec
+
+
+def dbt_vars(warehouse: WarehouseResource) -> dict:
+    """Contracts and accepted landed files, handed to dbt as --vars."""
+    settings = load_settings()
+    contracts = load_contracts(settings.contracts_path)
+    with warehouse.connect(read_only=True) as con:
+        rows = con.execute(
+            f"SELECT payer, source_file, path, checksum, header_json, "
+            f"strftime(first_seen_at, '%Y-%m-%d %H:%M:%S') FROM {REGISTRY_TABLE} "
+            "WHERE status = 'accepted' ORDER BY source_file").fetchall()
+    files = [{"payer": p, "source_file": sf, "path": path, "checksum": ck, "header": json.loads(h),
+              "ingested_at": seen} for p, sf, path, ck, h, seen in rows if p in contracts]
+    return {
+        "canonical_fields": list(CANONICAL_FIELDS),
+        "contracts": {name: c.as_dbt_var() for name, c in contracts.items()},
+        "landing_files": files,
+    }
+
+
+def _table_metadata(warehouse: WarehouseResource, relations: dict[dg.AssetKey, str]) -> dict:
+    """Row count and column schema per materialized relation, read after dbt released the file."""
+    out: dict[dg.AssetKey, dict] = {}
+    with warehouse.connect(read_only=True) as con:
+        for key, rel in relations.items():
+            schema, name = rel.split(".")
+            cols = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position", [schema, name]).fetchall()
+            if not cols:
+                continue
+            (n,) = con.execute(f'SELECT count(*) FROM "{schema}"."{name}"').fetchone()
+            out[key] = {
+                "dagster/row_count": dg.MetadataValue.int(n),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name=c, type=t) for c, t in cols]),
+                "dagster/relation_identifier": f"{schema}.{name}",
+            }
+    return out
+
+
+def _relations(manifest: Mapping[str, Any], translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
+    rels = {}
+    for uid, node in manifest["nodes"].items():
+        if node["resource_type"] in ("model", "seed"):
+            key = translator.get_asset_spec(manifest, uid, dbt_project).key
+            rels[key] = f"{node['schema']}.{node['alias']}"
+    return rels
+
+
+TRANSLATOR = MedflowTranslator()
+MANIFEST_PATH = ensure_manifest()
+
+
+@dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
+            pool=WAREHOUSE_POOL)
+def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    settings = load_settings()
+    announce_key(settings, context.log)
+    # profiles.yml reads these; set from the same settings the Python assets use.
+    os.environ.update(settings.dbt_env())
+    os.environ["MEDFLOW_WAREHOUSE_PATH"] = warehouse.path
+    variables = dbt_vars(warehouse)
+    context.log.info(f"dbt build over {len(variables['landing_files'])} accepted landed files")
+    invocation = dbt.cli(["build", "--vars", json.dumps(variables)], context=context, raise_on_error=False)
+    # DuckDB lets one process hold the file: dbt keeps it for the whole build, so table metadata is read
+    # once dbt has finished, and attached to each materialization before it is reported.
+    events = list(invocation.stream())
+    manifest = invocation.manifest
+    relations = _relations(manifest, TRANSLATOR)
+    metadata = _table_metadata(warehouse, relations)
+    for event in events:
+        if isinstance(event, dg.Output | dg.AssetMaterialization):
+            key = event.asset_key if isinstance(event, dg.AssetMaterialization) else \
+                context.asset_key_for_output(event.output_name)
+            if key in metadata:
+                event = event.with_metadata({**event.metadata, **metadata[key]})
+        yield event
+    if not invocation.is_successful():
+        errors = [e for e in invocation.get_error_events()] if hasattr(invocation, "get_error_events") else []
+        raise dg.Failure(
+            description="dbt build failed: see the dbt log above for the failing model or test.",
+            metadata={"failed_nodes": ", ".join(str(e) for e in errors[:10]) or "see log"},
+        )
