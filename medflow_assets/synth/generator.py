@@ -262,7 +262,7 @@ def generate(out_dir: Path, lines: int, seed: int = 42, defect_rate: float = 0.0
     con.execute("CREATE TEMP MACRO hb(a, b, c, d) AS CAST(hash(a, b, c, d) >> 1 AS BIGINT)")
     written: list[GeneratedFile] = []
     manifest_parts, truth_parts = [], []
-    defect_ppm = int(round(defect_rate * 1_000_000))
+    defect_ppm = round(defect_rate * 1_000_000)
     for payer, n in zip(payers, counts):
         if n == 0:
             continue

@@ -4,6 +4,7 @@
 import json
 import os
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -82,6 +83,20 @@ def _relations(manifest: Mapping[str, Any], translator: DagsterDbtTranslator) ->
     return rels
 
 
+@contextmanager
+def scoped_environ(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 TRANSLATOR = MedflowTranslator()
 MANIFEST_PATH = ensure_manifest()
 
@@ -91,12 +106,12 @@ MANIFEST_PATH = ensure_manifest()
 def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     settings = load_settings()
     announce_key(settings, context.log)
-    # profiles.yml reads these; set from the same settings the Python assets use.
-    os.environ.update(settings.dbt_env())
-    os.environ["MEDFLOW_WAREHOUSE_PATH"] = warehouse.path
     variables = dbt_vars(warehouse)
     context.log.info(f"dbt build over {len(variables['landing_files'])} accepted landed files")
-    invocation = dbt.cli(["build", "--vars", json.dumps(variables)], context=context, raise_on_error=False)
+    # profiles.yml reads MEDFLOW_* from the environment of the dbt subprocess, which dagster-dbt builds
+    # from os.environ when it starts the process: set them from settings for that moment only.
+    with scoped_environ({**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}):
+        invocation = dbt.cli(["build", "--vars", json.dumps(variables)], context=context, raise_on_error=False)
     # DuckDB lets one process hold the file: dbt keeps it for the whole build, so table metadata is read
     # once dbt has finished, and attached to each materialization before it is reported.
     events = list(invocation.stream())
@@ -111,8 +126,9 @@ def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
                 event = event.with_metadata({**event.metadata, **metadata[key]})
         yield event
     if not invocation.is_successful():
-        errors = [e for e in invocation.get_error_events()] if hasattr(invocation, "get_error_events") else []
+        failed = sorted({e.asset_key.to_user_string() for e in events
+                         if isinstance(e, dg.AssetCheckResult) and not e.passed and e.asset_key})
         raise dg.Failure(
-            description="dbt build failed: see the dbt log above for the failing model or test.",
-            metadata={"failed_nodes": ", ".join(str(e) for e in errors[:10]) or "see log"},
+            description="dbt build failed; the dbt log above names the failing model or test"
+                        + (f" (failed checks on: {', '.join(failed)})" if failed else "") + ".",
         )

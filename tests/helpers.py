@@ -1,0 +1,72 @@
+"""Shared test helpers: run the graph in process against a temporary landing folder and warehouse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from medflow_assets.landing.assets import landing_files
+from medflow_assets.resources import build_resources
+from medflow_assets.settings import CONTRACTS_DIR, PROJECT_ROOT, load_settings
+from medflow_assets.transform.assets import medflow_dbt_models
+
+SAMPLE_LANDING = PROJECT_ROOT / "data" / "landing"
+SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "sample_manifest"
+ALL_ASSETS = [landing_files, medflow_dbt_models]
+
+
+@contextmanager
+def medflow_env(**values: str | Path | None):
+    """Set MEDFLOW_* variables (None removes one) for the duration of the block."""
+    names = {f"MEDFLOW_{k.upper()}": v for k, v in values.items()}
+    saved = {k: os.environ.get(k) for k in names}
+    for k, v in names.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = str(v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def copy_sample(dest: Path) -> Path:
+    shutil.copytree(SAMPLE_LANDING, dest)
+    return dest
+
+
+def copy_contracts(dest: Path) -> Path:
+    shutil.copytree(CONTRACTS_DIR, dest)
+    return dest
+
+
+def materialize_graph(landing: Path, warehouse: Path, contracts: Path | None = None,
+                      instance: dg.DagsterInstance | None = None, **extra_env):
+    """Materialize landing + every dbt model in process; returns the ExecuteInProcessResult."""
+    with medflow_env(landing_path=landing, warehouse_path=warehouse,
+                     contracts_path=contracts or CONTRACTS_DIR, **extra_env):
+        # Resources only carry paths; the assets themselves load (and enforce) the full settings.
+        settings = load_settings({**os.environ, "MEDFLOW_TARGET": "dev"})
+        return dg.materialize(ALL_ASSETS, resources=build_resources(settings),
+                              instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def query(warehouse: Path, sql: str, params=None):
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+def table_names(warehouse: Path, schemas: tuple[str, ...]) -> list[str]:
+    rows = query(warehouse, "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                            f"WHERE table_schema IN ({', '.join('?' for _ in schemas)}) ORDER BY 1", list(schemas))
+    return [r[0] for r in rows]

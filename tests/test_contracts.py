@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+
+from medflow_assets.landing.contracts import ContractError, load_contract, load_contracts
+from medflow_assets.landing.zone import inspect_file
+from medflow_assets.settings import CONTRACTS_DIR
+
+
+def test_shipped_contracts_load_with_distinct_layouts():
+    contracts = load_contracts(CONTRACTS_DIR)
+    assert set(contracts) == {"northwind", "bluepeak", "cascade"}
+    assert {c.delimiter for c in contracts.values()} == {",", "|"}
+    assert {c.amount_encoding for c in contracts.values()} == {"dollars", "currency", "cents"}
+    assert {c.date_format for c in contracts.values()} == {"%Y-%m-%d", "%m/%d/%Y", "%Y%m%d"}
+    assert contracts["bluepeak"].defaults == {"member_email": None}
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = """payer: {payer}
+file_glob: "*.csv"
+delimiter: ","
+date_format: "%Y-%m-%d"
+amount_encoding: dollars
+status_map: {{paid: paid}}
+columns:
+  claim_id: a
+  claim_line_number: b
+  member_id: c
+  provider_npi: d
+  diagnosis_code: e
+  procedure_code: f
+  service_date: g
+  billed_amount: h
+  allowed_amount: i
+  paid_amount: j
+  claim_status: k
+"""
+
+
+def test_minimal_contract_is_accepted(tmp_path):
+    c = load_contract(_write(tmp_path, "acme", BASE.format(payer="acme")))
+    assert c.required_columns == list("abcdefghijk")
+    assert c.missing_columns(["a", "b", "c"]) == list("defghijk")
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (lambda s: s.replace("amount_encoding: dollars", "amount_encoding: euros"), "amount_encoding must be one of"),
+    (lambda s: s.replace("  claim_status: k\n", ""), "required fields not mapped to a file column: ['claim_status']"),
+    (lambda s: s.replace("{paid: paid}", "{paid: approved}"), "are not canonical statuses"),
+    (lambda s: s + "  favourite_colour: z\n", "unknown canonical fields ['favourite_colour']"),
+    (lambda s: s + "color: blue\n", "unknown keys ['color']"),
+    (lambda s: s.replace('delimiter: ","', 'delimiter: ",,"'), "delimiter must be one character"),
+])
+def test_invalid_contract_names_file_and_problem(tmp_path, mutation, message):
+    path = _write(tmp_path, "acme", mutation(BASE.format(payer="acme")))
+    with pytest.raises(ContractError) as err:
+        load_contract(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_contract_file_name_must_match_payer(tmp_path):
+    with pytest.raises(ContractError, match="file name must be acme.yaml"):
+        load_contract(_write(tmp_path, "other", BASE.format(payer="acme")))
+
+
+def test_file_missing_columns_is_rejected_with_names(tmp_path):
+    contract = load_contracts(CONTRACTS_DIR)["northwind"]
+    folder = tmp_path / "northwind"
+    folder.mkdir()
+    f = folder / "bad.csv"
+    header = [c for c in contract.required_columns if c not in ("paid_amount", "status")]
+    f.write_text(",".join(header) + "\n" + ",".join("x" for _ in header) + "\n")
+    lf = inspect_file(f, "northwind", contract, tmp_path)
+    assert not lf.accepted
+    assert "northwind/bad.csv" in lf.error
+    assert "missing columns: paid_amount, status" in lf.error
+
+
+def test_file_of_unknown_payer_is_rejected(tmp_path):
+    folder = tmp_path / "mystery"
+    folder.mkdir()
+    (folder / "x.csv").write_text("a,b\n1,2\n")
+    lf = inspect_file(folder / "x.csv", "mystery", None, tmp_path)
+    assert "no payer contract for folder 'mystery'" in lf.error

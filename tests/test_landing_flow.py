@@ -1,0 +1,127 @@
+"""Landing behaviour end to end (in process): bad files, new payers, idempotent reruns."""
+
+import csv
+
+import dagster as dg
+
+from tests.helpers import copy_contracts, copy_sample, materialize_graph, query, table_names
+
+
+def _check(result, name):
+    evals = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    assert len(evals) == 1, f"check {name} did not run"
+    return evals[0]
+
+
+def test_file_not_matching_its_contract_is_rejected_and_others_flow(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    src = landing / "northwind" / "northwind_claims_001.csv"
+    rows = list(csv.reader(src.open()))
+    drop = {rows[0].index("paid_amount"), rows[0].index("status")}
+    with (landing / "northwind" / "northwind_broken.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([[v for i, v in enumerate(r) if i not in drop] for r in rows[:50]])
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    check = _check(result, "files_match_payer_contracts")
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert "northwind/northwind_broken.csv" in check.description
+    assert "missing columns: paid_amount, status" in check.description
+    assert query(wh, "SELECT status, error LIKE '%paid_amount, status%' FROM landing.landing_file_registry "
+                     "WHERE source_file = 'northwind/northwind_broken.csv'") == [("rejected", True)]
+    # every other file, all three payers included, reached gold
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file LIKE '%broken%'") == [(0,)]
+    assert {r[0] for r in query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary")} == {
+        "northwind", "bluepeak", "cascade"}
+    assert query(wh, "SELECT count(DISTINCT source_file) FROM silver.silver_claim_lines") == [(3,)]
+
+
+NEW_CONTRACT = """payer: meridian
+description: A payer onboarded by a test with nothing but this file and a data file
+file_glob: "*.csv"
+delimiter: ";"
+date_format: "%d.%m.%Y"
+amount_encoding: dollars
+name_format: first_last
+status_map: {APPROVED: paid, REJECTED: denied, OPEN: pending}
+columns:
+  claim_id: ClaimRef
+  claim_line_number: Pos
+  member_id: InsuredId
+  member_first_name: Vorname
+  member_last_name: Nachname
+  provider_npi: NPI
+  diagnosis_code: ICD
+  procedure_code: CPT
+  service_date: Leistungsdatum
+  billed_amount: Betrag
+  allowed_amount: Erlaubt
+  paid_amount: Bezahlt
+  claim_status: Status
+  denial_reason_code: Grund
+defaults:
+  department: primary_care
+"""
+
+NEW_FILE = """ClaimRef;Pos;InsuredId;Vorname;Nachname;NPI;ICD;CPT;Leistungsdatum;Betrag;Erlaubt;Bezahlt;Status;Grund
+M-1;1;I-77;Quintessa;Brightwater;1234567893;e11.9;99213;03.02.2025;150.00;120.00;100.00;approved;
+M-1;2;I-77;Quintessa;Brightwater;1234567893;I10;93000;03.02.2025;60.00;50.00;40.50;APPROVED;
+M-2;1;I-78;Percival;Whitlock;1234567893;Z00.00;99214;17.03.2025;210.00;0.00;0.00;REJECTED;50
+M-3;1;I-79;Ophelia;Lindqvist;1234567893;J06.9;99203;31.03.2025;180.00;0.00;0.00;OPEN;
+M-4;1;I-80;Horatio;Fairbanks;1234567893;J06.9;99203;45.03.2025;180.00;0.00;0.00;OPEN;
+"""
+
+
+def test_new_payer_onboarded_with_only_a_contract_and_a_file_reaches_gold(tmp_path):
+    contracts = copy_contracts(tmp_path / "contracts")
+    (contracts / "meridian.yaml").write_text(NEW_CONTRACT)
+    landing = copy_sample(tmp_path / "landing")
+    (landing / "meridian").mkdir()
+    (landing / "meridian" / "meridian_2025_q1.csv").write_text(NEW_FILE)
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh, contracts=contracts)
+    assert result.success
+    assert _check(result, "files_match_payer_contracts").passed
+    gold = query(wh, "SELECT service_month, lines, claims, paid_amount, denied_lines FROM gold.claims_monthly_summary "
+                     "WHERE payer = 'meridian' ORDER BY 1")
+    assert [(str(m), n, c, str(p), d) for m, n, c, p, d in gold] == [
+        ("2025-02-01", 2, 1, "140.50", 0), ("2025-03-01", 2, 2, "0.00", 1)]
+    # the row with an impossible date is quarantined, not dropped
+    assert query(wh, "SELECT claim_id, failed_rules FROM silver.silver_claims_quarantine WHERE payer = 'meridian'") == [
+        ("M-4", ["invalid_service_date"])]
+    assert query(wh, "SELECT DISTINCT diagnosis_code FROM silver.silver_claim_lines WHERE claim_id = 'M-1' "
+                     "ORDER BY 1") == [("E119",), ("I10",)]
+
+
+def _snapshot(wh):
+    snap = {}
+    for table in table_names(wh, ("landing", "bronze", "silver", "gold", "reference")):
+        cols = [c for (c,) in query(wh, "SELECT column_name FROM information_schema.columns WHERE "
+                                        "table_schema || '.' || table_name = ? AND column_name <> 'checked_at'",
+                                    [table])]
+        snap[table] = query(wh, f"SELECT count(*), md5(string_agg(CAST(({', '.join(cols)}) AS VARCHAR), '|' "
+                                f"ORDER BY CAST(({', '.join(cols)}) AS VARCHAR))) FROM {table}")[0]
+    return snap
+
+
+def test_rematerializing_unchanged_input_leaves_every_table_identical(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    wh = tmp_path / "wh.duckdb"
+    assert materialize_graph(landing, wh).success
+    first = _snapshot(wh)
+    assert materialize_graph(landing, wh).success
+    second = _snapshot(wh)
+    assert len(first) >= 11
+    assert first == second
+    assert first["silver.silver_claim_lines"][0] == query(
+        wh, "SELECT count(DISTINCT (payer, claim_id, claim_line_number)) FROM silver.silver_claim_lines")[0][0]
+
+
+def test_prod_target_without_key_stops_before_touching_data(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh, target="prod", pii_key=None)
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    assert "MEDFLOW_PII_KEY is not set" in failure.event_specific_data.error.to_string()
+    assert not wh.exists()

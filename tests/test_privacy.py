@@ -1,0 +1,90 @@
+"""No clear PII planted by the generator appears in silver, gold, the run's logs or asset metadata."""
+
+import re
+
+import duckdb
+import pytest
+
+from medflow_assets.settings import DBT_PROJECT_DIR
+from tests.helpers import query, table_names
+
+TOKEN = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+|\(\d{3}\) \d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{2}-\d{4}"
+                   r"|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|\d+|[A-Za-z]+")
+
+
+def planted_values(manifest_dir) -> dict[str, set[str]]:
+    """Every clear PII value in every format the generator wrote (lower-cased)."""
+    con = duckdb.connect()
+    t = f"read_parquet('{manifest_dir}/truth_*.parquet')"
+    names = {v for (v,) in con.execute(f"SELECT DISTINCT first_name FROM {t} UNION SELECT last_name FROM {t}").fetchall()}
+    exact = set()
+    for (email, phone, ssn, dob, mid) in con.execute(
+            f"SELECT DISTINCT email, phone10, ssn9, birth_date, member_id FROM {t}").fetchall():
+        exact |= {email, phone, f"{phone[:3]}-{phone[3:6]}-{phone[6:]}", f"({phone[:3]}) {phone[3:6]}-{phone[6:]}",
+                  ssn, f"{ssn[:3]}-{ssn[3:5]}-{ssn[5:]}", dob.isoformat(), dob.strftime("%m/%d/%Y"),
+                  dob.strftime("%Y%m%d"), mid}
+    return {"names": {n.lower() for n in names}, "exact": {e.lower() for e in exact}}
+
+
+def leaks_in_text(text: str, planted) -> set[str]:
+    tokens = {t.lower() for t in TOKEN.findall(text)}
+    return (tokens & planted["names"]) | (tokens & planted["exact"])
+
+
+@pytest.fixture(scope="module")
+def planted(generated_100k):
+    p = planted_values(generated_100k["manifest"])
+    assert len(p["names"]) >= 50 and len(p["exact"]) > 10_000
+    return p
+
+
+def test_bronze_does_hold_the_planted_values(generated_100k, planted):
+    """Guard against a vacuous scan: the same scan finds the values where they are allowed (bronze)."""
+    wh = generated_100k["warehouse"]
+    sample = query(wh, "SELECT member_email, member_ssn, member_first_name FROM bronze.bronze_claim_lines "
+                       "WHERE payer = 'northwind' LIMIT 50")
+    found = set().union(*(leaks_in_text(" ".join(r), planted) for r in sample))
+    assert len(found) >= 50
+
+
+def test_no_clear_pii_in_silver_or_gold_tables(generated_100k, planted):
+    wh = generated_100k["warehouse"]
+    tables = table_names(wh, ("silver", "gold"))
+    assert "silver.silver_claim_lines" in tables and "gold.provider_performance" in tables
+    con = duckdb.connect(str(wh), read_only=True)
+    con.execute("CREATE TEMP TABLE names AS SELECT unnest(?) AS v", [sorted(planted["names"])])
+    con.execute("CREATE TEMP TABLE exact AS SELECT unnest(?) AS v", [sorted(planted["exact"])])
+    leaks = []
+    for table in tables:
+        schema, name = table.split(".")
+        cols = [c for (c,) in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+            "AND data_type IN ('VARCHAR', 'VARCHAR[]')", [schema, name]).fetchall()]
+        for col in cols:
+            vals = f"(SELECT DISTINCT lower(CAST({col} AS VARCHAR)) AS x FROM {table} WHERE {col} IS NOT NULL)"
+            n = con.execute(f"""SELECT count(*) FROM {vals} d
+                                WHERE x IN (SELECT v FROM exact)
+                                   OR EXISTS (SELECT 1 FROM names WHERE contains(d.x, names.v))""").fetchone()[0]
+            if n:
+                leaks.append((table, col, n))
+    con.close()
+    assert leaks == []
+
+
+def test_no_clear_pii_in_run_logs_or_metadata(generated_100k, planted):
+    result = generated_100k["result"]
+    records = generated_100k["instance"].all_logs(result.run_id)
+    assert len(records) > 50
+    text = "\n".join(f"{r.user_message}\n{r.dagster_event!r}" for r in records)
+    assert "dagster/row_count" in text  # metadata is part of what was scanned
+    assert leaks_in_text(text, planted) == set()
+
+
+def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):
+    files = [p for p in (DBT_PROJECT_DIR / "target").rglob("*") if p.is_file()
+             and p.suffix in (".log", ".json", ".sql")]
+    assert files
+    leaks = set()
+    for p in files:
+        leaks |= leaks_in_text(p.read_text(errors="replace"), planted)
+    assert leaks == set()
