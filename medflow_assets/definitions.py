@@ -10,4 +10,7 @@ from medflow_assets.transform.assets import medflow_dbt_models
 defs = dg.Definitions(
     assets=[landing_files, medflow_dbt_models],
     resources=build_resources(load_settings()),
+    # Steps share one process: a step subprocess would re-import Dagster and dbt (~2 s each), and every
+    # warehouse writer is serialized by the duckdb_warehouse pool anyway.
+    executor=dg.in_process_executor,
 )

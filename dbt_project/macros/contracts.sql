@@ -1,5 +1,31 @@
-{#- Payer-contract expansion: the contracts arrive as JSON in var('contracts') (see
-    medflow_assets/landing/contracts.py); these macros turn them into bronze and silver SQL. -#}
+{#- Payer-contract expansion. The Dagster asset `landing_files` writes the validated contracts
+    (landing.payer_contracts) and the landed-file registry (landing.landing_file_registry); these macros
+    read them when a model runs and turn them into bronze and silver SQL. Reading tables instead of
+    --vars keeps dbt's partial parsing valid from run to run. -#}
+
+{#- {'contracts': {payer: contract}, 'files': [accepted files]}; empty while dbt only parses. -#}
+{% macro landing_state() %}
+  {%- set state = {'contracts': {}, 'files': []} -%}
+  {%- if not execute -%}{{ return(state) }}{%- endif -%}
+  {%- set registry = source('landing', 'landing_file_registry') -%}
+  {%- set contracts_rel = api.Relation.create(database=registry.database, schema=registry.schema,
+                                              identifier='payer_contracts') -%}
+  {%- if adapter.get_relation(registry.database, registry.schema, registry.identifier) is none -%}
+    {{ exceptions.raise_compiler_error("landing.landing_file_registry does not exist: materialize the landing_files asset first.") }}
+  {%- endif -%}
+  {%- for row in run_query("select payer, contract_json from " ~ contracts_rel ~ " order by payer").rows -%}
+    {%- do state.contracts.update({row[0]: fromjson(row[1])}) -%}
+  {%- endfor -%}
+  {%- set files_sql -%}
+    select payer, source_file, path, checksum, header_json, strftime(first_seen_at, '%Y-%m-%d %H:%M:%S')
+    from {{ registry }} where status = 'accepted' order by source_file
+  {%- endset -%}
+  {%- for row in run_query(files_sql).rows if row[0] in state.contracts -%}
+    {%- do state.files.append({'payer': row[0], 'source_file': row[1], 'path': row[2], 'checksum': row[3],
+                               'header': fromjson(row[4]), 'ingested_at': row[5]}) -%}
+  {%- endfor -%}
+  {{ return(state) }}
+{% endmacro %}
 
 {% macro sql_str(value) -%}
   '{{ value | string | replace("'", "''") }}'
@@ -40,9 +66,9 @@ where false
 {%- endmacro %}
 
 {#- CASE over payers: apply each payer's parser to a text column. -#}
-{% macro by_payer(parser, column) -%}
+{% macro by_payer(contracts, parser, column) -%}
 case payer
-  {%- for payer, contract in var('contracts').items() %}
+  {%- for payer, contract in contracts.items() %}
   when {{ sql_str(payer) }} then {{ parser(column, contract) }}
   {%- endfor %}
 end

@@ -5,12 +5,13 @@ import json
 
 import dagster as dg
 
-from medflow_assets.landing.contracts import load_contracts
+from medflow_assets.landing.contracts import PayerContract, load_contracts
 from medflow_assets.landing.zone import LandedFile, scan_local
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
 
 REGISTRY_TABLE = "landing.landing_file_registry"
+CONTRACTS_TABLE = "landing.payer_contracts"
 CONTRACT_CHECK = "files_match_payer_contracts"
 
 _REGISTRY_DDL = f"""
@@ -20,12 +21,14 @@ CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
   checksum VARCHAR, header_json VARCHAR, status VARCHAR NOT NULL, error VARCHAR,
   first_seen_at TIMESTAMP NOT NULL, checked_at TIMESTAMP NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contract_json VARCHAR NOT NULL);
 """
 
 
-def write_registry(con, files: list[LandedFile]) -> None:
-    """Replace the registry with the files present now; a file version (same checksum) keeps the time
-    it was first seen, so rebuilding from unchanged input gives identical tables."""
+def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract]) -> None:
+    """Replace the registry with the files present now, and the contracts with the current ones. A file
+    version (same checksum) keeps the time it was first seen, so unchanged input gives identical tables.
+    dbt reads both tables at run time (dbt vars would force a full re-parse on every change)."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
                 "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR)")
@@ -41,6 +44,9 @@ def write_registry(con, files: list[LandedFile]) -> None:
         FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""")
     con.execute(f"DELETE FROM {REGISTRY_TABLE}")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
+    con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
+    con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
+                    [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
     con.execute("COMMIT")
 
 
@@ -59,7 +65,7 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     contracts = load_contracts(settings.contracts_path)
     files = scan_local(settings.landing_path, contracts)
     with warehouse.connect() as con:
-        write_registry(con, files)
+        write_registry(con, files, contracts)
     rejected = [f for f in files if not f.accepted]
     for f in rejected:
         context.log.error(f"Rejected landed file {f.error}")

@@ -1,7 +1,8 @@
 """Payer contracts: one declarative YAML file per payer describes its file layout.
 
-Python loads and validates them here; dbt receives them as JSON in `--vars` and expands them into the
-bronze and silver SQL (dbt_project/macros/contracts.sql). Onboarding a payer = one YAML + its files.
+Python loads and validates them here and writes them as JSON to `landing.payer_contracts` (next to the
+landing file registry); dbt reads that table at run time and expands the contracts into the bronze and
+silver SQL (dbt_project/macros/contracts.sql). Onboarding a payer = one YAML + its files.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class PayerContract:
         present = {h.strip() for h in header}
         return [c for c in self.required_columns if c not in present]
 
-    def as_dbt_var(self) -> dict:
+    def as_dbt_json(self) -> dict:
+        """What dbt's contract-expansion macros read (landing.payer_contracts.contract_json)."""
         d = asdict(self)
         d.pop("source_path")
         d.pop("description")
+        d["canonical_fields"] = list(CANONICAL_FIELDS)
         return d
 
 

@@ -1,7 +1,6 @@
 """All dbt models (bronze, silver, gold) as one @dbt_assets definition."""
 
 
-import json
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -10,8 +9,6 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
-from medflow_assets.landing.assets import REGISTRY_TABLE
-from medflow_assets.landing.contracts import CANONICAL_FIELDS, load_contracts
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
 from medflow_assets.transform.project import dbt_project, ensure_manifest
@@ -33,24 +30,6 @@ class MedflowTranslator(DagsterDbtTranslator):
         if props.get("resource_type") in ("model", "seed"):
             spec = spec.replace_attributes(group_name=group)
         return spec
-
-
-def dbt_vars(warehouse: WarehouseResource) -> dict:
-    """Contracts and accepted landed files, handed to dbt as --vars."""
-    settings = load_settings()
-    contracts = load_contracts(settings.contracts_path)
-    with warehouse.connect(read_only=True) as con:
-        rows = con.execute(
-            f"SELECT payer, source_file, path, checksum, header_json, "
-            f"strftime(first_seen_at, '%Y-%m-%d %H:%M:%S') FROM {REGISTRY_TABLE} "
-            "WHERE status = 'accepted' ORDER BY source_file").fetchall()
-    files = [{"payer": p, "source_file": sf, "path": path, "checksum": ck, "header": json.loads(h),
-              "ingested_at": seen} for p, sf, path, ck, h, seen in rows if p in contracts]
-    return {
-        "canonical_fields": list(CANONICAL_FIELDS),
-        "contracts": {name: c.as_dbt_var() for name, c in contracts.items()},
-        "landing_files": files,
-    }
 
 
 def _table_metadata(warehouse: WarehouseResource, relations: dict[dg.AssetKey, str]) -> dict:
@@ -106,12 +85,10 @@ MANIFEST_PATH = ensure_manifest()
 def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     settings = load_settings()
     announce_key(settings, context.log)
-    variables = dbt_vars(warehouse)
-    context.log.info(f"dbt build over {len(variables['landing_files'])} accepted landed files")
     # profiles.yml reads MEDFLOW_* from the environment of the dbt subprocess, which dagster-dbt builds
     # from os.environ when it starts the process: set them from settings for that moment only.
     with scoped_environ({**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}):
-        invocation = dbt.cli(["build", "--vars", json.dumps(variables)], context=context, raise_on_error=False)
+        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
     # DuckDB lets one process hold the file: dbt keeps it for the whole build, so table metadata is read
     # once dbt has finished, and attached to each materialization before it is reported.
     events = list(invocation.stream())

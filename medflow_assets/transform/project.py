@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster_dbt import DbtProject
 
 from medflow_assets.resources import dbt_executable
-from medflow_assets.settings import DBT_PROJECT_DIR
+from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -32,7 +32,8 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     result = subprocess.run(
         [dbt_executable(), "parse", "--quiet", "--project-dir", str(project.project_dir),
          "--profiles-dir", str(project.profiles_dir), "--target-path", str(manifest.parent)],
-        capture_output=True, text=True, env={**os.environ}, check=False,
+        # The same MEDFLOW_* values the runs use, so dbt's partial parse stays valid for them.
+        capture_output=True, text=True, env={**os.environ, **load_settings().dbt_env()}, check=False,
     )
     if result.returncode != 0 or not manifest.exists():
         raise RuntimeError(f"`dbt parse` failed for {project.project_dir}:\n{result.stdout}\n{result.stderr}")

@@ -1,17 +1,18 @@
 {#- Every bronze row parsed with its payer's contract, PII replaced by keyed pseudonyms, and the list of
     rules it broke. claim lines (no broken rule) and the quarantine (some) are both cut from this table,
     so bronze rows = silver rows + quarantined rows by construction. No clear PII is kept here. -#}
+{%- set contracts = landing_state().contracts %}
 with parsed as (
   select
     payer, source_file, file_checksum, source_row_number, ingested_at,
     nullif(trim(claim_id), '') as claim_id,
     try_cast(trim(claim_line_number) as integer) as claim_line_number,
     {{ pseudonym('upper(member_id)', 'member') }} as member_key,
-    {{ pseudonym(by_payer(parse_name, 'member_full_name'), 'name') }} as name_key,
+    {{ pseudonym(by_payer(contracts, parse_name, 'member_full_name'), 'name') }} as name_key,
     {{ pseudonym('lower(member_email)', 'email') }} as email_key,
     {{ pseudonym('right(' ~ digits('member_phone') ~ ', 10)', 'phone') }} as phone_key,
     {{ pseudonym(digits('member_ssn'), 'ssn') }} as ssn_key,
-    {{ by_payer(parse_date, 'member_birth_date') }} as birth_date,
+    {{ by_payer(contracts, parse_date, 'member_birth_date') }} as birth_date,
     case upper(left(trim(member_gender), 1)) when 'F' then 'F' when 'M' then 'M' else 'U' end as gender,
     case when length({{ digits('member_zip') }}) >= 5 then left({{ digits('member_zip') }}, 3) end as zip3,
     trim(provider_npi) as provider_npi,
@@ -20,12 +21,12 @@ with parsed as (
     upper(trim(procedure_code)) as procedure_code,
     case when regexp_full_match(trim(place_of_service), '[0-9]{1,2}') then lpad(trim(place_of_service), 2, '0')
          else trim(place_of_service) end as place_of_service,
-    {{ by_payer(parse_date, 'service_date') }} as service_date,
-    {{ by_payer(parse_date, 'paid_date') }} as paid_date,
-    {{ by_payer(parse_amount, 'billed_amount') }} as billed_amount,
-    {{ by_payer(parse_amount, 'allowed_amount') }} as allowed_amount,
-    {{ by_payer(parse_amount, 'paid_amount') }} as paid_amount,
-    {{ by_payer(parse_status, 'claim_status') }} as claim_status,
+    {{ by_payer(contracts, parse_date, 'service_date') }} as service_date,
+    {{ by_payer(contracts, parse_date, 'paid_date') }} as paid_date,
+    {{ by_payer(contracts, parse_amount, 'billed_amount') }} as billed_amount,
+    {{ by_payer(contracts, parse_amount, 'allowed_amount') }} as allowed_amount,
+    {{ by_payer(contracts, parse_amount, 'paid_amount') }} as paid_amount,
+    {{ by_payer(contracts, parse_status, 'claim_status') }} as claim_status,
     nullif(regexp_replace(upper(trim(denial_reason_code)), '^(CO|PR|OA|PI|CR)-?', ''), '') as denial_reason_code,
     -- raw text kept for the quarantine (no PII among these)
     claim_line_number as raw_claim_line_number, service_date as raw_service_date, paid_date as raw_paid_date,
