@@ -3,12 +3,15 @@
 import dagster as dg
 
 from medflow_assets.landing.assets import landing_files
+from medflow_assets.quality.checks import quarantine_rate_gate, schema_checks
+from medflow_assets.quality.scorecard import data_quality_scorecard
 from medflow_assets.resources import build_resources
 from medflow_assets.settings import load_settings
-from medflow_assets.transform.assets import medflow_dbt_models
+from medflow_assets.transform.assets import medflow_dbt_bronze_silver, medflow_dbt_gold
 
 defs = dg.Definitions(
-    assets=[landing_files, medflow_dbt_models],
+    assets=[landing_files, medflow_dbt_bronze_silver, medflow_dbt_gold, data_quality_scorecard],
+    asset_checks=[*schema_checks, quarantine_rate_gate],
     resources=build_resources(load_settings()),
     # Steps share one process: a step subprocess would re-import Dagster and dbt (~2 s each), and every
     # warehouse writer is serialized by the duckdb_warehouse pool anyway.

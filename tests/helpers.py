@@ -10,14 +10,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from medflow_assets.landing.assets import landing_files
+from medflow_assets.definitions import defs
 from medflow_assets.resources import build_resources
 from medflow_assets.settings import CONTRACTS_DIR, PROJECT_ROOT, load_settings
-from medflow_assets.transform.assets import medflow_dbt_models
 
 SAMPLE_LANDING = PROJECT_ROOT / "data" / "landing"
 SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "sample_manifest"
-ALL_ASSETS = [landing_files, medflow_dbt_models]
+ALL_ASSETS = [*defs.assets, *defs.asset_checks]
 
 
 @contextmanager

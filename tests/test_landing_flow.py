@@ -43,6 +43,7 @@ delimiter: ";"
 date_format: "%d.%m.%Y"
 amount_encoding: dollars
 name_format: first_last
+max_quarantine_rate: 0.25   # a small first file: 1 bad row in 5 is tolerated for this payer
 status_map: {APPROVED: paid, REJECTED: denied, OPEN: pending}
 columns:
   claim_id: ClaimRef
@@ -125,3 +126,29 @@ def test_prod_target_without_key_stops_before_touching_data(tmp_path):
     failure = result.get_step_failure_events()[0]
     assert "MEDFLOW_PII_KEY is not set" in failure.event_specific_data.error.to_string()
     assert not wh.exists()
+
+
+def test_extreme_values_are_quarantined_not_fatal(tmp_path):
+    """Values that overflow a cast or break a code check must quarantine their row, not fail the model."""
+    landing = tmp_path / "landing"
+    (landing / "cascade").mkdir(parents=True)
+    src = (copy_sample(tmp_path / "sample") / "cascade" / "cascade_claims_001.txt").read_text().splitlines()
+    header, rows = src[0], src[1:101]
+    cols = header.split("|")
+    def edit(row, **values):
+        cells = row.split("|")
+        for k, v in values.items():
+            cells[cols.index(k)] = v
+        return "|".join(cells)
+    clean = [r for r in rows if r.split("|")[cols.index("STAT_CD")] == "P"]
+    rows = [edit(clean[0], BILL_AMT_CENTS="1000000000000"),   # 10^10 dollars: beyond DECIMAL(12,2)
+            edit(clean[1], REND_NPI="144602231"),             # 9 digits
+            edit(clean[2], REND_NPI="12345678AB"),            # letters
+            *clean[3:]]
+    (landing / "cascade" / "cascade_edge.txt").write_text("\n".join([header, *rows]) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    got = query(wh, "SELECT source_row_number, failed_rules FROM silver.silver_claims_quarantine ORDER BY 1")
+    assert got == [(1, ["invalid_amount"]), (2, ["invalid_npi"]), (3, ["invalid_npi"])]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(len(rows) - 3,)]

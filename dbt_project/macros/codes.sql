@@ -4,7 +4,7 @@
 {% macro npi_is_valid(col) -%}
 (regexp_full_match(coalesce({{ col }}, ''), '[12][0-9]{9}') and (24
   {%- for j in range(1, 11) %}
-  {%- set d = "cast(substr(" ~ col ~ ", " ~ j ~ ", 1) as integer)" %}
+  {%- set d = "try_cast(substr(" ~ col ~ ", " ~ j ~ ", 1) as integer)" %}
   + {% if j % 2 == 1 %}((2 * {{ d }}) // 10 + (2 * {{ d }}) % 10){% else %}{{ d }}{% endif %}
   {%- endfor %}) % 10 = 0)
 {%- endmacro %}

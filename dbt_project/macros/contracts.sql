@@ -80,7 +80,7 @@ cast(try_strptime(trim({{ column }}), {{ sql_str(contract.date_format) }}) as da
 
 {% macro parse_amount(column, contract) -%}
   {%- if contract.amount_encoding == 'cents' -%}
-  cast(try_cast(trim({{ column }}) as bigint) / 100 as decimal(12, 2))
+  try_cast(try_cast(trim({{ column }}) as bigint) / 100 as decimal(12, 2))
   {%- elif contract.amount_encoding == 'currency' -%}
   try_cast(replace(replace(trim({{ column }}), '$', ''), ',', '') as decimal(12, 2))
   {%- else -%}

@@ -1,4 +1,4 @@
-"""All dbt models (bronze, silver, gold) as one @dbt_assets definition."""
+"""All dbt models (bronze, silver, gold) as Dagster assets: one dbt step for seeds + bronze + silver, one for gold."""
 
 
 import os
@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets, get_asset_key_for_model
 
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
@@ -80,9 +80,8 @@ TRANSLATOR = MedflowTranslator()
 MANIFEST_PATH = ensure_manifest()
 
 
-@dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
-            pool=WAREHOUSE_POOL)
-def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    """`dbt build` of this definition's selection, with row counts and schemas attached."""
     settings = load_settings()
     announce_key(settings, context.log)
     # profiles.yml reads MEDFLOW_* from the environment of the dbt subprocess, which dagster-dbt builds
@@ -92,8 +91,7 @@ def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
     # DuckDB lets one process hold the file: dbt keeps it for the whole build, so table metadata is read
     # once dbt has finished, and attached to each materialization before it is reported.
     events = list(invocation.stream())
-    manifest = invocation.manifest
-    relations = _relations(manifest, TRANSLATOR)
+    relations = _relations(invocation.manifest, TRANSLATOR)
     metadata = _table_metadata(warehouse, relations)
     for event in events:
         if isinstance(event, dg.Output | dg.AssetMaterialization):
@@ -109,3 +107,32 @@ def medflow_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, w
             description="dbt build failed; the dbt log above names the failing model or test"
                         + (f" (failed checks on: {', '.join(failed)})" if failed else "") + ".",
         )
+
+
+# Two dbt steps, so that the Pandera checks and the quarantine-rate gate on silver (blocking asset checks,
+# medflow_assets/quality/) run between them and can stop gold. dbt's own tests gate inside each build.
+@dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
+            select="path:seeds path:models/bronze path:models/silver", name="medflow_dbt_bronze_silver",
+            pool=WAREHOUSE_POOL)
+def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+                              warehouse: WarehouseResource):
+    yield from _build(context, dbt, warehouse)
+
+
+@dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
+            select="path:models/gold", name="medflow_dbt_gold", pool=WAREHOUSE_POOL)
+def medflow_dbt_gold(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    yield from _build(context, dbt, warehouse)
+
+
+DBT_ASSETS = [medflow_dbt_bronze_silver, medflow_dbt_gold]
+
+
+def model_key(model_name: str) -> dg.AssetKey:
+    """Asset key of a dbt model, for Python assets and checks downstream of dbt."""
+    for assets_def in DBT_ASSETS:
+        try:
+            return get_asset_key_for_model([assets_def], model_name)
+        except KeyError:
+            continue
+    raise KeyError(f"no dbt model named {model_name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -24,10 +25,20 @@ def _newest_source_mtime(project_dir: Path) -> float:
     return newest
 
 
+def _profile_env() -> dict[str, str]:
+    """The MEDFLOW_* values profiles.yml renders (the PII key is not among them)."""
+    return {k: v for k, v in load_settings().dbt_env().items() if k != "MEDFLOW_PII_KEY"}
+
+
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """Run `dbt parse` (offline, ~4 s) when the manifest is missing or stale, so a fresh clone works."""
+    """Run `dbt parse` (offline, ~3 s) when the manifest is missing, older than the project files, or was
+    parsed for other profile settings, so a fresh clone works and every run can use dbt's partial parse
+    (dbt re-parses everything when the rendered profile differs from the one it parsed with)."""
     manifest = Path(project.manifest_path)
-    if manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(Path(project.project_dir)):
+    stamp = manifest.parent / ".medflow-profile-env.json"
+    wanted = json.dumps(_profile_env(), sort_keys=True)
+    if (manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(Path(project.project_dir))
+            and stamp.exists() and stamp.read_text() == wanted):
         return manifest
     result = subprocess.run(
         [dbt_executable(), "parse", "--quiet", "--project-dir", str(project.project_dir),
@@ -37,4 +48,5 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     )
     if result.returncode != 0 or not manifest.exists():
         raise RuntimeError(f"`dbt parse` failed for {project.project_dir}:\n{result.stdout}\n{result.stderr}")
+    stamp.write_text(wanted)
     return manifest

@@ -1,0 +1,90 @@
+"""The floor: MedFlow's own bronze -> silver -> gold SQL as one bare DuckDB script.
+
+No Dagster, no dbt at run time, no checks, no checksums: the model SQL dbt compiled for a MedFlow run
+(same files, same contracts) is replayed as CREATE TABLE statements in dependency order, on a DuckDB
+connection with the same memory limit and the same HMAC macro.
+
+  python benchmarks/floor.py compile --target-dir dbt_project/target/<run> --out floor.sql
+  python benchmarks/floor.py run --script floor.sql --db /path/medflow.duckdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from medflow_assets.settings import DBT_PROJECT_DIR, load_settings  # noqa: E402
+from medflow_assets.transform.pii_plugin import hmac_macro_sql  # noqa: E402
+
+
+def compile_script(target_dir: Path) -> str:
+    manifest = json.loads((target_dir / "manifest.json").read_text())
+    models = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] == "model"}
+    order, seen = [], set()
+
+    def visit(uid):
+        if uid in seen or uid not in models:
+            return
+        seen.add(uid)
+        for dep in models[uid]["depends_on"]["nodes"]:
+            visit(dep)
+        order.append(uid)
+
+    for uid in sorted(models):
+        visit(uid)
+    statements = []
+    for uid in order:
+        node = models[uid]
+        compiled = target_dir / "compiled" / "medflow" / node["original_file_path"]
+        sql = compiled.read_text()
+        statements.append(f'CREATE OR REPLACE TABLE "{node["schema"]}"."{node["alias"]}" AS\n{sql};')
+    return "\n\n".join(statements) + "\n"
+
+
+def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float:
+    t0 = time.perf_counter()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(db), config={"memory_limit": memory_limit, "threads": threads})
+    con.execute(hmac_macro_sql(load_settings().pii_key))
+    for schema in ("bronze", "silver", "gold", "reference"):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    seeds = DBT_PROJECT_DIR / "seeds"
+    con.execute(f"CREATE OR REPLACE TABLE reference.dq_rules AS FROM read_csv('{seeds}/dq_rules.csv', all_varchar=true)")
+    con.execute(f"CREATE OR REPLACE TABLE reference.carc_codes AS FROM read_csv('{seeds}/carc_codes.csv', "
+                "all_varchar=true)")
+    for statement in script.read_text().split(";\n\n"):
+        if statement.strip():
+            con.execute(statement.rstrip(";\n"))
+    con.close()
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compile")
+    c.add_argument("--target-dir", type=Path, required=True)
+    c.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--script", type=Path, required=True)
+    r.add_argument("--db", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.cmd == "compile":
+        args.out.write_text(compile_script(args.target_dir))
+        return 0
+    s = load_settings()
+    seconds = run_script(args.script, args.db, s.memory_limit, s.threads)
+    print(json.dumps({"seconds": round(seconds, 2)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

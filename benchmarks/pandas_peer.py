@@ -1,0 +1,325 @@
+"""Hand-written pandas alternative to MedFlow (the benchmark peer): the bronze -> silver -> gold logic of
+the dbt models (payer contracts, parsing, rule ids, duplicate lines, four gold tables) in plain pandas.
+Amounts are integer cents (exact); averages and rates follow DuckDB (double, rounded half away from zero).
+
+    python benchmarks/pandas_peer.py --landing DIR [--contracts DIR] --out DIR
+
+Writes the gold tables as CSV into --out and prints one JSON line of counts and timing to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import sys
+import time
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medflow_assets.landing.contracts import CANONICAL_FIELDS, PayerContract, load_contracts
+from medflow_assets.settings import load_settings
+
+RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "invalid_service_date",
+         "invalid_paid_date", "invalid_birth_date", "invalid_amount", "unknown_status", "invalid_npi",
+         "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
+         "amounts_out_of_order", "duplicate_line")  # the order of dbt's failed_rules list
+ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
+PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
+NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+INT32_MAX, CENTS_LIMIT = 2**31 - 1, 10**12  # integer range; DECIMAL(12, 2) holds |cents| < 10^12
+
+
+def trim(s: pd.Series) -> pd.Series:
+    """DuckDB trim(): spaces only."""
+    return s.str.strip(" ")
+
+
+def nullif_empty(s: pd.Series) -> pd.Series:
+    return s.where(s != "")
+
+
+def digits(s: pd.Series) -> pd.Series:
+    return nullif_empty(s.fillna("").str.replace(r"[^0-9]", "", regex=True))
+
+
+def parse_number(s: pd.Series, scale: int) -> pd.Series:
+    """try_cast(text as integer / decimal(p, scale)) as an integer count of 10^-scale units (Int64, NA when
+    it does not parse). More fraction digits than the scale round half away from zero, as DuckDB casts do."""
+    ok = s.str.fullmatch(NUMBER_RE) & (s.str.len() <= 18 - scale)  # units stay below 10^18: int64
+    dot = s.str.find(".").fillna(-1).to_numpy(dtype=int)
+    frac_len = np.where(dot >= 0, s.str.len().fillna(0).to_numpy(dtype=int) - dot - 1, 0)
+    exact = ok.to_numpy() & (frac_len <= scale)
+    mantissa = pd.to_numeric(s.where(exact, "0").str.replace(".", "", regex=False)).to_numpy(dtype="int64")
+    units = pd.Series(mantissa * 10 ** np.where(exact, scale - frac_len, 0), index=s.index, dtype="Int64")
+    units = units.where(exact)
+    for i, text in s[ok & ~exact].items():  # rare: too many fraction digits
+        units[i] = int(Decimal(text).scaleb(scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return units
+
+
+def round_half_away(x: pd.Series, digits_: int) -> pd.Series:
+    """DuckDB round(double, n) and double -> DECIMAL casts: std::round(x * 10^n) / 10^n."""
+    scaled = x * 10**digits_
+    return np.sign(scaled) * np.floor(np.abs(scaled) + 0.5) / 10**digits_
+
+
+def money(cents: pd.Series) -> list[str | None]:
+    return [None if pd.isna(c) else f"{'-' if c < 0 else ''}{abs(int(c)) // 100}.{abs(int(c)) % 100:02d}"
+            for c in cents]
+
+
+class Pseudonymizer:
+    """Keyed HMAC-SHA256 hex of "<domain>:<trimmed value>", computed once per distinct value."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key.encode()
+        self.cache: dict[str, dict[str, str]] = {}
+
+    def __call__(self, values: pd.Series, domain: str) -> pd.Series:
+        codes, uniques = pd.factorize(nullif_empty(trim(values)))
+        cache = self.cache.setdefault(domain, {})
+        hashed = np.empty(len(uniques) + 1, dtype=object)  # last slot (None) is for code -1 (missing)
+        for i, u in enumerate(uniques.to_numpy(dtype=object)):
+            if u not in cache:
+                cache[u] = hmac.new(self.key, f"{domain}:{u}".encode(), hashlib.sha256).hexdigest()
+            hashed[i] = cache[u]
+        return pd.Series(hashed[codes], index=values.index, dtype="str")
+
+
+def read_bronze(path: Path, contract: PayerContract, source_file: str) -> pd.DataFrame | None:
+    """One landed file as text under canonical field names plus lineage (None when the landing
+    registry would reject it: empty, or missing a contract column)."""
+    try:
+        raw = pd.read_csv(path, sep=contract.delimiter, dtype=str, keep_default_na=False, na_values=[""],
+                          encoding="utf-8-sig")
+    except pd.errors.EmptyDataError:
+        print(f"skipping {source_file}: empty file", file=sys.stderr)
+        return None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing = contract.missing_columns(list(raw.columns))
+    if missing:
+        print(f"skipping {source_file}: missing columns {missing}", file=sys.stderr)
+        return None
+    fields = {f: raw[contract.columns[f]] if f in contract.columns  # else the contract default (or NULL)
+              else pd.Series(contract.defaults.get(f), index=raw.index, dtype="str")
+              for f in CANONICAL_FIELDS}
+    return pd.DataFrame(fields).assign(payer=contract.payer, source_file=source_file,
+                                       source_row_number=np.arange(1, len(raw) + 1, dtype="int64"))
+
+
+def parse_amount(s: pd.Series, encoding: str) -> pd.Series:
+    """Integer cents; "cents" files already carry them, "currency" drops "$" and "," first."""
+    text = trim(s)
+    if encoding == "currency":
+        text = text.str.replace("$", "", regex=False).str.replace(",", "", regex=False)
+    cents = parse_number(text, 0 if encoding == "cents" else 2)
+    return cents.where(cents.abs() < CENTS_LIMIT)
+
+
+def npi_is_valid(npi: pd.Series) -> np.ndarray:
+    """10 digits starting 1 or 2 whose Luhn check over the "80840" prefix holds (prefix adds 24)."""
+    shape_ok = npi.fillna("").str.fullmatch(r"[12][0-9]{9}").to_numpy(dtype=bool)
+    valid = np.zeros(len(npi), dtype=bool)
+    if shape_ok.any():
+        text = "".join(npi[shape_ok].to_numpy(dtype=object)).encode()
+        d = np.frombuffer(text, dtype=np.uint8).reshape(-1, 10).astype(int) - ord("0")
+        odd = 2 * d[:, 0::2]
+        valid[shape_ok] = (24 + (odd // 10 + odd % 10).sum(axis=1) + d[:, 1::2].sum(axis=1)) % 10 == 0
+    return valid
+
+
+def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd.DataFrame:
+    """silver_claim_lines_validated for one file: typed fields, pseudonyms and one bool per rule."""
+    def date(col: str) -> pd.Series:
+        return pd.to_datetime(trim(b[col]), format=c.date_format, errors="coerce")
+
+    def present(col: str) -> pd.Series:
+        return b[col].notna() & (trim(b[col]) != "")
+
+    s = b[["payer", "source_file", "source_row_number"]].copy()
+    s["claim_id"] = nullif_empty(trim(b["claim_id"]))
+    line = parse_number(trim(b["claim_line_number"]), 0)
+    s["claim_line_number"] = line.where(line.abs() <= INT32_MAX)
+    s["member_key"] = pseudo(b["member_id"].str.upper(), "member")
+    if c.name_format == "last_comma_first":
+        parts = b["member_full_name"].str.split(",", expand=True).reindex(columns=[0, 1])
+        name = trim(parts[1].fillna("").where(parts[0].notna())) + " " + trim(parts[0])
+    else:
+        name = trim(b["member_first_name"].fillna("")) + " " + trim(b["member_last_name"].fillna(""))
+    s["name_key"] = pseudo(name.str.lower(), "name")
+    s["email_key"] = pseudo(b["member_email"].str.lower(), "email")
+    s["phone_key"] = pseudo(digits(b["member_phone"]).str[-10:], "phone")
+    s["ssn_key"] = pseudo(digits(b["member_ssn"]), "ssn")
+    birth = date("member_birth_date")
+    s["birth_year"] = birth.dt.year.astype("Int64")
+    s["gender"] = trim(b["member_gender"]).str[:1].str.upper().map({"F": "F", "M": "M"}).fillna("U")
+    zip_digits = digits(b["member_zip"])
+    s["zip3"] = zip_digits.str[:3].where(zip_digits.str.len() >= 5)
+    s["provider_npi"] = trim(b["provider_npi"])
+    s["department"] = nullif_empty(trim(b["department"]).str.replace(" ", "_").str.lower()).fillna("unknown")
+    s["diagnosis_code"] = trim(b["diagnosis_code"]).str.replace(".", "", regex=False).str.upper()
+    s["procedure_code"] = trim(b["procedure_code"]).str.upper()
+    pos = trim(b["place_of_service"])
+    s["place_of_service"] = pos.where(~pos.str.fullmatch(r"[0-9]{1,2}"), pos.str.zfill(2))
+    s["service_date"], s["paid_date"] = date("service_date"), date("paid_date")
+    for amount in ("billed_amount", "allowed_amount", "paid_amount"):
+        s[amount] = parse_amount(b[amount], c.amount_encoding)
+    s["claim_status"] = trim(b["claim_status"]).str.upper().map(c.status_map).astype("str")
+    s["denial_reason_code"] = nullif_empty(
+        trim(b["denial_reason_code"]).str.upper().str.replace(r"^(CO|PR|OA|PI|CR)-?", "", regex=True))
+
+    status = s["claim_status"]
+    billed, allowed, paid = s["billed_amount"], s["allowed_amount"], s["paid_amount"]
+    out_of_order = (paid > allowed).fillna(False) | (allowed > billed).fillna(False)
+    rules = {
+        "missing_claim_id": s["claim_id"].isna(),
+        "invalid_claim_line_number": (s["claim_line_number"] < 1).fillna(True),
+        "missing_member_id": s["member_key"].isna(),
+        "invalid_service_date": s["service_date"].isna(),
+        "invalid_paid_date": present("paid_date") & s["paid_date"].isna(),
+        "invalid_birth_date": present("member_birth_date") & birth.isna(),
+        "invalid_amount": billed.isna() | allowed.isna() | paid.isna(),
+        "unknown_status": status.isna(),
+        "invalid_npi": ~npi_is_valid(s["provider_npi"]),
+        "invalid_diagnosis_code": ~s["diagnosis_code"].fillna("").str.fullmatch(ICD10_RE),
+        "invalid_procedure_code": ~s["procedure_code"].fillna("").str.fullmatch(PROCEDURE_RE),
+        "invalid_place_of_service": s["place_of_service"].notna()
+                                    & ~s["place_of_service"].fillna("").str.fullmatch(r"[0-9]{2}"),
+        "amounts_out_of_order": status.notna() & (status != "reversed") & out_of_order,
+    }
+    for rule, failed in rules.items():
+        s[rule] = np.asarray(failed, dtype=bool)
+    return s
+
+
+def landed_files(landing: Path, contracts: dict[str, PayerContract]) -> list[tuple[str, Path]]:
+    """(source_file, path) of every file matching its payer's glob, ordered by source_file."""
+    found = [(f"{payer}/{p.name}", p) for payer, c in contracts.items() if (landing / payer).is_dir()
+             for p in (landing / payer).glob(c.file_glob) if p.is_file() and not p.name.startswith(".")]
+    return sorted(found)
+
+
+def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) -> pd.DataFrame:
+    pseudo = Pseudonymizer(pii_key)
+    parts: list[pd.DataFrame] = []
+    for source_file, path in landed_files(landing, contracts):
+        contract = contracts[source_file.split("/", 1)[0]]
+        bronze = read_bronze(path, contract, source_file)
+        if bronze is not None:
+            parts.append(parse_silver(bronze, contract, pseudo))
+    if not parts:
+        raise SystemExit(f"no landed files to read under {landing}")
+    df = pd.concat(parts, ignore_index=True)
+    # row_number() over (partition by payer, claim_id, claim_line_number order by source_file, row) > 1:
+    # parts are already in (source_file, source_row_number) order, so "not the first" is duplicated().
+    keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
+    df["duplicate_line"] = keyed & df.duplicated(["payer", "claim_id", "claim_line_number"], keep="first")
+    df["failed_rule_count"] = df[list(RULES)].sum(axis=1)
+    return df
+
+
+def data_quality_log(df: pd.DataFrame) -> pd.DataFrame:
+    """Per payer, file and rule: rows checked, rows failed, rows quarantined (every rule listed)."""
+    g = df.assign(quarantined=df["failed_rule_count"] > 0).groupby(["payer", "source_file"], sort=True)
+    per_file = g[list(RULES)].sum().assign(rows_checked=g.size(), rows_quarantined=g["quarantined"].sum())
+    return per_file.melt(id_vars=["rows_checked", "rows_quarantined"], value_vars=list(RULES),
+                         var_name="rule_id", value_name="rows_failed", ignore_index=False).reset_index()
+
+
+def rate(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    return round_half_away(numerator / denominator, 4)
+
+
+def avg_cents(sum_cents: pd.Series, count: pd.Series) -> list[str | None]:
+    """cast(avg(decimal) as decimal(12, 2)): DuckDB averages as a double, the cast rounds half away."""
+    avg = sum_cents.astype("float64") / (count * 100.0)
+    return money(round_half_away(avg * 100, 0).astype("Int64").where(count > 0))
+
+
+def gold_tables(silver: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    st = silver["claim_status"]
+    x = silver.assign(
+        service_month=silver["service_date"].dt.to_period("M"),
+        visit=silver["payer"] + ":" + silver["claim_id"],
+        **{f"is_{k}": st == k for k in ("paid", "denied", "pending", "adjusted", "reversed")},
+        adjudicated=st != "pending",
+        approved=st.isin(["paid", "adjusted"]),
+        paid_pa=silver["paid_amount"].where(st.isin(["paid", "adjusted"])),
+        paid_rev=silver["paid_amount"].where(st.isin(["paid", "adjusted", "reversed"])),
+        billed_nrev=silver["billed_amount"].where(st != "reversed"),
+        billed_pend=silver["billed_amount"].where(st == "pending"),
+        days=(silver["paid_date"] - silver["service_date"]).dt.days.where(st != "reversed"),
+    )
+
+    m = x.groupby(["service_month", "payer"], sort=True).agg(
+        lines=("claim_id", "size"), claims=("claim_id", "nunique"), members=("member_key", "nunique"),
+        billed_amount=("billed_amount", "sum"), allowed_amount=("allowed_amount", "sum"),
+        paid_amount=("paid_amount", "sum"), denied_lines=("is_denied", "sum")).reset_index()
+    m["denial_rate"] = rate(m["denied_lines"], m["lines"])
+
+    f = x.groupby(["payer", "service_month"], sort=True).agg(
+        submitted_lines=("claim_id", "size"), adjudicated_lines=("adjudicated", "sum"),
+        paid_lines=("is_paid", "sum"), denied_lines=("is_denied", "sum"), pending_lines=("is_pending", "sum"),
+        adjusted_lines=("is_adjusted", "sum"), reversed_lines=("is_reversed", "sum"),
+        approved=("approved", "sum")).reset_index()
+    f["adjudication_rate"] = rate(f["adjudicated_lines"], f["submitted_lines"])
+    f["approval_rate"] = rate(f.pop("approved"), f["adjudicated_lines"].clip(lower=1))
+
+    p = x.groupby("provider_npi", sort=True).agg(
+        lines=("claim_id", "size"), claims=("visit", "nunique"), members=("member_key", "nunique"),
+        denied=("is_denied", "sum"), paid_amount=("paid_amount", "sum"), paid_pa_sum=("paid_pa", "sum"),
+        paid_pa_n=("paid_pa", "count"), days=("days", "mean")).reset_index()
+    p.insert(4, "denial_rate", rate(p.pop("denied"), p["lines"]))
+    p["avg_paid_amount"] = avg_cents(p.pop("paid_pa_sum"), p.pop("paid_pa_n"))
+    p["avg_days_to_payment"] = round_half_away(p.pop("days"), 1)
+
+    d = x.groupby("department", sort=True).agg(
+        visits=("visit", "nunique"), lines=("claim_id", "size"), billed_sum=("billed_nrev", "sum"),
+        billed_n=("billed_nrev", "count"), paid_revenue=("paid_rev", "sum"),
+        pending_revenue=("billed_pend", "sum")).reset_index()
+    d.insert(3, "avg_billed_amount", avg_cents(d.pop("billed_sum"), d.pop("billed_n")))
+
+    for t in (m, f):
+        t["service_month"] = t["service_month"].dt.strftime("%Y-%m-01")
+    for t, cols in ((m, ("billed_amount", "allowed_amount", "paid_amount")), (p, ("paid_amount",)),
+                    (d, ("paid_revenue", "pending_revenue"))):
+        for col in cols:
+            t[col] = money(t[col])
+    return {"claims_monthly_summary": m, "claims_approval_funnel": f, "provider_performance": p,
+            "department_revenue": d}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--landing", type=Path, required=True, help="landing folder (<payer>/<files>)")
+    ap.add_argument("--contracts", type=Path, default=None, help="payer contracts folder (*.yaml)")
+    ap.add_argument("--out", type=Path, required=True, help="folder for the gold CSV files")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    settings = load_settings()
+    contracts = load_contracts(args.contracts or settings.contracts_path)
+    df = validated(args.landing, contracts, settings.pii_key)
+    failed = df["failed_rule_count"] > 0
+    by_rule = data_quality_log(df).groupby("rule_id")["rows_failed"].sum()
+    gold = gold_tables(df.loc[~failed].drop(columns=list(RULES)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, table in gold.items():
+        table.to_csv(args.out / f"{name}.csv", index=False)
+    m = gold["claims_monthly_summary"]
+    paid = zip(m["payer"], m["service_month"], m["paid_amount"], strict=True)
+    print(json.dumps({
+        "bronze_rows": len(df), "silver_rows": int((~failed).sum()), "quarantine_rows": int(failed.sum()),
+        "quarantine_by_rule": {r: int(by_rule[r]) for r in RULES if by_rule[r] > 0},
+        "paid_by_payer_month": {f"{p}|{mo}": v for p, mo, v in paid},
+        "seconds": round(time.perf_counter() - t0, 3),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""MedFlow at scale against the floor (same SQL, bare DuckDB) and a hand-written pandas peer.
+
+  .venv/bin/python benchmarks/run.py --scales 100k 1m 10m --runs 3
+
+For each scale: generate the data once with the project's generator (fixed seed), then per round run
+(a) MedFlow: `dagster asset materialize --select '*' -m medflow_assets.definitions` from an empty warehouse,
+(b) the floor, (c) the pandas peer, each as its own process, measuring wall time and the peak resident
+memory of the whole process tree. Medians over the rounds are reported. Results go to
+benchmarks/results/<name>.json and a markdown table to benchmarks/results/<name>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.proctree import Measured, run_measured  # noqa: E402
+from medflow_assets.synth.generator import generate  # noqa: E402
+
+SCALES = {"1line": 1, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
+PY = sys.executable
+BIN = Path(PY).parent
+STEP_RE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s)')
+
+
+def _env(landing: Path, warehouse: Path, dagster_home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDFLOW_")}
+    env.update({"MEDFLOW_LANDING_PATH": str(landing), "MEDFLOW_WAREHOUSE_PATH": str(warehouse),
+                "DAGSTER_HOME": str(dagster_home), "DO_NOT_TRACK": "1"})
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return env
+
+
+def ensure_data(work: Path, scale: str, seed: int) -> tuple[Path, dict]:
+    landing = work / scale / "landing"
+    summary = work / scale / "landing_manifest" / "summary.json"
+    if summary.exists() and json.loads(summary.read_text()).get("lines_requested") == SCALES[scale]:
+        return landing, {"generated_s": None}
+    shutil.rmtree(work / scale, ignore_errors=True)
+    t0 = time.perf_counter()
+    generate(landing, SCALES[scale], seed=seed, defect_rate=0.02, rows_per_file=1_000_000)
+    return landing, {"generated_s": round(time.perf_counter() - t0, 1)}
+
+
+def newest_dbt_target(after: float) -> Path | None:
+    runs = [p for p in (ROOT / "dbt_project" / "target").glob("medflow_dbt_models-*")
+            if p.stat().st_mtime >= after - 2]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def breakdown(m: Measured, target: Path | None) -> dict:
+    steps = {}
+    for name, value, unit in STEP_RE.findall(m.log_path.read_text(errors="replace")):
+        steps[name] = float(value) / (1000 if unit == "ms" else 1)
+    out = {"landing_step_s": steps.get("landing_files"), "dbt_step_s": steps.get("medflow_dbt_models")}
+    if target and (target / "run_results.json").exists():
+        rr = json.loads((target / "run_results.json").read_text())
+        kinds: dict[str, float] = {}
+        for r in rr["results"]:
+            kind = r["unique_id"].split(".")[0]
+            kinds[kind] = kinds.get(kind, 0.0) + r["execution_time"]
+        out["sql_s"] = round(kinds.get("model", 0) + kinds.get("seed", 0), 2)
+        out["checks_s"] = round(kinds.get("test", 0), 2)
+        out["dbt_nodes_elapsed_s"] = round(rr["elapsed_time"], 2)
+        if out["dbt_step_s"] is not None:
+            out["dbt_overhead_s"] = round(out["dbt_step_s"] - rr["elapsed_time"], 2)
+    if out["dbt_step_s"] is not None and out["landing_step_s"] is not None:
+        out["dagster_overhead_s"] = round(m.wall_s - out["dbt_step_s"] - out["landing_step_s"], 2)
+    return out
+
+
+def conservation(warehouse: Path) -> dict:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    b, s, q = con.execute("""SELECT (SELECT count(*) FROM bronze.bronze_claim_lines),
+        (SELECT count(*) FROM silver.silver_claim_lines), (SELECT count(*) FROM silver.silver_claims_quarantine)""").fetchone()
+    paid = con.execute("SELECT sum(paid_amount) FROM gold.claims_monthly_summary").fetchone()[0]
+    con.close()
+    return {"bronze": b, "silver": s, "quarantine": q, "conserved": b == s + q, "gold_paid": str(paid)}
+
+
+def run_medflow(work: Path, scale: str, landing: Path, i: int) -> tuple[dict, Path | None]:
+    wh_dir = work / scale / "medflow"
+    shutil.rmtree(wh_dir, ignore_errors=True)
+    warehouse = wh_dir / "medflow.duckdb"
+    env = _env(landing, warehouse, wh_dir / "dagster_home")
+    t0 = time.time()
+    m = run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "-m",
+                      "medflow_assets.definitions"], work / "logs" / f"medflow-{scale}-{i}.log", env=env, cwd=ROOT)
+    target = newest_dbt_target(t0)
+    row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
+           **breakdown(m, target)}
+    if row["ok"]:
+        row.update(conservation(warehouse))
+    return row, target
+
+
+def run_floor(work: Path, scale: str, target: Path, i: int) -> dict:
+    script = work / scale / "floor.sql"
+    if not script.exists():
+        script.write_text(__import__("benchmarks.floor", fromlist=["x"]).compile_script(target))
+    db_dir = work / scale / "floor"
+    shutil.rmtree(db_dir, ignore_errors=True)
+    m = run_measured([PY, str(ROOT / "benchmarks" / "floor.py"), "run", "--script", str(script),
+                      "--db", str(db_dir / "medflow.duckdb")], work / "logs" / f"floor-{scale}-{i}.log", cwd=ROOT)
+    row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3)}
+    if row["ok"]:
+        row.update(conservation(db_dir / "medflow.duckdb"))
+    return row
+
+
+def run_pandas(work: Path, scale: str, landing: Path, i: int, timeout_s: float) -> dict:
+    out = work / scale / "pandas_out"
+    shutil.rmtree(out, ignore_errors=True)
+    m = run_measured([PY, str(ROOT / "benchmarks" / "pandas_peer.py"), "--landing", str(landing), "--out", str(out)],
+                     work / "logs" / f"pandas-{scale}-{i}.log", cwd=ROOT, timeout_s=timeout_s,
+                     address_space_limit=23 * 2**30)
+    row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
+           "timed_out": m.timed_out}
+    if not row["ok"]:
+        tail = m.log_path.read_text(errors="replace")[-400:]
+        row["failure"] = "timeout" if m.timed_out else ("out of memory" if "MemoryError" in tail else tail[-200:])
+    return row
+
+
+def median(rows: list[dict], key: str):
+    vals = [r[key] for r in rows if r.get("ok") and r.get(key) is not None]
+    return round(statistics.median(vals), 2) if vals else None
+
+
+def summarize(results: dict) -> str:
+    lines = ["| scale | lines | MedFlow wall s | MedFlow peak GiB | floor wall s | floor peak GiB | MedFlow/floor "
+             "| pandas wall s | pandas peak GiB | pandas/MedFlow | conserved |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for scale, r in results["scales"].items():
+        mf, fl, pd_ = r["medflow"], r.get("floor", []), r.get("pandas", [])
+        mw, fw, pw = median(mf, "wall_s"), median(fl, "wall_s"), median(pd_, "wall_s")
+        pfail = next((x.get("failure") for x in pd_ if not x.get("ok")), None)
+        lines.append(
+            f"| {scale} | {mf[0].get('bronze', '?') if mf else '?'} | {mw} | {median(mf, 'peak_gib')} | {fw} | "
+            f"{median(fl, 'peak_gib')} | {round(mw / fw, 2) if mw and fw else '-'} | "
+            f"{pw if pw else (pfail or '-')} | {median(pd_, 'peak_gib')} | "
+            f"{round(pw / mw, 2) if pw and mw else '-'} | {all(x.get('conserved') for x in mf)} |")
+    lines += ["", "MedFlow time breakdown (medians, seconds):", "",
+              "| scale | landing step | dbt step | SQL (models+seeds) | checks (dbt tests) | dbt overhead | "
+              "Dagster overhead |", "|---|---|---|---|---|---|---|"]
+    for scale, r in results["scales"].items():
+        mf = r["medflow"]
+        lines.append(f"| {scale} | " + " | ".join(str(median(mf, k)) for k in (
+            "landing_step_s", "dbt_step_s", "sql_s", "checks_s", "dbt_overhead_s", "dagster_overhead_s")) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scales", nargs="+", choices=list(SCALES), default=["100k", "1m", "10m"])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--peers", nargs="*", choices=["floor", "pandas"], default=["floor", "pandas"])
+    ap.add_argument("--pandas-runs-10m", type=int, default=1, help="pandas rounds at 10M (each takes minutes)")
+    ap.add_argument("--pandas-timeout", type=float, default=1800)
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work")
+    ap.add_argument("--name", default=None, help="results file stem (default: timestamp)")
+    args = ap.parse_args(argv)
+    results = {"started": datetime.now().isoformat(timespec="seconds"), "runs": args.runs, "scales": {}}
+    for scale in args.scales:
+        landing, gen = ensure_data(args.work, scale, args.seed)
+        r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": []}
+        for i in range(args.runs):
+            row, target = run_medflow(args.work, scale, landing, i)
+            r["medflow"].append(row)
+            print(f"[{scale} #{i}] medflow {row}", flush=True)
+            if "floor" in args.peers and target:
+                r["floor"].append(run_floor(args.work, scale, target, i))
+                print(f"[{scale} #{i}] floor {r['floor'][-1]}", flush=True)
+            if "pandas" in args.peers and (scale != "10m" or i < args.pandas_runs_10m):
+                r["pandas"].append(run_pandas(args.work, scale, landing, i, args.pandas_timeout))
+                print(f"[{scale} #{i}] pandas {r['pandas'][-1]}", flush=True)
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = summarize(results)
+    (out_dir / f"{name}.md").write_text(table)
+    print(table)
+    ok = all(x["ok"] and x.get("conserved") for s in results["scales"].values() for x in s["medflow"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Which schema guards which table, and the quarantine-rate gate."""
+
+import json
+
+import dagster as dg
+
+from medflow_assets.quality import schemas as s
+from medflow_assets.quality.factory import schema_check
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.transform.assets import model_key
+
+DEFAULT_MAX_QUARANTINE_RATE = 0.10
+
+# model, schema, key columns shown for failing rows (never PII), blocking?
+TABLE_SCHEMAS = [
+    ("bronze", "bronze_claim_lines", s.BronzeClaimLines, ["source_file", "source_row_number"], False),
+    ("silver", "silver_claim_lines", s.SilverClaimLines, ["payer", "claim_id", "claim_line_number"], True),
+    ("silver", "silver_claims_quarantine", s.SilverClaimsQuarantine, ["source_file", "source_row_number"], False),
+    ("silver", "silver_data_quality_log", s.SilverDataQualityLog, ["source_file", "rule_id"], False),
+    ("gold", "claims_monthly_summary", s.ClaimsMonthlySummary, ["service_month", "payer"], True),
+    ("gold", "claims_approval_funnel", s.ClaimsApprovalFunnel, ["payer", "service_month"], True),
+    ("gold", "provider_performance", s.ProviderPerformance, ["provider_npi"], True),
+    ("gold", "department_revenue", s.DepartmentRevenue, ["department"], True),
+]
+
+schema_checks = [schema_check(model_key(model), f"{layer}.{model}", schema, keys, blocking)
+                 for layer, model, schema, keys, blocking in TABLE_SCHEMAS]
+
+
+def quarantine_rates(con) -> list[dict]:
+    """Per landed file: rows, quarantined rows, rate, the payer's threshold and the top 3 rules."""
+    rows = con.execute("""
+        WITH files AS (
+          SELECT payer, source_file, max(rows_checked) AS rows_checked, max(rows_quarantined) AS rows_quarantined
+          FROM silver.silver_data_quality_log GROUP BY ALL),
+        top AS (
+          SELECT source_file, list(rule_id || ' (' || rows_failed || ')' ORDER BY rows_failed DESC, rule_id)
+                 FILTER (WHERE rows_failed > 0) AS rules
+          FROM silver.silver_data_quality_log GROUP BY ALL)
+        SELECT f.payer, f.source_file, f.rows_checked, f.rows_quarantined,
+               f.rows_quarantined / greatest(f.rows_checked, 1) AS rate,
+               c.contract_json, coalesce(t.rules, []) AS rules
+        FROM files f LEFT JOIN top t USING (source_file)
+        LEFT JOIN landing.payer_contracts c USING (payer)
+        ORDER BY f.source_file""").fetchall()
+    out = []
+    for payer, source_file, n, q, rate, contract_json, rules in rows:
+        contract = json.loads(contract_json) if contract_json else {}
+        threshold = float(contract.get("max_quarantine_rate", DEFAULT_MAX_QUARANTINE_RATE))
+        out.append({"payer": payer, "source_file": source_file, "rows": int(n), "quarantined": int(q),
+                    "rate": float(rate), "threshold": threshold, "top_rules": list(rules[:3])})
+    return out
+
+
+@dg.asset_check(asset=model_key("silver_claim_lines"), name="quarantine_rate_gate", blocking=True,
+                pool=WAREHOUSE_POOL,
+                description="Fails when a landed file has more of its rows quarantined than its payer's contract "
+                            f"allows (max_quarantine_rate, default {DEFAULT_MAX_QUARANTINE_RATE:.0%}); blocks gold.")
+def quarantine_rate_gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
+    with warehouse.connect(read_only=True) as con:
+        files = quarantine_rates(con)
+    over = [f for f in files if f["rate"] > f["threshold"]]
+    table = "| file | payer | rows | quarantined | rate | threshold | top rules |\n|---|---|---|---|---|---|---|\n" + \
+        "\n".join(f"| {f['source_file']} | {f['payer']} | {f['rows']} | {f['quarantined']} | {f['rate']:.2%} | "
+                  f"{f['threshold']:.0%} | {', '.join(f['top_rules']) or '-'} |" for f in (over or files))
+    for f in over:
+        context.log.error(f"Quarantine rate gate: {f['source_file']} has {f['rate']:.2%} of {f['rows']} rows "
+                          f"quarantined (limit {f['threshold']:.0%}); top rules {', '.join(f['top_rules'])}")
+    return dg.AssetCheckResult(
+        passed=not over,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {f['threshold']:.0%} "
+                               f"(top rules: {', '.join(f['top_rules'])})" for f in over)
+                     or f"all {len(files)} files within their quarantine-rate limit"),
+        metadata={
+            "files_checked": len(files),
+            "files_over_threshold": len(over),
+            "max_rate": dg.MetadataValue.float(round(max((f["rate"] for f in files), default=0.0), 4)),
+            "files": dg.MetadataValue.md(table),
+        },
+    )

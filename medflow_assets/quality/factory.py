@@ -1,0 +1,165 @@
+"""Turn a Pandera (ibis) schema into a Dagster asset check that validates inside DuckDB.
+
+Every check of the schema is compiled by Pandera's ibis backend into a boolean expression over the table;
+all of them are counted in ONE aggregate query, so nothing but counts leaves the database. Pandera's own
+`failure_cases` (an eager pandas frame of every failing value, raw values included) is never built. At
+most MAX_KEYS failing keys are fetched, and only from the key columns named for the table (lineage or
+grain columns, never PII).
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+import ibis
+import pandera.ibis as pa
+from pandera.config import ValidationDepth, config_context
+from pandera.api.ibis.types import IbisData
+import pandera.backends.ibis.builtin_checks  # noqa: F401  (registers the ibis implementations of builtin checks)
+from pandera.backends.ibis.register import register_ibis_backends
+
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+
+MAX_KEYS = 10
+
+
+@dataclass
+class TableValidation:
+    table: str
+    rows_checked: int = 0
+    rules_checked: int = 0
+    failures: dict[str, int] = field(default_factory=dict)   # rule -> failing rows (only > 0)
+    structural: list[str] = field(default_factory=list)      # missing columns, wrong types
+    failing_keys: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and not self.structural
+
+    def metadata(self) -> dict:
+        rows = "\n".join(f"| {rule} | {n} |" for rule, n in sorted(self.failures.items(), key=lambda kv: -kv[1]))
+        return {
+            "table": self.table,
+            "rows_checked": dg.MetadataValue.int(self.rows_checked),
+            "rules_checked": dg.MetadataValue.int(self.rules_checked),
+            "rules_failed": dg.MetadataValue.int(len(self.failures) + len(self.structural)),
+            "failing_rows_total": dg.MetadataValue.int(sum(self.failures.values())),
+            "failures_per_rule": dg.MetadataValue.md(
+                "| rule | failing rows |\n|---|---|\n" + (rows or "| (none) | 0 |")),
+            "structural_errors": "; ".join(self.structural) or "none",
+            "failing_keys": dg.MetadataValue.text("\n".join(self.failing_keys) or "none"),
+            "duration_s": dg.MetadataValue.float(round(self.duration_s, 3)),
+        }
+
+
+def _bound_column(out, table: ibis.Table, column: str):
+    """The boolean expression a builtin ibis check built for `column`, bound to `table`."""
+    if isinstance(out, ibis.Table):
+        op = out.op()
+        if getattr(op, "parent", None) == table.op() and column in getattr(op, "values", {}):
+            return op.values[column].to_expr()
+        raise TypeError(f"cannot fold check output for column {column!r} into one query")
+    return out
+
+
+def check_expressions(schema: pa.DataFrameSchema, t: ibis.Table) -> dict[str, ibis.Expr]:
+    """rule name -> boolean expression that is True on a failing row."""
+    register_ibis_backends()
+    failing: dict[str, ibis.Expr] = {}
+    for name, col in schema.columns.items():
+        if name not in t.columns:
+            continue
+        if not col.nullable:
+            failing[f"{name}.not_null"] = t[name].isnull()
+        for check in col.checks:
+            if check.element_wise:
+                raise ValueError(f"{schema.name}.{name}: element-wise checks run in Python; write a vectorized one")
+            ok = _bound_column(check._check_fn(IbisData(t, key=name), **check._check_kwargs), t, name)
+            if check.ignore_na:
+                ok = ok | t[name].isnull()
+            failing[f"{name}.{check.name}"] = ~ok
+    for check in schema.checks:
+        ok = check._check_fn(IbisData(t), **check._check_kwargs)
+        failing[f"table.{check.name}"] = (~ok).fill_null(False)
+    return failing
+
+
+def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFrameModel],
+                   key_columns: list[str]) -> TableValidation:
+    """Validate `schema.table` in the database. Returns counts; raises nothing for bad data."""
+    start = time.perf_counter()
+    schema_name, table_name = relation.split(".")
+    result = TableValidation(table=relation)
+    if table_name not in con.list_tables(database=schema_name):
+        result.structural.append(f"table {relation} does not exist")
+        return result
+    t = con.table(table_name, database=schema_name)
+    schema = model.to_schema()
+    # Structure (columns present, types): Pandera's own validation at schema depth, no data read.
+    try:
+        with config_context(validation_depth=ValidationDepth.SCHEMA_ONLY):
+            schema.validate(t, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        for errors in (err.message or {}).get("SCHEMA", {}).values():
+            result.structural += [f"{e.get('column')}: {e.get('error')}" for e in errors]
+    failing = check_expressions(schema, t)
+    aliases = {f"r{i}": rule for i, rule in enumerate(failing)}
+    counts = t.aggregate(__rows=t.count(), **{a: failing[r].cast("int64").sum() for a, r in aliases.items()})
+    row = counts.to_pyarrow().to_pylist()[0]
+    result.rows_checked = int(row["__rows"])
+    result.failures = {rule: int(row[a] or 0) for a, rule in aliases.items() if row[a]}
+    result.rules_checked = len(failing)
+    keys = [k for k in key_columns if k in t.columns]
+    if schema.unique:
+        cols = list(schema.unique)
+        dups = t.group_by(cols).aggregate(__n=t.count()).filter(lambda d: d.__n > 1)
+        n_extra = dups.aggregate(extra=(dups.__n - 1).sum()).to_pyarrow().to_pylist()[0]["extra"] or 0
+        result.rules_checked += 1
+        if n_extra:
+            rule = f"unique({', '.join(cols)})"
+            result.failures[rule] = int(n_extra)
+            for r in dups.select(cols).limit(MAX_KEYS).to_pyarrow().to_pylist():
+                result.failing_keys.append(f"{rule}: " + ", ".join(f"{k}={r[k]}" for k in cols))
+    for rule in [r for r in aliases.values() if r in result.failures]:
+        if len(result.failing_keys) >= MAX_KEYS or not keys:
+            break
+        sample = t.filter(failing[rule]).select(keys).limit(min(3, MAX_KEYS - len(result.failing_keys)))
+        for r in sample.to_pyarrow().to_pylist():
+            result.failing_keys.append(f"{rule}: " + ", ".join(f"{k}={r[k]}" for k in keys))
+    result.duration_s = time.perf_counter() - start
+    return result
+
+
+def connect_ibis(warehouse: WarehouseResource) -> ibis.BaseBackend:
+    return ibis.duckdb.connect(warehouse.path, read_only=True, memory_limit=warehouse.memory_limit,
+                               threads=warehouse.threads)
+
+
+def schema_check(asset_key: dg.AssetKey, relation: str, model: type[pa.DataFrameModel], key_columns: list[str],
+                 blocking: bool) -> dg.AssetChecksDefinition:
+    """A Dagster asset check running `model` against `relation` in the warehouse."""
+    name = f"pandera_{model.__name__}"
+
+    @dg.asset_check(asset=asset_key, name=name, blocking=blocking, pool=WAREHOUSE_POOL,
+                    description=f"Pandera schema {model.__name__} on {relation}, validated in DuckDB"
+                                + (" (blocking: a failure stops downstream assets)" if blocking else ""))
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        con = connect_ibis(warehouse)
+        try:
+            v = validate_table(con, relation, model, key_columns)
+        finally:
+            con.disconnect()
+        if not v.passed:
+            context.log.warning(f"{name} on {relation}: {len(v.failures)} rules failed, "
+                                f"{sum(v.failures.values())} failing rows; {'; '.join(v.structural)}")
+        return dg.AssetCheckResult(
+            passed=v.passed, metadata=v.metadata(),
+            severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+            description=(f"{v.rows_checked} rows, {v.rules_checked} rules: all passed" if v.passed else
+                         f"{v.rows_checked} rows: failed " + ", ".join(
+                             f"{r} ({n})" for r, n in sorted(v.failures.items(), key=lambda kv: -kv[1])[:5])
+                         + ("; " + "; ".join(v.structural) if v.structural else "")),
+        )
+
+    return _check

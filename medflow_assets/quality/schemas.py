@@ -1,0 +1,175 @@
+"""Pandera (ibis backend) schemas for every bronze, silver and gold table.
+
+They are validated inside DuckDB by medflow_assets/quality/factory.py: the checks below compile to SQL;
+no table is loaded into pandas. Dataframe-level checks return boolean column expressions.
+"""
+
+import ibis.expr.datatypes as dt
+import pandera.ibis as pa
+from pandera.ibis import Field
+
+ICD10_CM = r"^[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}$"
+CPT_HCPCS = r"^([0-9]{4}[0-9FTU]|[A-V][0-9]{4})$"
+NPI = r"^[12][0-9]{9}$"
+PLACE_OF_SERVICE = r"^[0-9]{2}$"
+HMAC_HEX = r"^[0-9a-f]{64}$"
+STATUSES = ["paid", "denied", "pending", "adjusted", "reversed"]
+MONEY = dt.Decimal(12, 2)
+
+
+class _Lineage(pa.DataFrameModel):
+    payer: dt.String = Field(nullable=False, str_matches=r"^[a-z][a-z0-9_]+$")
+    source_file: dt.String = Field(nullable=False)
+    file_checksum: dt.String = Field(nullable=False, str_matches=r"^[0-9a-f]{64}$")
+    source_row_number: dt.Int64 = Field(nullable=False, ge=1)
+    ingested_at: dt.Timestamp(scale=6) = Field(nullable=False)
+
+    class Config:
+        strict = False
+
+
+class BronzeClaimLines(_Lineage):
+    """Raw text as landed; only lineage is constrained."""
+
+    claim_id: dt.String = Field(nullable=True)
+    service_date: dt.String = Field(nullable=True)
+    billed_amount: dt.String = Field(nullable=True)
+    claim_status: dt.String = Field(nullable=True)
+
+    class Config:
+        unique = ["source_file", "source_row_number"]
+
+
+class SilverClaimLines(_Lineage):
+    claim_id: dt.String = Field(nullable=False)
+    claim_line_number: dt.Int32 = Field(nullable=False, ge=1)
+    member_key: dt.String = Field(nullable=False, str_matches=HMAC_HEX)
+    name_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    email_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    phone_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    ssn_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    birth_year: dt.Int64 = Field(nullable=True, in_range={"min_value": 1900, "max_value": 2030})
+    gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
+    zip3: dt.String = Field(nullable=True, str_matches=r"^[0-9]{3}$")
+    provider_npi: dt.String = Field(nullable=False, str_matches=NPI)
+    department: dt.String = Field(nullable=False, str_matches=r"^[a-z][a-z0-9_]*$")
+    diagnosis_code: dt.String = Field(nullable=False, str_matches=ICD10_CM)
+    procedure_code: dt.String = Field(nullable=False, str_matches=CPT_HCPCS)
+    place_of_service: dt.String = Field(nullable=True, str_matches=PLACE_OF_SERVICE)
+    service_date: dt.Date = Field(nullable=False)
+    paid_date: dt.Date = Field(nullable=True)
+    billed_amount: MONEY = Field(nullable=False)
+    allowed_amount: MONEY = Field(nullable=False)
+    paid_amount: MONEY = Field(nullable=False)
+    claim_status: dt.String = Field(nullable=False, isin=STATUSES)
+    denial_reason_code: dt.String = Field(nullable=True, str_matches=r"^[0-9A-Z]{1,4}$")
+
+    @pa.dataframe_check
+    def paid_le_allowed_le_billed_outside_reversals(cls, data):
+        t = data.table
+        return (t.claim_status == "reversed") | (
+            (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount))
+
+    @pa.dataframe_check
+    def paid_date_not_before_service_date(cls, data):
+        t = data.table
+        return t.paid_date.isnull() | (t.paid_date >= t.service_date)
+
+    class Config:
+        unique = ["payer", "claim_id", "claim_line_number"]
+
+
+class SilverClaimsQuarantine(_Lineage):
+    failed_rule_count: dt.Int64 = Field(nullable=False, ge=1)
+
+    @pa.dataframe_check
+    def every_row_names_its_rules(cls, data):
+        t = data.table
+        return t.failed_rules.length() == t.failed_rule_count
+
+    class Config:
+        unique = ["source_file", "source_row_number"]
+
+
+class SilverDataQualityLog(pa.DataFrameModel):
+    payer: dt.String = Field(nullable=False)
+    source_file: dt.String = Field(nullable=False)
+    rule_id: dt.String = Field(nullable=False)
+    rows_checked: dt.Int64 = Field(nullable=False, ge=0)
+    rows_failed: dt.Int64 = Field(nullable=False, ge=0)
+    rows_quarantined: dt.Int64 = Field(nullable=False, ge=0)
+
+    @pa.dataframe_check
+    def failures_within_rows_checked(cls, data):
+        t = data.table
+        return (t.rows_failed <= t.rows_quarantined) & (t.rows_quarantined <= t.rows_checked)
+
+    class Config:
+        strict = False
+        unique = ["source_file", "rule_id"]
+
+
+def _rate() -> object:
+    return Field(nullable=False, in_range={"min_value": 0, "max_value": 1})
+
+
+class ClaimsMonthlySummary(pa.DataFrameModel):
+    service_month: dt.Date = Field(nullable=False)
+    payer: dt.String = Field(nullable=False)
+    lines: dt.Int64 = Field(nullable=False, ge=1)
+    claims: dt.Int64 = Field(nullable=False, ge=1)
+    members: dt.Int64 = Field(nullable=False, ge=1)
+    billed_amount: dt.Decimal(38, 2) = Field(nullable=False)
+    paid_amount: dt.Decimal(38, 2) = Field(nullable=False)
+    denial_rate: dt.Float64 = _rate()
+
+    @pa.dataframe_check
+    def claims_and_members_within_lines(cls, data):
+        t = data.table
+        return (t.claims <= t.lines) & (t.members <= t.claims) & (t.denied_lines <= t.lines)
+
+    class Config:
+        strict = False
+        unique = ["service_month", "payer"]
+
+
+class ClaimsApprovalFunnel(pa.DataFrameModel):
+    payer: dt.String = Field(nullable=False)
+    service_month: dt.Date = Field(nullable=False)
+    submitted_lines: dt.Int64 = Field(nullable=False, ge=1)
+    adjudicated_lines: dt.Int64 = Field(nullable=False, ge=0)
+    approval_rate: dt.Float64 = _rate()
+    adjudication_rate: dt.Float64 = _rate()
+
+    @pa.dataframe_check
+    def stages_add_up(cls, data):
+        t = data.table
+        return (t.paid_lines + t.denied_lines + t.pending_lines + t.adjusted_lines + t.reversed_lines
+                == t.submitted_lines) & (t.adjudicated_lines == t.submitted_lines - t.pending_lines)
+
+    class Config:
+        strict = False
+        unique = ["payer", "service_month"]
+
+
+class ProviderPerformance(pa.DataFrameModel):
+    provider_npi: dt.String = Field(nullable=False, str_matches=NPI)
+    lines: dt.Int64 = Field(nullable=False, ge=1)
+    claims: dt.Int64 = Field(nullable=False, ge=1)
+    denial_rate: dt.Float64 = _rate()
+    avg_days_to_payment: dt.Float64 = Field(nullable=True, ge=0)
+
+    class Config:
+        strict = False
+        unique = ["provider_npi"]
+
+
+class DepartmentRevenue(pa.DataFrameModel):
+    department: dt.String = Field(nullable=False)
+    visits: dt.Int64 = Field(nullable=False, ge=1)
+    lines: dt.Int64 = Field(nullable=False, ge=1)
+    pending_revenue: dt.Decimal(38, 2) = Field(nullable=False, ge=0)
+
+    class Config:
+        strict = False
+        unique = ["department"]

@@ -1,0 +1,58 @@
+"""`data_quality_scorecard`: per payer and file, valid rate and failures per rule, with the trend across runs."""
+
+import dagster as dg
+
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.transform.assets import model_key
+
+HISTORY = "quality.scorecard_history"
+
+
+@dg.asset(
+    key=["quality", "data_quality_scorecard"],
+    deps=[model_key("silver_data_quality_log")],
+    group_name="quality",
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+    description="Valid rate and failures per rule for every landed file, appended to quality.scorecard_history "
+                "each run; the metadata table compares each file with its previous measurement.",
+)
+def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    with warehouse.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS quality")
+        con.execute(f"""CREATE TABLE IF NOT EXISTS {HISTORY} (
+            measured_at TIMESTAMP, run_id VARCHAR, payer VARCHAR, source_file VARCHAR, file_checksum VARCHAR,
+            rows_checked BIGINT, rows_valid BIGINT, valid_rate DOUBLE, failures_per_rule MAP(VARCHAR, BIGINT))""")
+        con.execute(f"""
+            INSERT INTO {HISTORY}
+            SELECT now()::TIMESTAMP, ?, payer, source_file, file_checksum, max(rows_checked),
+                   max(rows_checked) - max(rows_quarantined),
+                   (max(rows_checked) - max(rows_quarantined)) / greatest(max(rows_checked), 1),
+                   map_from_entries(list({{'k': rule_id, 'v': rows_failed}} ORDER BY rule_id)
+                                    FILTER (WHERE rows_failed > 0))
+            FROM silver.silver_data_quality_log GROUP BY ALL""", [context.run_id])
+        rows = con.execute(f"""
+            WITH ranked AS (
+              SELECT *, row_number() OVER (PARTITION BY source_file ORDER BY measured_at DESC, run_id) AS k
+              FROM {HISTORY})
+            SELECT c.payer, c.source_file, c.rows_checked, c.valid_rate, p.valid_rate AS previous_rate,
+                   c.failures_per_rule
+            FROM ranked c LEFT JOIN ranked p ON p.source_file = c.source_file AND p.k = 2
+            WHERE c.k = 1 AND c.run_id = ?
+            ORDER BY c.payer, c.source_file""", [context.run_id]).fetchall()
+        runs = con.execute(f"SELECT count(DISTINCT run_id) FROM {HISTORY}").fetchone()[0]
+    lines = ["| payer | file | rows | valid rate | previous | change | failures per rule |",
+             "|---|---|---|---|---|---|---|"]
+    for payer, source_file, n, rate, prev, failures in rows:
+        change = "new" if prev is None else f"{(rate - prev) * 100:+.2f} pp"
+        rules = ", ".join(f"{k}: {v}" for k, v in sorted((failures or {}).items(), key=lambda kv: -kv[1])) or "-"
+        lines.append(f"| {payer} | {source_file} | {n} | {rate:.2%} | "
+                     f"{'-' if prev is None else f'{prev:.2%}'} | {change} | {rules} |")
+    total = sum(r[2] for r in rows)
+    valid = sum(r[2] * r[3] for r in rows)
+    return dg.MaterializeResult(metadata={
+        "scorecard": dg.MetadataValue.md("\n".join(lines)),
+        "files": len(rows),
+        "overall_valid_rate": dg.MetadataValue.float(round(valid / total, 4) if total else 1.0),
+        "runs_in_history": runs,
+    })
