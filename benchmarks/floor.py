@@ -21,8 +21,8 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medflow_assets.settings import DBT_PROJECT_DIR, load_settings  # noqa: E402
-from medflow_assets.transform.pii_plugin import hmac_macro_sql  # noqa: E402
+from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
+from medflow_assets.transform.pii_plugin import hmac_macro_sql
 
 
 def compile_script(target_dir: Path) -> str:
@@ -44,8 +44,11 @@ def compile_script(target_dir: Path) -> str:
     for uid in order:
         node = models[uid]
         compiled = target_dir / "compiled" / "medflow" / node["original_file_path"]
+        if not compiled.exists():  # not in this dbt step's selection
+            continue
         sql = compiled.read_text()
-        statements.append(f'CREATE OR REPLACE TABLE "{node["schema"]}"."{node["alias"]}" AS\n{sql};')
+        kind = "VIEW" if node["config"].get("materialized") == "view" else "TABLE"
+        statements.append(f'CREATE OR REPLACE {kind} "{node["schema"]}"."{node["alias"]}" AS\n{sql};')
     return "\n\n".join(statements) + "\n"
 
 

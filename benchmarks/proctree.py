@@ -68,7 +68,7 @@ def run_measured(cmd: list[str], log_path: Path, env: dict | None = None, cwd: P
     peak = 0
     with open(log_path, "w") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=limit)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=limit)  # noqa: PLW1509 (sets the rlimit before exec)
         stop = threading.Event()
 
         def sample():

@@ -27,8 +27,9 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.proctree import Measured, run_measured  # noqa: E402
-from medflow_assets.synth.generator import generate  # noqa: E402
+from benchmarks.floor import compile_script
+from benchmarks.proctree import Measured, run_measured
+from medflow_assets.synth.generator import generate
 
 SCALES = {"1line": 1, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
 PY = sys.executable
@@ -56,31 +57,42 @@ def ensure_data(work: Path, scale: str, seed: int) -> tuple[Path, dict]:
     return landing, {"generated_s": round(time.perf_counter() - t0, 1)}
 
 
-def newest_dbt_target(after: float) -> Path | None:
-    runs = [p for p in (ROOT / "dbt_project" / "target").glob("medflow_dbt_models-*")
-            if p.stat().st_mtime >= after - 2]
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+def dbt_targets_since(after: float) -> list[Path]:
+    """dbt target folders written by the run that started at `after` (one per dbt step)."""
+    return [p for p in (ROOT / "dbt_project" / "target").glob("medflow_dbt_*")
+            if p.is_dir() and p.stat().st_mtime >= after - 2]
 
 
-def breakdown(m: Measured, target: Path | None) -> dict:
-    steps = {}
+def breakdown(m: Measured, targets: list[Path]) -> dict:
+    """Where the wall time went: Dagster steps from the run log, dbt node times from run_results.json."""
+    steps: dict[str, float] = {}
     for name, value, unit in STEP_RE.findall(m.log_path.read_text(errors="replace")):
         steps[name] = float(value) / (1000 if unit == "ms" else 1)
-    out = {"landing_step_s": steps.get("landing_files"), "dbt_step_s": steps.get("medflow_dbt_models")}
-    if target and (target / "run_results.json").exists():
-        rr = json.loads((target / "run_results.json").read_text())
-        kinds: dict[str, float] = {}
+    if not steps:
+        return {}
+    dbt_steps = sum(v for k, v in steps.items() if k.startswith("medflow_dbt_"))
+    pandera = sum(v for k, v in steps.items() if "_pandera_" in k or k.endswith("quarantine_rate_gate"))
+    kinds: dict[str, float] = {}
+    elapsed = 0.0
+    for target in targets:
+        rr = json.loads((target / "run_results.json").read_text()) if (target / "run_results.json").exists() else None
+        if not rr:
+            continue
+        elapsed += rr["elapsed_time"]
         for r in rr["results"]:
             kind = r["unique_id"].split(".")[0]
             kinds[kind] = kinds.get(kind, 0.0) + r["execution_time"]
-        out["sql_s"] = round(kinds.get("model", 0) + kinds.get("seed", 0), 2)
-        out["checks_s"] = round(kinds.get("test", 0), 2)
-        out["dbt_nodes_elapsed_s"] = round(rr["elapsed_time"], 2)
-        if out["dbt_step_s"] is not None:
-            out["dbt_overhead_s"] = round(out["dbt_step_s"] - rr["elapsed_time"], 2)
-    if out["dbt_step_s"] is not None and out["landing_step_s"] is not None:
-        out["dagster_overhead_s"] = round(m.wall_s - out["dbt_step_s"] - out["landing_step_s"], 2)
-    return out
+    return {
+        "landing_step_s": round(steps.get("landing_files", 0.0), 2),
+        "dbt_steps_s": round(dbt_steps, 2),
+        "sql_s": round(kinds.get("model", 0.0) + kinds.get("seed", 0.0), 2),
+        "dbt_tests_s": round(kinds.get("test", 0.0), 2),
+        "pandera_checks_s": round(pandera, 2),
+        "checks_s": round(kinds.get("test", 0.0) + pandera, 2),
+        "dbt_overhead_s": round(dbt_steps - elapsed, 2),
+        "other_steps_s": round(sum(steps.values()) - dbt_steps - pandera - steps.get("landing_files", 0.0), 2),
+        "dagster_overhead_s": round(m.wall_s - sum(steps.values()), 2),
+    }
 
 
 def conservation(warehouse: Path) -> dict:
@@ -100,18 +112,18 @@ def run_medflow(work: Path, scale: str, landing: Path, i: int) -> tuple[dict, Pa
     t0 = time.time()
     m = run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "-m",
                       "medflow_assets.definitions"], work / "logs" / f"medflow-{scale}-{i}.log", env=env, cwd=ROOT)
-    target = newest_dbt_target(t0)
+    targets = dbt_targets_since(t0)
     row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
-           **breakdown(m, target)}
+           **breakdown(m, targets)}
     if row["ok"]:
         row.update(conservation(warehouse))
-    return row, target
+    return row, targets
 
 
-def run_floor(work: Path, scale: str, target: Path, i: int) -> dict:
+def run_floor(work: Path, scale: str, targets: list[Path], i: int) -> dict:
+    """The floor replays the SQL dbt compiled in MedFlow's run of this round (all its dbt steps)."""
     script = work / scale / "floor.sql"
-    if not script.exists():
-        script.write_text(__import__("benchmarks.floor", fromlist=["x"]).compile_script(target))
+    script.write_text("\n".join(compile_script(t) for t in sorted(targets, key=_step_order)))
     db_dir = work / scale / "floor"
     shutil.rmtree(db_dir, ignore_errors=True)
     m = run_measured([PY, str(ROOT / "benchmarks" / "floor.py"), "run", "--script", str(script),
@@ -120,6 +132,10 @@ def run_floor(work: Path, scale: str, target: Path, i: int) -> dict:
     if row["ok"]:
         row.update(conservation(db_dir / "medflow.duckdb"))
     return row
+
+
+def _step_order(target: Path) -> int:
+    return 0 if "bronze_silver" in target.name else 1
 
 
 def run_pandas(work: Path, scale: str, landing: Path, i: int, timeout_s: float) -> dict:
@@ -142,8 +158,8 @@ def median(rows: list[dict], key: str):
 
 
 def summarize(results: dict) -> str:
-    lines = ["| scale | lines | MedFlow wall s | MedFlow peak GiB | floor wall s | floor peak GiB | MedFlow/floor "
-             "| pandas wall s | pandas peak GiB | pandas/MedFlow | conserved |",
+    lines = [("| scale | lines | MedFlow wall s | MedFlow peak GiB | floor wall s | floor peak GiB | MedFlow/floor "
+              "| pandas wall s | pandas peak GiB | pandas/MedFlow | conserved |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scale, r in results["scales"].items():
         mf, fl, pd_ = r["medflow"], r.get("floor", []), r.get("pandas", [])
@@ -154,13 +170,13 @@ def summarize(results: dict) -> str:
             f"{median(fl, 'peak_gib')} | {round(mw / fw, 2) if mw and fw else '-'} | "
             f"{pw if pw else (pfail or '-')} | {median(pd_, 'peak_gib')} | "
             f"{round(pw / mw, 2) if pw and mw else '-'} | {all(x.get('conserved') for x in mf)} |")
+    cols = ("landing_step_s", "dbt_steps_s", "sql_s", "dbt_tests_s", "pandera_checks_s", "dbt_overhead_s",
+            "other_steps_s", "dagster_overhead_s")
     lines += ["", "MedFlow time breakdown (medians, seconds):", "",
-              "| scale | landing step | dbt step | SQL (models+seeds) | checks (dbt tests) | dbt overhead | "
-              "Dagster overhead |", "|---|---|---|---|---|---|---|"]
+              "| scale | " + " | ".join(c.removesuffix("_s").replace("_", " ") for c in cols) + " |",
+              "|---|" + "---|" * len(cols)]
     for scale, r in results["scales"].items():
-        mf = r["medflow"]
-        lines.append(f"| {scale} | " + " | ".join(str(median(mf, k)) for k in (
-            "landing_step_s", "dbt_step_s", "sql_s", "checks_s", "dbt_overhead_s", "dagster_overhead_s")) + " |")
+        lines.append(f"| {scale} | " + " | ".join(str(median(r["medflow"], k)) for k in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -180,11 +196,11 @@ def main(argv=None) -> int:
         landing, gen = ensure_data(args.work, scale, args.seed)
         r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": []}
         for i in range(args.runs):
-            row, target = run_medflow(args.work, scale, landing, i)
+            row, targets = run_medflow(args.work, scale, landing, i)
             r["medflow"].append(row)
             print(f"[{scale} #{i}] medflow {row}", flush=True)
-            if "floor" in args.peers and target:
-                r["floor"].append(run_floor(args.work, scale, target, i))
+            if "floor" in args.peers and targets:
+                r["floor"].append(run_floor(args.work, scale, targets, i))
                 print(f"[{scale} #{i}] floor {r['floor'][-1]}", flush=True)
             if "pandas" in args.peers and (scale != "10m" or i < args.pandas_runs_10m):
                 r["pandas"].append(run_pandas(args.work, scale, landing, i, args.pandas_timeout))

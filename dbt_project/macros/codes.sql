@@ -24,3 +24,12 @@ nullif(regexp_replace(coalesce({{ col }}, ''), '[^0-9]', '', 'g'), '')
 case when nullif(trim({{ expr }}), '') is null then null
      else medflow_pii_hmac({{ sql_str(domain ~ ':') }} || trim({{ expr }})) end
 {%- endmacro %}
+
+{#- Safe Harbor style generalizations. -#}
+{% macro gender(col) -%}
+case upper(left(trim({{ col }}), 1)) when 'F' then 'F' when 'M' then 'M' else 'U' end
+{%- endmacro %}
+
+{% macro zip3(col) -%}
+case when length({{ digits(col) }}) >= 5 then left({{ digits(col) }}, 3) end
+{%- endmacro %}

@@ -14,7 +14,10 @@ DEFAULT_MAX_QUARANTINE_RATE = 0.10
 # model, schema, key columns shown for failing rows (never PII), blocking?
 TABLE_SCHEMAS = [
     ("bronze", "bronze_claim_lines", s.BronzeClaimLines, ["source_file", "source_row_number"], False),
+    ("silver", "silver_claim_lines_validated", s.SilverClaimLinesValidated, ["source_file", "source_row_number"],
+     False),
     ("silver", "silver_claim_lines", s.SilverClaimLines, ["payer", "claim_id", "claim_line_number"], True),
+    ("silver", "silver_members", s.SilverMembers, ["payer", "member_key"], False),
     ("silver", "silver_claims_quarantine", s.SilverClaimsQuarantine, ["source_file", "source_row_number"], False),
     ("silver", "silver_data_quality_log", s.SilverDataQualityLog, ["source_file", "rule_id"], False),
     ("gold", "claims_monthly_summary", s.ClaimsMonthlySummary, ["service_month", "payer"], True),

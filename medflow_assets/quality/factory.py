@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 import ibis
-import pandera.ibis as pa
-from pandera.config import ValidationDepth, config_context
-from pandera.api.ibis.types import IbisData
 import pandera.backends.ibis.builtin_checks  # noqa: F401  (registers the ibis implementations of builtin checks)
+import pandera.ibis as pa
+from pandera.api.ibis.types import IbisData
 from pandera.backends.ibis.register import register_ibis_backends
+from pandera.config import ValidationDepth, config_context
 
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
 

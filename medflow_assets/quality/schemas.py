@@ -44,10 +44,6 @@ class SilverClaimLines(_Lineage):
     claim_id: dt.String = Field(nullable=False)
     claim_line_number: dt.Int32 = Field(nullable=False, ge=1)
     member_key: dt.String = Field(nullable=False, str_matches=HMAC_HEX)
-    name_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
-    email_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
-    phone_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
-    ssn_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
     birth_year: dt.Int64 = Field(nullable=True, in_range={"min_value": 1900, "max_value": 2030})
     gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
     zip3: dt.String = Field(nullable=True, str_matches=r"^[0-9]{3}$")
@@ -77,6 +73,34 @@ class SilverClaimLines(_Lineage):
 
     class Config:
         unique = ["payer", "claim_id", "claim_line_number"]
+
+
+class SilverClaimLinesValidated(_Lineage):
+    """The physical silver table: every bronze row, parsed, with the rules it broke."""
+
+    member_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+
+    @pa.dataframe_check
+    def rule_list_present(cls, data):
+        return data.table.failed_rules.notnull()
+
+    class Config:
+        unique = ["source_file", "source_row_number"]
+
+
+class SilverMembers(pa.DataFrameModel):
+    payer: dt.String = Field(nullable=False)
+    member_key: dt.String = Field(nullable=False, str_matches=HMAC_HEX)
+    name_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    email_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    phone_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    ssn_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    birth_year: dt.Int64 = Field(nullable=True, in_range={"min_value": 1900, "max_value": 2030})
+    gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
+    zip3: dt.String = Field(nullable=True, str_matches=r"^[0-9]{3}$")
+
+    class Config:
+        strict = False
 
 
 class SilverClaimsQuarantine(_Lineage):

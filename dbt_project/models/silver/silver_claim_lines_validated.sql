@@ -1,6 +1,8 @@
-{#- Every bronze row parsed with its payer's contract, PII replaced by keyed pseudonyms, and the list of
-    rules it broke. claim lines (no broken rule) and the quarantine (some) are both cut from this table,
-    so bronze rows = silver rows + quarantined rows by construction. No clear PII is kept here. -#}
+{#- Every bronze row parsed with its payer's contract, the member replaced by a keyed pseudonym, and the
+    list of rules it broke. This is the one physical silver table of claim lines: silver_claim_lines (no
+    broken rule) and silver_claims_quarantine (some) are views that cut it in two, so bronze rows = silver
+    rows + quarantined rows by construction. No clear PII is kept here; the member's other pseudonyms
+    (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
 {%- set contracts = landing_state().contracts %}
 with parsed as (
   select
@@ -8,13 +10,9 @@ with parsed as (
     nullif(trim(claim_id), '') as claim_id,
     try_cast(trim(claim_line_number) as integer) as claim_line_number,
     {{ pseudonym('upper(member_id)', 'member') }} as member_key,
-    {{ pseudonym(by_payer(contracts, parse_name, 'member_full_name'), 'name') }} as name_key,
-    {{ pseudonym('lower(member_email)', 'email') }} as email_key,
-    {{ pseudonym('right(' ~ digits('member_phone') ~ ', 10)', 'phone') }} as phone_key,
-    {{ pseudonym(digits('member_ssn'), 'ssn') }} as ssn_key,
     {{ by_payer(contracts, parse_date, 'member_birth_date') }} as birth_date,
-    case upper(left(trim(member_gender), 1)) when 'F' then 'F' when 'M' then 'M' else 'U' end as gender,
-    case when length({{ digits('member_zip') }}) >= 5 then left({{ digits('member_zip') }}, 3) end as zip3,
+    {{ gender('member_gender') }} as gender,
+    {{ zip3('member_zip') }} as zip3,
     trim(provider_npi) as provider_npi,
     coalesce(nullif(lower(replace(trim(department), ' ', '_')), ''), 'unknown') as department,
     upper(replace(trim(diagnosis_code), '.', '')) as diagnosis_code,

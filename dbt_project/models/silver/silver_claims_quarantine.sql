@@ -1,5 +1,7 @@
 {#- Every rejected bronze row with the rules it broke. Values are the raw text of non-PII fields; member
-    identity is the pseudonym only. The clear row stays in bronze at (source_file, source_row_number). -#}
+    identity is the pseudonym only. The clear row stays in bronze at (source_file, source_row_number).
+    A view over silver_claim_lines_validated. -#}
+{{ config(materialized='view') }}
 select
   payer, source_file, file_checksum, source_row_number, ingested_at,
   failed_rules, len(failed_rules) as failed_rule_count,

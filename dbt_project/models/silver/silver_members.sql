@@ -1,0 +1,25 @@
+{#- Every member seen in the landed files, pseudonymized: keyed HMAC-SHA256 of the normalized member id,
+    "first last" name, email, phone digits and SSN digits, plus birth year, gender and zip3 (never the exact
+    values). Hashed once per distinct member version instead of once per claim line. One row per distinct
+    combination (a member whose phone changed has two rows). -#}
+{%- set contracts = landing_state().contracts %}
+with distinct_members as (
+  select distinct payer, member_id, member_first_name, member_last_name, member_full_name, member_email,
+         member_phone, member_ssn, member_birth_date, member_gender, member_zip
+  from {{ ref('bronze_claim_lines') }}
+  where nullif(trim(member_id), '') is not null
+),
+keyed as (
+  select
+    payer,
+    {{ pseudonym('upper(member_id)', 'member') }} as member_key,
+    {{ pseudonym(by_payer(contracts, parse_name, 'member_full_name'), 'name') }} as name_key,
+    {{ pseudonym('lower(member_email)', 'email') }} as email_key,
+    {{ pseudonym('right(' ~ digits('member_phone') ~ ', 10)', 'phone') }} as phone_key,
+    {{ pseudonym(digits('member_ssn'), 'ssn') }} as ssn_key,
+    year({{ by_payer(contracts, parse_date, 'member_birth_date') }}) as birth_year,
+    {{ gender('member_gender') }} as gender,
+    {{ zip3('member_zip') }} as zip3
+  from distinct_members
+)
+select distinct * from keyed
