@@ -20,6 +20,7 @@ import statistics
 import sys
 import time
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -71,7 +72,7 @@ def breakdown(m: Measured, targets: list[Path]) -> dict:
     if not steps:
         return {}
     dbt_steps = sum(v for k, v in steps.items() if k.startswith("medflow_dbt_"))
-    pandera = sum(v for k, v in steps.items() if "_pandera_" in k or k.endswith("quarantine_rate_gate"))
+    pandera = sum(v for k, v in steps.items() if k.endswith("_quality"))
     kinds: dict[str, float] = {}
     elapsed = 0.0
     for target in targets:
@@ -138,6 +139,17 @@ def _step_order(target: Path) -> int:
     return 0 if "bronze_silver" in target.name else 1
 
 
+def run_checks_alone(work: Path, scale: str, i: int) -> dict:
+    """Every Pandera check + the gate on MedFlow's fresh warehouse, as its own measured process."""
+    warehouse = work / scale / "medflow" / "medflow.duckdb"
+    m = run_measured([PY, str(ROOT / "benchmarks" / "checks.py"), "--warehouse", str(warehouse)],
+                     work / "logs" / f"checks-{scale}-{i}.log", cwd=ROOT)
+    row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3)}
+    if row["ok"]:
+        row["detail"] = json.loads(m.log_path.read_text().strip().splitlines()[-1])
+    return row
+
+
 def run_pandas(work: Path, scale: str, landing: Path, i: int, timeout_s: float) -> dict:
     out = work / scale / "pandas_out"
     shutil.rmtree(out, ignore_errors=True)
@@ -146,7 +158,12 @@ def run_pandas(work: Path, scale: str, landing: Path, i: int, timeout_s: float) 
                      address_space_limit=23 * 2**30)
     row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
            "timed_out": m.timed_out}
-    if not row["ok"]:
+    if row["ok"]:
+        out_json = json.loads(m.log_path.read_text().strip().splitlines()[-1])
+        row.update({"bronze": out_json["bronze_rows"], "silver": out_json["silver_rows"],
+                    "quarantine": out_json["quarantine_rows"],
+                    "gold_paid": str(sum(Decimal(v) for v in out_json["paid_by_payer_month"].values()))})
+    else:
         tail = m.log_path.read_text(errors="replace")[-400:]
         row["failure"] = "timeout" if m.timed_out else ("out of memory" if "MemoryError" in tail else tail[-200:])
     return row
@@ -170,6 +187,12 @@ def summarize(results: dict) -> str:
             f"{median(fl, 'peak_gib')} | {round(mw / fw, 2) if mw and fw else '-'} | "
             f"{pw if pw else (pfail or '-')} | {median(pd_, 'peak_gib')} | "
             f"{round(pw / mw, 2) if pw and mw else '-'} | {all(x.get('conserved') for x in mf)} |")
+    lines += ["", "Checks alone (every Pandera schema + the quarantine-rate gate, one process, medians):", "",
+              "| scale | checks wall s | checks peak GiB | share of MedFlow wall |", "|---|---|---|---|"]
+    for scale, r in results["scales"].items():
+        cw, mw = median(r.get("checks", []), "wall_s"), median(r["medflow"], "wall_s")
+        lines.append(f"| {scale} | {cw} | {median(r.get('checks', []), 'peak_gib')} | "
+                     f"{f'{cw / mw:.1%}' if cw and mw else '-'} |")
     cols = ("landing_step_s", "dbt_steps_s", "sql_s", "dbt_tests_s", "pandera_checks_s", "dbt_overhead_s",
             "other_steps_s", "dagster_overhead_s")
     lines += ["", "MedFlow time breakdown (medians, seconds):", "",
@@ -184,29 +207,33 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scales", nargs="+", choices=list(SCALES), default=["100k", "1m", "10m"])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--peers", nargs="*", choices=["floor", "pandas"], default=["floor", "pandas"])
+    ap.add_argument("--peers", nargs="*", choices=["floor", "pandas", "checks"], default=["floor", "pandas", "checks"])
     ap.add_argument("--pandas-runs-10m", type=int, default=1, help="pandas rounds at 10M (each takes minutes)")
     ap.add_argument("--pandas-timeout", type=float, default=1800)
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / ".work")
     ap.add_argument("--name", default=None, help="results file stem (default: timestamp)")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
     results = {"started": datetime.now().isoformat(timespec="seconds"), "runs": args.runs, "scales": {}}
     for scale in args.scales:
         landing, gen = ensure_data(args.work, scale, args.seed)
-        r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": []}
+        r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": [], "checks": []}
         for i in range(args.runs):
             row, targets = run_medflow(args.work, scale, landing, i)
             r["medflow"].append(row)
             print(f"[{scale} #{i}] medflow {row}", flush=True)
+            if "checks" in args.peers and row["ok"]:
+                r["checks"].append(run_checks_alone(args.work, scale, i))
+                print(f"[{scale} #{i}] checks {r['checks'][-1]}", flush=True)
             if "floor" in args.peers and targets:
                 r["floor"].append(run_floor(args.work, scale, targets, i))
                 print(f"[{scale} #{i}] floor {r['floor'][-1]}", flush=True)
             if "pandas" in args.peers and (scale != "10m" or i < args.pandas_runs_10m):
                 r["pandas"].append(run_pandas(args.work, scale, landing, i, args.pandas_timeout))
                 print(f"[{scale} #{i}] pandas {r['pandas'][-1]}", flush=True)
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = args.results_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     name = args.name or datetime.now().strftime("%Y%m%d-%H%M%S")
     (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = summarize(results)

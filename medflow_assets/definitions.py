@@ -3,7 +3,7 @@
 import dagster as dg
 
 from medflow_assets.landing.assets import landing_files
-from medflow_assets.quality.checks import quarantine_rate_gate, schema_checks
+from medflow_assets.quality.checks import bronze_silver_quality, gold_quality
 from medflow_assets.quality.scorecard import data_quality_scorecard
 from medflow_assets.resources import build_resources
 from medflow_assets.settings import load_settings
@@ -11,7 +11,7 @@ from medflow_assets.transform.assets import medflow_dbt_bronze_silver, medflow_d
 
 defs = dg.Definitions(
     assets=[landing_files, medflow_dbt_bronze_silver, medflow_dbt_gold, data_quality_scorecard],
-    asset_checks=[*schema_checks, quarantine_rate_gate],
+    asset_checks=[bronze_silver_quality, gold_quality],
     resources=build_resources(load_settings()),
     # Steps share one process: a step subprocess would re-import Dagster and dbt (~2 s each), and every
     # warehouse writer is serialized by the duckdb_warehouse pool anyway.

@@ -1,33 +1,41 @@
-"""Which schema guards which table, and the quarantine-rate gate."""
+"""Which schema guards which table, and the quarantine-rate gate, as two check steps: one between silver
+and gold (its blocking checks stop gold), one after gold."""
 
 import json
 
 import dagster as dg
 
 from medflow_assets.quality import schemas as s
-from medflow_assets.quality.factory import schema_check
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.quality.factory import SchemaCheck, schema_checks
 from medflow_assets.transform.assets import model_key
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.10
 
-# model, schema, key columns shown for failing rows (never PII), blocking?
-TABLE_SCHEMAS = [
-    ("bronze", "bronze_claim_lines", s.BronzeClaimLines, ["source_file", "source_row_number"], False),
-    ("silver", "silver_claim_lines_validated", s.SilverClaimLinesValidated, ["source_file", "source_row_number"],
-     False),
-    ("silver", "silver_claim_lines", s.SilverClaimLines, ["payer", "claim_id", "claim_line_number"], True),
-    ("silver", "silver_members", s.SilverMembers, ["payer", "member_key"], False),
-    ("silver", "silver_claims_quarantine", s.SilverClaimsQuarantine, ["source_file", "source_row_number"], False),
-    ("silver", "silver_data_quality_log", s.SilverDataQualityLog, ["source_file", "rule_id"], False),
-    ("gold", "claims_monthly_summary", s.ClaimsMonthlySummary, ["service_month", "payer"], True),
-    ("gold", "claims_approval_funnel", s.ClaimsApprovalFunnel, ["payer", "service_month"], True),
-    ("gold", "provider_performance", s.ProviderPerformance, ["provider_npi"], True),
-    ("gold", "department_revenue", s.DepartmentRevenue, ["department"], True),
+
+def _check(model_name: str, layer: str, schema, keys: tuple[str, ...], blocking: bool) -> SchemaCheck:
+    return SchemaCheck(model_key(model_name), f"{layer}.{model_name}", schema, keys, blocking)
+
+
+LINEAGE_KEY = ("source_file", "source_row_number")
+BRONZE_SILVER_CHECKS = [
+    _check("bronze_claim_lines", "bronze", s.BronzeClaimLines, LINEAGE_KEY, False),
+    _check("silver_claim_lines_validated", "silver", s.SilverClaimLinesValidated, LINEAGE_KEY, False),
+    _check("silver_claim_lines", "silver", s.SilverClaimLines, ("payer", "claim_id", "claim_line_number"), True),
+    _check("silver_members", "silver", s.SilverMembers, ("payer", "member_key"), False),
+    _check("silver_claims_quarantine", "silver", s.SilverClaimsQuarantine, LINEAGE_KEY, False),
+    _check("silver_data_quality_log", "silver", s.SilverDataQualityLog, ("source_file", "rule_id"), False),
+]
+GOLD_CHECKS = [
+    _check("claims_monthly_summary", "gold", s.ClaimsMonthlySummary, ("service_month", "payer"), True),
+    _check("claims_approval_funnel", "gold", s.ClaimsApprovalFunnel, ("payer", "service_month"), True),
+    _check("provider_performance", "gold", s.ProviderPerformance, ("provider_npi",), True),
+    _check("department_revenue", "gold", s.DepartmentRevenue, ("department",), True),
 ]
 
-schema_checks = [schema_check(model_key(model), f"{layer}.{model}", schema, keys, blocking)
-                 for layer, model, schema, keys, blocking in TABLE_SCHEMAS]
+QUARANTINE_GATE = dg.AssetCheckSpec(
+    "quarantine_rate_gate", asset=model_key("silver_claim_lines"), blocking=True,
+    description="Fails when a landed file has more of its rows quarantined than its payer's contract allows "
+                f"(max_quarantine_rate, default {DEFAULT_MAX_QUARANTINE_RATE:.0%}); blocks gold.")
 
 
 def quarantine_rates(con) -> list[dict]:
@@ -55,13 +63,8 @@ def quarantine_rates(con) -> list[dict]:
     return out
 
 
-@dg.asset_check(asset=model_key("silver_claim_lines"), name="quarantine_rate_gate", blocking=True,
-                pool=WAREHOUSE_POOL,
-                description="Fails when a landed file has more of its rows quarantined than its payer's contract "
-                            f"allows (max_quarantine_rate, default {DEFAULT_MAX_QUARANTINE_RATE:.0%}); blocks gold.")
-def quarantine_rate_gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
-    with warehouse.connect(read_only=True) as con:
-        files = quarantine_rates(con)
+def quarantine_rate_gate(con, context):
+    files = quarantine_rates(con)
     over = [f for f in files if f["rate"] > f["threshold"]]
     table = "| file | payer | rows | quarantined | rate | threshold | top rules |\n|---|---|---|---|---|---|---|\n" + \
         "\n".join(f"| {f['source_file']} | {f['payer']} | {f['rows']} | {f['quarantined']} | {f['rate']:.2%} | "
@@ -69,9 +72,9 @@ def quarantine_rate_gate(context: dg.AssetCheckExecutionContext, warehouse: Ware
     for f in over:
         context.log.error(f"Quarantine rate gate: {f['source_file']} has {f['rate']:.2%} of {f['rows']} rows "
                           f"quarantined (limit {f['threshold']:.0%}); top rules {', '.join(f['top_rules'])}")
-    return dg.AssetCheckResult(
-        passed=not over,
-        severity=dg.AssetCheckSeverity.ERROR,
+    yield dg.AssetCheckResult(
+        asset_key=QUARANTINE_GATE.asset_key, check_name=QUARANTINE_GATE.name,
+        passed=not over, severity=dg.AssetCheckSeverity.ERROR,
         description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {f['threshold']:.0%} "
                                f"(top rules: {', '.join(f['top_rules'])})" for f in over)
                      or f"all {len(files)} files within their quarantine-rate limit"),
@@ -82,3 +85,8 @@ def quarantine_rate_gate(context: dg.AssetCheckExecutionContext, warehouse: Ware
             "files": dg.MetadataValue.md(table),
         },
     )
+
+
+bronze_silver_quality = schema_checks("bronze_silver_quality", BRONZE_SILVER_CHECKS,
+                                      extra_specs=[QUARANTINE_GATE], extra=quarantine_rate_gate)
+gold_quality = schema_checks("gold_quality", GOLD_CHECKS)

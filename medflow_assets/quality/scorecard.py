@@ -3,7 +3,7 @@
 import dagster as dg
 
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
-from medflow_assets.transform.assets import model_key
+from medflow_assets.transform.assets import DOWNSTREAM_AUTOMATION, model_key
 
 HISTORY = "quality.scorecard_history"
 
@@ -14,6 +14,7 @@ HISTORY = "quality.scorecard_history"
     group_name="quality",
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
+    automation_condition=DOWNSTREAM_AUTOMATION,
     description="Valid rate and failures per rule for every landed file, appended to quality.scorecard_history "
                 "each run; the metadata table compares each file with its previous measurement.",
 )

@@ -14,6 +14,7 @@ from medflow_assets.settings import announce_key, load_settings
 from medflow_assets.transform.project import dbt_project, ensure_manifest
 
 LAYERS = ("bronze", "silver", "gold")
+DOWNSTREAM_AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 class MedflowTranslator(DagsterDbtTranslator):
@@ -29,6 +30,10 @@ class MedflowTranslator(DagsterDbtTranslator):
             group = next((part for part in fqn if part in LAYERS), "default")
         if props.get("resource_type") in ("model", "seed"):
             spec = spec.replace_attributes(group_name=group)
+        if group == "gold":
+            # Declarative automation: gold follows silver, but never past a failed blocking check
+            # (eager() alone ignores blocking checks).
+            spec = spec.replace_attributes(automation_condition=DOWNSTREAM_AUTOMATION)
         return spec
 
 

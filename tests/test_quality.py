@@ -1,0 +1,96 @@
+"""Quality gates end to end: Pandera checks in DuckDB, the quarantine-rate gate, gold uniqueness."""
+
+import dagster as dg
+import duckdb
+
+from medflow_assets.synth.generator import generate
+from tests.helpers import ALL_ASSETS, materialize_graph, medflow_env, query
+
+
+def _evals(result):
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def _materialized(result):
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_file_with_15_percent_bad_rows_fails_the_gate_and_gold_is_not_built(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, 4000, seed=3, defect_rate=0.0, payers=["northwind", "bluepeak"], manifest_dir=tmp_path / "m1")
+    generate(landing, 2000, seed=4, defect_rate=0.15, payers=["cascade"], manifest_dir=tmp_path / "m2")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert not result.success
+    gate = _evals(result)[("silver/silver_claim_lines", "quarantine_rate_gate")]
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert "cascade/cascade_claims_001.txt" in gate.description
+    md = gate.metadata["files"].value
+    assert "cascade/cascade_claims_001.txt" in md and "northwind" not in md
+    rate = query(wh, "SELECT rows_quarantined / rows_checked FROM silver.silver_data_quality_log "
+                     "WHERE source_file = 'cascade/cascade_claims_001.txt' LIMIT 1")[0][0]
+    assert 0.12 < rate < 0.18
+    assert f"{rate:.2%}" in gate.description
+    top_rule = query(wh, "SELECT rule_id FROM silver.silver_data_quality_log WHERE source_file = "
+                         "'cascade/cascade_claims_001.txt' ORDER BY rows_failed DESC, rule_id LIMIT 1")[0][0]
+    assert top_rule in gate.description
+    assert gate.metadata["files_over_threshold"].value == 1
+    # gold was not materialized in this run, and no gold table exists in the fresh warehouse
+    assert not any(k.startswith("gold/") for k in _materialized(result))
+    assert query(wh, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'gold'") == [(0,)]
+    assert "silver/silver_claim_lines_validated" in _materialized(result)
+
+
+def test_clean_files_pass_every_check_with_zero_failures(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, 6000, seed=5, defect_rate=0.0, manifest_dir=tmp_path / "m")
+    result = materialize_graph(landing, tmp_path / "wh.duckdb")
+    assert result.success
+    evals = _evals(result)
+    pandera = {k: e for k, e in evals.items() if k[1].startswith("pandera_")}
+    assert len(pandera) == 10
+    assert all(e.passed for e in evals.values()), [k for k, e in evals.items() if not e.passed]
+    silver = pandera[("silver/silver_claim_lines", "pandera_SilverClaimLines")]
+    assert silver.metadata["rows_checked"].value == 6000
+    assert silver.metadata["failing_rows_total"].value == 0
+    assert silver.metadata["rules_checked"].value >= 25
+    assert silver.metadata["duration_s"].value >= 0
+    gate = evals[("silver/silver_claim_lines", "quarantine_rate_gate")]
+    assert gate.metadata["files_over_threshold"].value == 0 and gate.metadata["max_rate"].value == 0.0
+
+
+def test_gold_with_a_duplicated_grain_row_fails_its_uniqueness_check(tmp_path, sample_run):
+    wh = tmp_path / sample_run["warehouse"].name  # same file name: views name their catalog
+    # copy the materialized warehouse, then corrupt gold by hand
+    wh.write_bytes(sample_run["warehouse"].read_bytes())
+    with duckdb.connect(str(wh)) as con:
+        con.execute("INSERT INTO gold.claims_monthly_summary SELECT * FROM gold.claims_monthly_summary LIMIT 1")
+        month, payer = con.execute("SELECT service_month, payer FROM gold.claims_monthly_summary "
+                                   "GROUP BY ALL HAVING count(*) > 1").fetchone()
+    check_key = dg.AssetCheckKey(dg.AssetKey(["gold", "claims_monthly_summary"]), "pandera_ClaimsMonthlySummary")
+    with medflow_env(warehouse_path=wh):
+        from medflow_assets.resources import build_resources
+        from medflow_assets.settings import load_settings
+        result = dg.materialize(ALL_ASSETS, resources=build_resources(load_settings()),
+                                selection=dg.AssetSelection.checks(check_key), raise_on_error=False)
+    evaluation = _evals(result)[("gold/claims_monthly_summary", "pandera_ClaimsMonthlySummary")]
+    assert not evaluation.passed
+    assert "unique(service_month, payer) (1)" in evaluation.description
+    assert f"service_month={month}, payer={payer}" in evaluation.metadata["failing_keys"].value
+    assert not result.success  # blocking: the step fails
+
+
+def test_scorecard_keeps_the_trend_across_runs(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, 3000, seed=8, defect_rate=0.02, manifest_dir=tmp_path / "m")
+    wh = tmp_path / "wh.duckdb"
+    assert materialize_graph(landing, wh).success
+    result = materialize_graph(landing, wh)
+    mat = next(e for e in result.get_asset_materialization_events()
+           if e.asset_key.to_user_string() == "quality/data_quality_scorecard")
+    md = mat.materialization.metadata["scorecard"].value
+    assert mat.materialization.metadata["runs_in_history"].value == 2
+    assert "+0.00 pp" in md and "new" not in md
+    for payer in ("northwind", "bluepeak", "cascade"):
+        assert f"| {payer} | {payer}/" in md
+    assert query(wh, "SELECT count(*) FROM quality.scorecard_history") == [(6,)]
