@@ -66,6 +66,12 @@ def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float
     for statement in script.read_text().split(";\n\n"):
         if statement.strip():
             con.execute(statement.rstrip(";\n"))
+            if '"bronze"."bronze_claim_lines"' in statement.split("AS", 1)[0]:
+                # MedFlow's incremental models read the run's file list (landing.dbt_selection, written by
+                # Dagster); here every file bronze holds is in the run.
+                con.execute("CREATE SCHEMA IF NOT EXISTS landing")
+                con.execute("CREATE OR REPLACE TABLE landing.dbt_selection AS "
+                            "SELECT DISTINCT source_file FROM bronze.bronze_claim_lines")
     con.close()
     return time.perf_counter() - t0
 

@@ -3,15 +3,21 @@
 import dagster as dg
 
 from medflow_assets.landing.assets import landing_files
+from medflow_assets.landing.sensors import LANDING_JOB, local_landing_sensor, s3_landing_sensor
 from medflow_assets.quality.checks import bronze_silver_quality, gold_quality
 from medflow_assets.quality.scorecard import data_quality_scorecard
 from medflow_assets.resources import build_resources
 from medflow_assets.settings import load_settings
 from medflow_assets.transform.assets import medflow_dbt_bronze_silver, medflow_dbt_gold
 
+# One run per landed file (or per batch of files): its partition of landing/bronze/silver, then gold.
+landing_file_job = dg.define_asset_job(LANDING_JOB, selection=dg.AssetSelection.all())
+
 defs = dg.Definitions(
     assets=[landing_files, medflow_dbt_bronze_silver, medflow_dbt_gold, data_quality_scorecard],
     asset_checks=[bronze_silver_quality, gold_quality],
+    jobs=[landing_file_job],
+    sensors=[local_landing_sensor, s3_landing_sensor],
     resources=build_resources(load_settings()),
     # Steps share one process: a step subprocess would re-import Dagster and dbt (~2 s each), and every
     # warehouse writer is serialized by the duckdb_warehouse pool anyway.

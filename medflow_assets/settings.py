@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("medflow.settings")
@@ -29,6 +29,29 @@ class SettingsError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """Where the S3 landing zone is and how to reach it (credentials never logged)."""
+
+    bucket: str
+    prefix: str
+    endpoint_url: str | None
+    region: str
+    access_key_id: str | None
+    secret_access_key: str | None = field(repr=False, default=None)
+
+    @property
+    def endpoint_host(self) -> str | None:
+        """host:port for DuckDB's ENDPOINT (no scheme)."""
+        if not self.endpoint_url:
+            return None
+        return self.endpoint_url.split("://", 1)[-1].rstrip("/")
+
+    @property
+    def use_ssl(self) -> bool:
+        return not (self.endpoint_url or "https://").startswith("http://")
+
+
+@dataclass(frozen=True)
 class Settings:
     target: str
     landing_path: Path
@@ -37,6 +60,12 @@ class Settings:
     contracts_path: Path
     memory_limit: str
     threads: int
+    landing_url: str = ""          # "" = the local folder landing_path; "s3://bucket/prefix" = S3
+    s3: S3Settings | None = None
+
+    @property
+    def landing_is_s3(self) -> bool:
+        return self.s3 is not None
 
     @property
     def uses_dev_key(self) -> bool:
@@ -79,6 +108,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             f"MEDFLOW_PII_KEY is too weak for target {target!r}: use a secret of at least 32 characters "
             "that is not the development key; nothing was read or written."
         )
+    landing_url = env.get("MEDFLOW_LANDING_URL", "").strip()
+    s3 = None
+    if landing_url:
+        if not landing_url.startswith("s3://"):
+            raise SettingsError(f"MEDFLOW_LANDING_URL={landing_url!r} must look like s3://bucket/prefix "
+                                "(leave it unset for the local folder MEDFLOW_LANDING_PATH).")
+        bucket, _, prefix = landing_url[5:].partition("/")
+        if not bucket:
+            raise SettingsError(f"MEDFLOW_LANDING_URL={landing_url!r} names no bucket.")
+        s3 = S3Settings(
+            bucket=bucket, prefix=prefix.strip("/"),
+            endpoint_url=env.get("MEDFLOW_S3_ENDPOINT_URL") or None,
+            region=env.get("MEDFLOW_S3_REGION", "us-east-1"),
+            access_key_id=env.get("MEDFLOW_S3_ACCESS_KEY_ID") or env.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=env.get("MEDFLOW_S3_SECRET_ACCESS_KEY") or env.get("AWS_SECRET_ACCESS_KEY"),
+        )
     return Settings(
         target=target,
         landing_path=_path(env, "MEDFLOW_LANDING_PATH", PROJECT_ROOT / "data" / "landing"),
@@ -87,6 +132,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         contracts_path=_path(env, "MEDFLOW_CONTRACTS_PATH", CONTRACTS_DIR),
         memory_limit=env.get("MEDFLOW_DUCKDB_MEMORY_LIMIT", "1536MB"),
         threads=int(env.get("MEDFLOW_DUCKDB_THREADS", str(os.cpu_count() or 2))),
+        landing_url=landing_url,
+        s3=s3,
     )
 
 

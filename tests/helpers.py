@@ -11,6 +11,7 @@ import dagster as dg
 import duckdb
 
 from medflow_assets.definitions import defs
+from medflow_assets.landing.first_load import register_landed_files
 from medflow_assets.resources import build_resources
 from medflow_assets.settings import CONTRACTS_DIR, PROJECT_ROOT, load_settings
 
@@ -50,14 +51,23 @@ def copy_contracts(dest: Path) -> Path:
 
 
 def materialize_graph(landing: Path, warehouse: Path, contracts: Path | None = None,
-                      instance: dg.DagsterInstance | None = None, **extra_env):
-    """Materialize landing + every dbt model in process; returns the ExecuteInProcessResult."""
+                      instance: dg.DagsterInstance | None = None, partitions: list[str] | None = None,
+                      **extra_env):
+    """Materialize the whole graph in process, like `medflow-load`: every landed file registered as a
+    partition and processed in one run (or only `partitions`). Returns the ExecuteInProcessResult."""
+    instance = instance or dg.DagsterInstance.ephemeral()
     with medflow_env(landing_path=landing, warehouse_path=warehouse,
                      contracts_path=contracts or CONTRACTS_DIR, **extra_env):
         # Resources only carry paths; the assets themselves load (and enforce) the full settings.
         settings = load_settings({**os.environ, "MEDFLOW_TARGET": "dev"})
-        return dg.materialize(ALL_ASSETS, resources=build_resources(settings),
-                              instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        keys = register_landed_files(instance, settings)
+        chosen = partitions or keys
+        return dg.materialize(ALL_ASSETS, resources=build_resources(settings), instance=instance,
+                              tags={"dagster/asset_partition_range_start": chosen[0],
+                                    "dagster/asset_partition_range_end": chosen[-1]}
+                              if len(chosen) > 1 else None,
+                              partition_key=chosen[0] if len(chosen) == 1 else None,
+                              raise_on_error=False)
 
 
 def query(warehouse: Path, sql: str, params=None):

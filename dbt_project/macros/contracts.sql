@@ -3,7 +3,20 @@
     read them when a model runs and turn them into bronze and silver SQL. Reading tables instead of
     --vars keeps dbt's partial parsing valid from run to run. -#}
 
-{#- {'contracts': {payer: contract}, 'files': [accepted files]}; empty while dbt only parses. -#}
+{#- The files this run processes: the partition keys Dagster writes to landing.dbt_selection before it
+    starts dbt; every registered file when the table is absent (dbt run by hand). -#}
+{% macro selected_files() -%}
+  {%- set registry = source('landing', 'landing_file_registry') -%}
+  {%- set selection = api.Relation.create(database=registry.database, schema=registry.schema,
+                                          identifier='dbt_selection') -%}
+  {%- if execute and adapter.get_relation(registry.database, registry.schema, 'dbt_selection') is not none -%}
+  (select source_file from {{ selection }})
+  {%- else -%}
+  (select source_file from {{ registry }})
+  {%- endif -%}
+{%- endmacro %}
+
+{#- {'contracts': {payer: contract}, 'files': [accepted files of this run]}; empty while dbt only parses. -#}
 {% macro landing_state() %}
   {%- set state = {'contracts': {}, 'files': []} -%}
   {%- if not execute -%}{{ return(state) }}{%- endif -%}
@@ -18,7 +31,8 @@
   {%- endfor -%}
   {%- set files_sql -%}
     select payer, source_file, path, checksum, header_json, strftime(first_seen_at, '%Y-%m-%d %H:%M:%S')
-    from {{ registry }} where status = 'accepted' order by source_file
+    from {{ registry }} where status = 'accepted' and source_file in {{ selected_files() }}
+    order by source_file
   {%- endset -%}
   {%- for row in run_query(files_sql).rows if row[0] in state.contracts -%}
     {%- do state.files.append({'payer': row[0], 'source_file': row[1], 'path': row[2], 'checksum': row[3],

@@ -1,13 +1,14 @@
-"""`landing_files`: the registry of landed files and their verdict against the payer contracts."""
-
+"""`landing_files`: per landed file (partition), its checksum and verdict against the payer contract,
+recorded in the landing registry that dbt reads."""
 
 import json
 
 import dagster as dg
 
 from medflow_assets.landing.contracts import PayerContract, load_contracts
-from medflow_assets.landing.zone import LandedFile, scan_local
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
+from medflow_assets.landing.zone import LandedFile, LandingReadError, inspect_object
+from medflow_assets.resources import WAREHOUSE_POOL, LandingResource, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
 
 REGISTRY_TABLE = "landing.landing_file_registry"
@@ -26,15 +27,16 @@ CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contrac
 
 
 def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract]) -> None:
-    """Replace the registry with the files present now, and the contracts with the current ones. A file
-    version (same checksum) keeps the time it was first seen, so unchanged input gives identical tables.
+    """Upsert these files into the registry and replace the contracts. A file version (same checksum)
+    keeps the time it was first seen, so reprocessing unchanged input gives identical tables.
     dbt reads both tables at run time (dbt vars would force a full re-parse on every change)."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
                 "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR)")
-    con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
-        (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header),
-         "accepted" if f.accepted else "rejected", f.error) for f in files])
+    if files:
+        con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+            (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header),
+             "accepted" if f.accepted else "rejected", f.error) for f in files])
     con.execute("BEGIN TRANSACTION")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE merged AS
@@ -42,7 +44,7 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                          ELSE date_trunc('second', now()::TIMESTAMP) END AS first_seen_at,
                now()::TIMESTAMP AS checked_at
         FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""")
-    con.execute(f"DELETE FROM {REGISTRY_TABLE}")
+    con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
     con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
     con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
@@ -54,39 +56,54 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     group_name="landing",
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
+    partitions_def=landing_file_partitions,
+    backfill_policy=single_run,
+    retry_policy=LANDING_RETRY,
     check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset="landing_files",
                                    description="Every landed file has the columns its payer contract names.")],
-    description="Registry of the files in the landing zone: payer, checksum, and whether each file matches "
-                "its payer's contract. Only accepted files flow into bronze.",
+    description="Registry of landed files (one partition per file, key <payer>/<file>): checksum, and whether "
+                "each file matches its payer's contract. Only accepted files flow into bronze.",
 )
-def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource):
     settings = load_settings()  # stops here, before any data is read, when settings are unusable
     announce_key(settings, context.log)
     contracts = load_contracts(settings.contracts_path)
-    files = scan_local(settings.landing_path, contracts)
+    zone = landing.zone()
+    wanted = sorted(context.partition_keys)
+    attempt = context.retry_number + 1
+    try:
+        present = {o.source_file: o for o in zone.list_objects(contracts)}
+        files = [inspect_object(zone, present[k], contracts.get(present[k].payer)) for k in wanted if k in present]
+    except LandingReadError as exc:
+        context.log.warning(f"landing read failed (attempt {attempt} of {LANDING_RETRY.max_retries + 1}): {exc}")
+        raise
+    gone = [k for k in wanted if k not in present]
     with warehouse.connect() as con:
         write_registry(con, files, contracts)
     rejected = [f for f in files if not f.accepted]
     for f in rejected:
         context.log.error(f"Rejected landed file {f.error}")
+    for k in gone:
+        context.log.warning(f"{k} is no longer in {zone.description}; its rows already loaded are kept")
     accepted = [f for f in files if f.accepted]
-    context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, "
-                     f"{len(contracts)} payer contracts: {', '.join(contracts)}")
+    context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, from {zone.description}")
     yield dg.MaterializeResult(metadata={
         "files_accepted": len(accepted),
         "files_rejected": len(rejected),
+        "files_missing": len(gone),
         "bytes_accepted": sum(f.size_bytes for f in accepted),
-        "payers": ", ".join(sorted({f.payer for f in accepted})),
+        "landing_zone": zone.description,
         "files": dg.MetadataValue.md(
-            "| file | payer | status |\n|---|---|---|\n" + "\n".join(
-                f"| {f.source_file} | {f.payer} | {'accepted' if f.accepted else 'rejected'} |" for f in files)),
+            "| file | payer | status | sha256 |\n|---|---|---|---|\n" + "\n".join(
+                f"| {f.source_file} | {f.payer} | {'accepted' if f.accepted else 'rejected'} | {f.checksum[:12]} |"
+                for f in files[:200])),
     })
+    problems = [f.error for f in rejected] + [f"{k}: not found in {zone.description}" for k in gone]
     yield dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,
-        passed=not rejected,
+        passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=("; ".join(f.error for f in rejected) if rejected
-                     else f"all {len(files)} landed files match their payer contracts"),
+        description="; ".join(problems) if problems else f"all {len(files)} files match their payer contracts",
         metadata={"files_checked": len(files), "files_rejected": len(rejected),
                   "rejected_files": ", ".join(f.source_file for f in rejected) or "none"},
     )

@@ -1,21 +1,49 @@
-"""The landing zone (local folder): which files are there, their checksums, and their contract verdict."""
+"""The landing zone behind one interface: a local folder (default) or an S3 bucket/prefix.
+
+Both list objects as `<payer>/<file>` with a cheap fingerprint (size + mtime locally, the ETag on S3), stream
+bytes for checksums, and give DuckDB a location it can read directly (a path, or s3://... through httpfs).
+"""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from medflow_assets.landing.contracts import PayerContract
+
+CHUNK = 8 << 20
+
+
+class LandingReadError(RuntimeError):
+    """A landed object could not be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class LandingObject:
+    source_file: str      # "<payer>/<file name>": the partition key and the lineage value
+    location: str         # what DuckDB reads: an absolute path or s3://bucket/key
+    size_bytes: int
+    fingerprint: str      # changes when the object changes (mtime+size locally, ETag on S3)
+
+    @property
+    def payer(self) -> str:
+        return self.source_file.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.source_file.split("/", 1)[1]
 
 
 @dataclass
 class LandedFile:
     payer: str
-    source_file: str          # "<payer>/<file name>", stable across machines
-    path: str                 # absolute location DuckDB reads
+    source_file: str
+    path: str
     size_bytes: int
     checksum: str = ""
     header: list[str] = field(default_factory=list)
@@ -26,52 +54,117 @@ class LandedFile:
         return self.error is None
 
 
-def file_checksum(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+class LandingZone(Protocol):
+    description: str
+
+    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]: ...
+
+    def stream(self, obj: LandingObject) -> Iterator[bytes]: ...
 
 
-def read_header(path: Path, delimiter: str) -> list[str]:
-    with open(path, "rb") as f:
-        first = f.readline().decode("utf-8-sig", errors="replace")
-    rows = list(csv.reader(io.StringIO(first), delimiter=delimiter))
-    return [c.strip() for c in rows[0]] if rows else []
+def _wanted(payer: str, name: str, contracts: dict[str, PayerContract]) -> bool:
+    if name.startswith(".") or payer.startswith((".", "_")):
+        return False
+    contract = contracts.get(payer)
+    return contract is None or Path(name).match(contract.file_glob)
 
 
-def inspect_file(path: Path, payer: str, contract: PayerContract | None, root: Path) -> LandedFile:
-    source_file = path.relative_to(root).as_posix()
-    lf = LandedFile(payer=payer, source_file=source_file, path=str(path.resolve()),
-                    size_bytes=path.stat().st_size)
+class LocalLanding:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.description = str(self.root)
+
+    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
+        if not self.root.is_dir():
+            raise LandingReadError(f"landing folder {self.root} does not exist (set MEDFLOW_LANDING_PATH)")
+        out = []
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for path in sorted(p for p in folder.iterdir() if p.is_file()):
+                if _wanted(folder.name, path.name, contracts):
+                    st = path.stat()
+                    out.append(LandingObject(f"{folder.name}/{path.name}", str(path.resolve()), st.st_size,
+                                             f"{st.st_size}:{st.st_mtime_ns}"))
+        return out
+
+    def stream(self, obj: LandingObject) -> Iterator[bytes]:
+        try:
+            with open(obj.location, "rb") as f:
+                while block := f.read(CHUNK):
+                    yield block
+        except OSError as exc:
+            raise LandingReadError(f"cannot read landed file {obj.location}: {exc}") from exc
+
+
+class S3Landing:
+    """Objects under s3://bucket/prefix/<payer>/<file>, listed and read with a boto3 client."""
+
+    def __init__(self, client, bucket: str, prefix: str):
+        self.client, self.bucket, self.prefix = client, bucket, prefix.strip("/")
+        self.description = f"s3://{bucket}/{self.prefix}"
+
+    def _key(self, source_file: str) -> str:
+        return f"{self.prefix}/{source_file}" if self.prefix else source_file
+
+    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        out = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
+                for item in page.get("Contents", []):
+                    rel = item["Key"][len(start):]
+                    if rel.count("/") != 1:
+                        continue
+                    payer, name = rel.split("/")
+                    if _wanted(payer, name, contracts):
+                        out.append(LandingObject(rel, f"s3://{self.bucket}/{item['Key']}", int(item["Size"]),
+                                                 item["ETag"].strip('"')))
+        except Exception as exc:  # botocore raises many types; the message must name the place
+            raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
+        return sorted(out, key=lambda o: o.source_file)
+
+    def stream(self, obj: LandingObject) -> Iterator[bytes]:
+        key = self._key(obj.source_file)
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            while block := body.read(CHUNK):
+                yield block
+        except Exception as exc:
+            raise LandingReadError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
+
+
+def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None) -> LandedFile:
+    """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract."""
+    lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes)
     if contract is None:
-        lf.error = (f"{source_file}: no payer contract for folder '{payer}'. Add "
-                    f"medflow_assets/landing/contracts/{payer}.yaml or move the file.")
+        lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
+                    f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file.")
         return lf
-    lf.checksum = file_checksum(path)
-    lf.header = read_header(path, contract.delimiter)
+    h, first = hashlib.sha256(), b""
+    for block in zone.stream(obj):
+        h.update(block)
+        if b"\n" not in first and len(first) < (1 << 20):
+            first += block[: 1 << 20]
+    lf.checksum = h.hexdigest()
+    lf.header = read_header_line(first.split(b"\n", 1)[0], contract.delimiter)
     if not lf.header or lf.header == [""]:
-        lf.error = f"{source_file}: empty file or no header line (payer {payer})."
+        lf.error = f"{obj.source_file}: empty file or no header line (payer {obj.payer})."
         return lf
     missing = contract.missing_columns(lf.header)
     if missing:
-        lf.error = (f"{source_file}: columns do not match the {payer} contract; missing columns: "
+        lf.error = (f"{obj.source_file}: columns do not match the {obj.payer} contract; missing columns: "
                     f"{', '.join(missing)} (expected delimiter {contract.delimiter!r}, found header "
                     f"{len(lf.header)} columns).")
     return lf
 
 
-def scan_local(root: Path, contracts: dict[str, PayerContract]) -> list[LandedFile]:
-    """Every file under root/<payer>/ (sorted). Files of unknown payers are returned as rejected."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"landing folder {root} does not exist (set MEDFLOW_LANDING_PATH)")
-    found: list[LandedFile] = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
-        contract = contracts.get(folder.name)
-        pattern = contract.file_glob if contract else "*"
-        for path in sorted(folder.glob(pattern)):
-            if path.is_file() and not path.name.startswith("."):
-                found.append(inspect_file(path, folder.name, contract, root))
-    return found
+def read_header_line(line: bytes, delimiter: str) -> list[str]:
+    text = line.decode("utf-8-sig", errors="replace").rstrip("\r")
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    return [c.strip() for c in rows[0]] if rows else []
+
+
+def inspect_file(path: Path, payer: str, contract: PayerContract | None, root: Path) -> LandedFile:
+    """One local file (used by tests and tools)."""
+    st = path.stat()
+    obj = LandingObject(path.relative_to(root).as_posix(), str(path.resolve()), st.st_size, "")
+    return inspect_object(LocalLanding(root), obj, contract)

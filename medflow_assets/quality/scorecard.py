@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from medflow_assets.landing.partitions import single_run
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
 from medflow_assets.transform.assets import DOWNSTREAM_AUTOMATION, model_key
 
@@ -15,6 +16,7 @@ HISTORY = "quality.scorecard_history"
     kinds={"duckdb"},
     pool=WAREHOUSE_POOL,
     automation_condition=DOWNSTREAM_AUTOMATION,
+    backfill_policy=single_run,
     description="Valid rate and failures per rule for every landed file, appended to quality.scorecard_history "
                 "each run; the metadata table compares each file with its previous measurement.",
 )

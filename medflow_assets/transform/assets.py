@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets, get_asset_key_for_model
 
+from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
 from medflow_assets.transform.project import dbt_project, ensure_manifest
@@ -85,10 +86,27 @@ TRANSLATOR = MedflowTranslator()
 MANIFEST_PATH = ensure_manifest()
 
 
+SELECTION_TABLE = "landing.dbt_selection"
+
+
+def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
+    """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql)."""
+    with warehouse.connect() as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS landing")
+        con.execute(f"CREATE OR REPLACE TABLE {SELECTION_TABLE} (source_file VARCHAR PRIMARY KEY)")
+        if source_files:
+            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?)", [(k,) for k in source_files])
+
+
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     """`dbt build` of this definition's selection, with row counts and schemas attached."""
     settings = load_settings()
     announce_key(settings, context.log)
+    if context.has_partition_key_range or context.has_partition_key:
+        keys = sorted(context.partition_keys)
+        write_selection(warehouse, keys)
+        context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
+                         + (" ..." if len(keys) > 10 else ""))
     # profiles.yml reads MEDFLOW_* from the environment of the dbt subprocess, which dagster-dbt builds
     # from os.environ when it starts the process: set them from settings for that moment only.
     with scoped_environ({**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}):
@@ -116,8 +134,11 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
 
 # Two dbt steps, so that the Pandera checks and the quarantine-rate gate on silver (blocking asset checks,
 # medflow_assets/quality/) run between them and can stop gold. dbt's own tests gate inside each build.
+# Bronze and silver are partitioned by landed file and incremental (delete + insert by source_file); gold is
+# rebuilt from silver after them.
 @dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
             select="path:seeds path:models/bronze path:models/silver", name="medflow_dbt_bronze_silver",
+            partitions_def=landing_file_partitions, backfill_policy=single_run, retry_policy=LANDING_RETRY,
             pool=WAREHOUSE_POOL)
 def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliResource,
                               warehouse: WarehouseResource):
@@ -125,7 +146,7 @@ def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliReso
 
 
 @dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
-            select="path:models/gold", name="medflow_dbt_gold", pool=WAREHOUSE_POOL)
+            select="path:models/gold", name="medflow_dbt_gold", backfill_policy=single_run, pool=WAREHOUSE_POOL)
 def medflow_dbt_gold(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     yield from _build(context, dbt, warehouse)
 

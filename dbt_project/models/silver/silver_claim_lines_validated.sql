@@ -3,6 +3,7 @@
     broken rule) and silver_claims_quarantine (some) are views that cut it in two, so bronze rows = silver
     rows + quarantined rows by construction. No clear PII is kept here; the member's other pseudonyms
     (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file') }}
 {%- set contracts = landing_state().contracts %}
 with parsed as (
   select
@@ -32,15 +33,34 @@ with parsed as (
     billed_amount as raw_billed_amount, allowed_amount as raw_allowed_amount, paid_amount as raw_paid_amount,
     claim_status as raw_claim_status, diagnosis_code as raw_diagnosis_code
   from {{ ref('bronze_claim_lines') }}
+  where source_file in {{ selected_files() }}
 ),
+{#- duplicate_line: the same payer + claim id + line came earlier in this run's files, or is already in a
+    file loaded before (files already in the table are earlier: they were ingested first). -#}
 ranked as (
   select *,
-    row_number() over (partition by payer, claim_id, claim_line_number order by source_file, source_row_number)
-      as grain_rank
+    row_number() over (partition by payer, claim_id, claim_line_number
+                       order by ingested_at, source_file, source_row_number) as grain_rank
   from parsed
+),
+loaded_before as (
+  {%- if is_incremental() %}
+  select distinct t.payer, t.claim_id, t.claim_line_number
+  from {{ this }} t
+  join (select distinct payer, claim_id, claim_line_number from parsed where claim_id is not null) n
+    using (payer, claim_id, claim_line_number)
+  where t.source_file not in {{ selected_files() }}
+  {%- else %}
+  select payer, claim_id, claim_line_number from parsed where false
+  {%- endif %}
+),
+flagged as (
+  select r.*, l.payer is not null as seen_before
+  from ranked r
+  left join loaded_before l using (payer, claim_id, claim_line_number)
 )
 select
-  * exclude (grain_rank, birth_date, has_birth_date),
+  * exclude (grain_rank, seen_before, birth_date, has_birth_date),
   year(birth_date) as birth_year,
   list_filter([
     case when claim_id is null then 'missing_claim_id' end,
@@ -61,7 +81,7 @@ select
     case when claim_status is not null and claim_status <> 'reversed'
           and not (paid_amount <= allowed_amount and allowed_amount <= billed_amount)
          then 'amounts_out_of_order' end,
-    case when claim_id is not null and claim_line_number is not null and grain_rank > 1
+    case when claim_id is not null and claim_line_number is not null and (grain_rank > 1 or seen_before)
          then 'duplicate_line' end
   ], r -> r is not null) as failed_rules
-from ranked
+from flagged

@@ -1,15 +1,20 @@
-{#- Per payer, file and rule: rows checked and rows that failed the rule (every rule listed, zeros too). -#}
-with files as (
+{#- Per payer, file and rule: rows checked and rows that failed the rule (every rule listed, zeros too).
+    Incremental by file, like the claim lines. -#}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file') }}
+with validated as (
+  select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ selected_files() }}
+),
+files as (
   select payer, source_file, file_checksum, count(*) as rows_checked,
          count(*) filter (where len(failed_rules) > 0) as rows_quarantined
-  from {{ ref('silver_claim_lines_validated') }}
+  from validated
   group by all
 ),
 failures as (
   select payer, source_file, rule_id, count(*) as rows_failed
   from (
     select payer, source_file, unnest(failed_rules) as rule_id
-    from {{ ref('silver_claim_lines_validated') }}
+    from validated
     where len(failed_rules) > 0
   )
   group by all

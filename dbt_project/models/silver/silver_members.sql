@@ -1,13 +1,15 @@
 {#- Every member seen in the landed files, pseudonymized: keyed HMAC-SHA256 of the normalized member id,
     "first last" name, email, phone digits and SSN digits, plus birth year, gender and zip3 (never the exact
     values). Hashed once per distinct member version instead of once per claim line. One row per distinct
-    combination (a member whose phone changed has two rows). -#}
+    combination (a member whose phone changed has two rows). Incremental: a run appends the member
+    versions its files bring that are not there yet. -#}
+{{ config(materialized='incremental', incremental_strategy='append') }}
 {%- set contracts = landing_state().contracts %}
 with distinct_members as (
   select distinct payer, member_id, member_first_name, member_last_name, member_full_name, member_email,
          member_phone, member_ssn, member_birth_date, member_gender, member_zip
   from {{ ref('bronze_claim_lines') }}
-  where nullif(trim(member_id), '') is not null
+  where nullif(trim(member_id), '') is not null and source_file in {{ selected_files() }}
 ),
 keyed as (
   select
@@ -23,3 +25,7 @@ keyed as (
   from distinct_members
 )
 select distinct * from keyed
+{%- if is_incremental() %}
+except
+select * from {{ this }}
+{%- endif %}
