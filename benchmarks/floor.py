@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
-from medflow_assets.transform.pii_plugin import hmac_macro_sql
+from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
 
 def compile_script(target_dir: Path) -> str:

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -137,6 +138,40 @@ def run_floor(work: Path, scale: str, targets: list[Path], i: int) -> dict:
     return row
 
 
+ADD_PARTITION = ("import sys, dagster as dg; i = dg.DagsterInstance.get(); "
+                 "i.add_dynamic_partitions('landing_file', [sys.argv[1]]); i.dispose()")
+
+
+def run_incremental(work: Path, scale: str, landing: Path, i: int) -> dict:
+    """One new 100K-line file landed on top of this scale's fresh warehouse: the run for its partition alone
+    (landing, bronze + silver incremental, checks, gold rebuild), measured like the full run."""
+    wh_dir = work / scale / "medflow"
+    warehouse = wh_dir / "medflow.duckdb"
+    env = _env(landing, warehouse, wh_dir / "dagster_home")
+    before = conservation(warehouse)
+    new_dir = work / scale / "incremental"
+    shutil.rmtree(new_dir, ignore_errors=True)
+    files = generate(new_dir / "landing", 100_000, seed=77 + i, payers=["cascade"], row_offset=4 * SCALES[scale],
+                     file_tag=f"incremental{i}", manifest_dir=new_dir / "manifest")
+    dst = landing / "cascade" / files[0].path.name
+    shutil.copy(files[0].path, dst)
+    key = f"cascade/{dst.name}"
+    try:
+        subprocess.run([PY, "-c", ADD_PARTITION, key], env=env, cwd=ROOT, check=True)
+        m = run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "--partition", key, "-m",
+                          "medflow_assets.definitions"], work / "logs" / f"incremental-{scale}-{i}.log", env=env,
+                         cwd=ROOT)
+    finally:
+        dst.unlink()
+    row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
+           "new_lines": files[0].lines}
+    if row["ok"]:
+        after = conservation(warehouse)
+        row.update(after)
+        row["added_rows_ok"] = after["bronze"] == before["bronze"] + files[0].lines
+    return row
+
+
 def _step_order(target: Path) -> int:
     return 0 if "bronze_silver" in target.name else 1
 
@@ -203,6 +238,14 @@ def summarize(results: dict) -> str:
         cs, cw, mw = median(ch, "checks_s"), median(ch, "wall_s"), median(r["medflow"], "wall_s")
         lines.append(f"| {scale} | {cs} | {cw} | {median(ch, 'peak_gib')} | "
                      f"{f'{cs / mw:.1%}' if cs and mw else '-'} |")
+    lines += ["", "Incremental: one new 100K-line file on top of the warehouse (its partition only, medians):", "",
+              "| scale | incremental wall s | peak GiB | full refresh wall s | incremental / full |", "|---|---|---|---|---|"]
+    for scale, r in results["scales"].items():
+        inc = r.get("incremental", [])
+        if inc:
+            iw, mw = median(inc, "wall_s"), median(r["medflow"], "wall_s")
+            lines.append(f"| {scale} | {iw} | {median(inc, 'peak_gib')} | {mw} | "
+                         f"{f'{iw / mw:.1%}' if iw and mw else '-'} |")
     cols = ("landing_step_s", "dbt_steps_s", "sql_s", "dbt_tests_s", "pandera_checks_s", "dbt_overhead_s",
             "other_steps_s", "dagster_overhead_s")
     lines += ["", "MedFlow time breakdown (medians, seconds):", "",
@@ -218,6 +261,8 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", nargs="+", choices=list(SCALES), default=["100k", "1m", "10m"])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--peers", nargs="*", choices=["floor", "pandas", "checks"], default=["floor", "pandas", "checks"])
+    ap.add_argument("--incremental-scales", nargs="*", choices=list(SCALES), default=["10m"],
+                    help="after each full run at these scales, land one new 100K-line file and run its partition")
     ap.add_argument("--pandas-runs-10m", type=int, default=1, help="pandas rounds at 10M (each takes minutes)")
     ap.add_argument("--pandas-timeout", type=float, default=1800)
     ap.add_argument("--seed", type=int, default=2026)
@@ -228,7 +273,8 @@ def main(argv=None) -> int:
     results = {"started": datetime.now().isoformat(timespec="seconds"), "runs": args.runs, "scales": {}}
     for scale in args.scales:
         landing, gen = ensure_data(args.work, scale, args.seed)
-        r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": [], "checks": []}
+        r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": [], "checks": [],
+                                         "incremental": []}
         for i in range(args.runs):
             row, targets = run_medflow(args.work, scale, landing, i)
             r["medflow"].append(row)
@@ -236,6 +282,9 @@ def main(argv=None) -> int:
             if "checks" in args.peers and row["ok"]:
                 r["checks"].append(run_checks_alone(args.work, scale, landing, i))
                 print(f"[{scale} #{i}] checks {r['checks'][-1]}", flush=True)
+            if scale in args.incremental_scales and row["ok"]:
+                r["incremental"].append(run_incremental(args.work, scale, landing, i))
+                print(f"[{scale} #{i}] incremental {r['incremental'][-1]}", flush=True)
             if "floor" in args.peers and targets:
                 r["floor"].append(run_floor(args.work, scale, targets, i))
                 print(f"[{scale} #{i}] floor {r['floor'][-1]}", flush=True)

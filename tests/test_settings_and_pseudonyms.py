@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from medflow_assets.settings import DEV_PII_KEY, SettingsError, announce_key, load_settings
-from medflow_assets.transform.pii_plugin import hmac_macro_sql
+from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
 
 def test_defaults_need_no_environment():

@@ -5,15 +5,17 @@ import json
 
 import dagster as dg
 
-from medflow_assets.landing.contracts import PayerContract, load_contracts
+from medflow_assets.landing.contracts import ContractError, PayerContract, load_contracts
 from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
+from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.zone import LandedFile, LandingReadError, inspect_object
-from medflow_assets.resources import WAREHOUSE_POOL, LandingResource, WarehouseResource
-from medflow_assets.settings import announce_key, load_settings
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.settings import SettingsError, announce_key, load_settings
 
 REGISTRY_TABLE = "landing.landing_file_registry"
 CONTRACTS_TABLE = "landing.payer_contracts"
 CONTRACT_CHECK = "files_match_payer_contracts"
+_AUTH_ERRORS = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken")
 
 _REGISTRY_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS landing;
@@ -65,9 +67,12 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                 "each file matches its payer's contract. Only accepted files flow into bronze.",
 )
 def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource):
-    settings = load_settings()  # stops here, before any data is read, when settings are unusable
+    try:
+        settings = load_settings()  # stops here, before any data is read, when settings are unusable
+        contracts = load_contracts(settings.contracts_path)
+    except (SettingsError, ContractError) as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc  # retrying cannot help
     announce_key(settings, context.log)
-    contracts = load_contracts(settings.contracts_path)
     zone = landing.zone()
     wanted = sorted(context.partition_keys)
     attempt = context.retry_number + 1
@@ -75,8 +80,13 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         present = {o.source_file: o for o in zone.list_objects(contracts)}
         files = [inspect_object(zone, present[k], contracts.get(present[k].payer)) for k in wanted if k in present]
     except LandingReadError as exc:
+        if any(code in str(exc) for code in _AUTH_ERRORS):
+            raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "
+                                         "MEDFLOW_S3_ACCESS_KEY_ID / MEDFLOW_S3_SECRET_ACCESS_KEY (not retried)",
+                             allow_retries=False) from exc
         context.log.warning(f"landing read failed (attempt {attempt} of {LANDING_RETRY.max_retries + 1}): {exc}")
-        raise
+        raise dg.Failure(description=f"{exc} (attempt {attempt} of {LANDING_RETRY.max_retries + 1}; retried "
+                                     "with exponential backoff)") from exc
     gone = [k for k in wanted if k not in present]
     with warehouse.connect() as con:
         write_registry(con, files, contracts)

@@ -10,14 +10,14 @@ import dagster as dg
 
 from medflow_assets.landing.contracts import load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
-from medflow_assets.resources import landing_resource
+from medflow_assets.landing.resource import landing_resource
 from medflow_assets.settings import Settings, load_settings
 
 
 def register_landed_files(instance: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
     """Add a partition for each landed file not registered yet; returns all partition keys, in order."""
     settings = settings or load_settings()
-    zone = landing_resource(settings).zone()
+    zone = landing_resource(settings).process_config_and_initialize().zone()
     keys = [o.source_file for o in zone.list_objects(load_contracts(settings.contracts_path))]
     known = instance.get_dynamic_partitions(landing_file_partitions.name)
     new = [k for k in keys if k not in set(known)]

@@ -8,8 +8,8 @@ import dagster as dg
 
 from medflow_assets.landing.contracts import load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
+from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.zone import LandingObject, LandingZone, LocalLanding
-from medflow_assets.resources import LandingResource
 from medflow_assets.settings import load_settings
 
 

@@ -22,12 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--manifest-dir", type=Path, default=None,
                     help="where the defect manifest goes (default: <out>_manifest beside --out)")
     ap.add_argument("--truth", action="store_true", help="also write the typed truth of every row (parquet)")
+    ap.add_argument("--row-offset", type=int, default=0,
+                    help="start row numbering here (a later batch brings new claims, not duplicates)")
+    ap.add_argument("--file-tag", default="claims", help="files are named <payer>_<tag>_NNN")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
         files = generate(args.out, args.lines, seed=args.seed, defect_rate=args.defect_rate,
                          rows_per_file=args.rows_per_file, files_per_payer=args.files_per_payer,
-                         manifest_dir=args.manifest_dir, truth=args.truth, payers=args.payers)
+                         manifest_dir=args.manifest_dir, truth=args.truth, payers=args.payers,
+                         row_offset=args.row_offset, file_tag=args.file_tag)
     except ValueError as exc:
         print(f"medflow-synth: {exc}", file=sys.stderr)
         return 2

@@ -238,9 +238,13 @@ class GeneratedFile:
 def generate(out_dir: Path, lines: int, seed: int = 42, defect_rate: float = 0.02,
              rows_per_file: int = 1_000_000, files_per_payer: int | None = None,
              manifest_dir: Path | None = None, truth: bool = False,
-             payers: list[str] | None = None, memory_limit: str = "1GB") -> list[GeneratedFile]:
+             payers: list[str] | None = None, memory_limit: str = "1GB", row_offset: int = 0,
+             file_tag: str = "claims") -> list[GeneratedFile]:
     """Write claim files under out_dir/<payer>/ and the defect manifest (and optional truth) under
-    manifest_dir (default: a sibling folder `<out_dir>_manifest`). Returns what was written."""
+    manifest_dir (default: a sibling folder `<out_dir>_manifest`). Returns what was written.
+
+    row_offset shifts the row (and so claim) numbering: a later batch with another offset brings new claims
+    instead of duplicates of earlier ones; file_tag names the files (<payer>_<tag>_NNN)."""
     if lines < 1:
         raise ValueError("lines must be at least 1")
     if not 0 <= defect_rate <= 1:
@@ -270,15 +274,15 @@ def generate(out_dir: Path, lines: int, seed: int = 42, defect_rate: float = 0.0
         k = files_per_payer or max(1, math.ceil(n / rows_per_file))
         # File boundaries on multiples of 6 so no claim spans two files.
         bounds = [min(n, 6 * round(n * j / k / 6)) for j in range(k)] + [n]
-        n_members = max(20, n // 6)
+        n_members = max(20, (n + row_offset) // 6)
         n_providers = max(25, min(5000, n // 150))
         layout = _layout(payer)
         select = ", ".join(f'{expr} AS "{hdr}"' for hdr, expr in layout)
         for j in range(k):
-            start, end = bounds[j], bounds[j + 1]
+            start, end = bounds[j] + row_offset, bounds[j + 1] + row_offset
             if end <= start:
                 continue
-            name = f"{payer}_claims_{j + 1:03d}.{_EXT[payer]}"
+            name = f"{payer}_{file_tag}_{j + 1:03d}.{_EXT[payer]}"
             path = out_dir / payer / name
             con.execute("DROP TABLE IF EXISTS gen")
             con.execute("CREATE TEMP TABLE gen AS " + _canonical_sql(

@@ -2,8 +2,10 @@
 
 
 import os
+import re
 from collections.abc import Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -87,6 +89,22 @@ MANIFEST_PATH = ensure_manifest()
 
 
 SELECTION_TABLE = "landing.dbt_selection"
+_READ_ERROR = re.compile(r"(HTTP Error|IO Error|Connection error|Unable to connect|Could not establish|"
+                         r"HTTP \d{3})[^\n\"]*")
+_URL = re.compile(r"(s3://[^\s'\"]+|https?://[^\s'\"]+)")
+
+
+def landing_read_error(dbt_log: Path) -> str | None:
+    """The first I/O error reading a landed object in a dbt log, with the object's URL; None if none."""
+    if not dbt_log.exists():
+        return None
+    for line in dbt_log.read_text(errors="replace").splitlines():
+        m = _READ_ERROR.search(line)
+        if m:
+            url = _URL.search(line)
+            return (m.group(0)[:300] + (f" [object: {url.group(1)}]" if url and url.group(1) not in m.group(0)
+                                        else "")).replace("\\n", " ")
+    return None
 
 
 def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
@@ -124,11 +142,17 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
                 event = event.with_metadata({**event.metadata, **metadata[key]})
         yield event
     if not invocation.is_successful():
+        read_error = landing_read_error(Path(invocation.target_path) / "dbt.log")
+        if read_error:
+            # A landed object could not be read (network, S3 down): worth retrying with backoff. The
+            # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
+            raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
         failed = sorted({e.asset_key.to_user_string() for e in events
                          if isinstance(e, dg.AssetCheckResult) and not e.passed and e.asset_key})
         raise dg.Failure(
             description="dbt build failed; the dbt log above names the failing model or test"
                         + (f" (failed checks on: {', '.join(failed)})" if failed else "") + ".",
+            allow_retries=False,  # a failing model or test fails the same way again
         )
 
 

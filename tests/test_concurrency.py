@@ -1,0 +1,50 @@
+"""Two runs launched at once for different files both succeed: every warehouse writer is in the
+duckdb_warehouse pool (limit 1 in the instance), so the second run's steps wait instead of failing on
+DuckDB's file lock."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from medflow_assets.settings import PROJECT_ROOT
+from medflow_assets.synth.generator import generate
+from tests.helpers import query
+
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+LOAD = str(Path(sys.executable).parent / "medflow-load")
+
+
+def test_two_runs_for_different_files_at_once_both_succeed(tmp_path):
+    landing, wh, home = tmp_path / "landing", tmp_path / "wh.duckdb", tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "data" / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    generate(landing, 3000, seed=41, defect_rate=0.0, payers=["northwind"], manifest_dir=tmp_path / "m0")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEDFLOW_")},
+           "MEDFLOW_LANDING_PATH": str(landing), "MEDFLOW_WAREHOUSE_PATH": str(wh), "DAGSTER_HOME": str(home)}
+    first = subprocess.run([LOAD], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                           check=False)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    keys = []
+    for i, payer in enumerate(["bluepeak", "cascade"]):
+        f = generate(tmp_path / f"new{i}", 1200, seed=50 + i, defect_rate=0.0, payers=[payer],
+                     manifest_dir=tmp_path / f"m{i + 1}")[0]
+        (landing / payer).mkdir(exist_ok=True)
+        shutil.copy(f.path, landing / payer / f.path.name)
+        keys.append(f"{payer}/{f.path.name}")
+    add = ("import sys, dagster as dg; i = dg.DagsterInstance.get(); "
+           "i.add_dynamic_partitions('landing_file', sys.argv[1:])")
+    subprocess.run([sys.executable, "-c", add, *keys], env=env, check=True, timeout=120)
+    procs = [subprocess.Popen([DAGSTER, "asset", "materialize", "--select", "*", "--partition", key, "-m",
+                               "medflow_assets.definitions"], env=env, cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for key in keys]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+        assert "RUN_SUCCESS" in out
+        assert "Could not set lock" not in out
+    assert query(wh, "SELECT count(DISTINCT source_file) FROM silver.silver_claim_lines") == [(3,)]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(3000 + 1200 + 1200,)]
+    # gold was refreshed by whichever run finished last and covers all three files
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(5400,)]

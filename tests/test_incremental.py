@@ -1,0 +1,102 @@
+"""File-driven incremental runs, end to end on the local landing zone: a new file, then a corrected one."""
+
+import shutil
+
+import dagster as dg
+import duckdb
+
+from medflow_assets.landing.resource import LandingResource
+from medflow_assets.landing.sensors import local_landing_sensor
+from medflow_assets.synth.generator import generate
+from tests.helpers import materialize_graph, query
+
+
+def _sensor(instance, landing, cursor):
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                  resources={"landing": LandingResource(local_path=str(landing))})
+    return local_landing_sensor(ctx)
+
+
+def _file_fingerprints(wh) -> dict[str, tuple]:
+    """Per file: row count and a hash of every silver row (validated table, lineage included)."""
+    return {f: (n, h) for f, n, h in query(wh, """
+        SELECT source_file, count(*), md5(string_agg(CAST(v AS VARCHAR), '|' ORDER BY source_row_number))
+        FROM silver.silver_claim_lines_validated v GROUP BY 1""")}
+
+
+def _conserved(wh) -> bool:
+    (bad,) = query(wh, """
+        SELECT count(*) FROM (SELECT source_file, count(*) n FROM bronze.bronze_claim_lines GROUP BY 1) b
+        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claim_lines GROUP BY 1) s USING (source_file)
+        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claims_quarantine GROUP BY 1) q USING (source_file)
+        WHERE b.n <> coalesce(s.n, 0) + coalesce(q.n, 0)""")[0]
+    return bad == 0
+
+
+def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 9000, seed=21, defect_rate=0.02, manifest_dir=tmp_path / "m0")
+    instance = dg.DagsterInstance.ephemeral()
+    first = _sensor(instance, landing, None)
+    assert len(first.run_requests) == 3
+    assert materialize_graph(landing, wh, instance=instance).success  # first load: all three in one run
+    before = _file_fingerprints(wh)
+    assert len(before) == 3
+
+    # a fourth file lands
+    batch = generate(tmp_path / "batch", 1800, seed=22, defect_rate=0.02, payers=["northwind"],
+                     row_offset=1_000_000, file_tag="batch2", manifest_dir=tmp_path / "m1")[0]
+    shutil.copy(batch.path, landing / "northwind" / batch.path.name)
+    key = f"northwind/{batch.path.name}"
+    tick = _sensor(instance, landing, first.cursor)
+    assert [r.partition_key for r in tick.run_requests] == [key]
+    result = materialize_graph(landing, wh, instance=instance, partitions=[key])
+    assert result.success
+    # the run touched only that file's partition
+    partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
+    assert partitions == {key}
+    after = _file_fingerprints(wh)
+    assert {f: after[f] for f in before} == before          # the other three files' rows are untouched
+    assert after[key][0] == batch.lines
+    gold_lines = query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary")[0][0]
+    assert gold_lines == query(wh, "SELECT count(*) FROM silver.silver_claim_lines")[0][0]
+    assert query(wh, f"SELECT count(*) > 0 FROM silver.silver_claim_lines WHERE source_file = '{key}'") == [(True,)]
+    assert _conserved(wh)
+
+    # a corrected version of the fourth file, same name
+    fixed = generate(tmp_path / "fixed", 1500, seed=23, defect_rate=0.0, payers=["northwind"],
+                     row_offset=1_000_000, file_tag="batch2", manifest_dir=tmp_path / "m2")[0]
+    shutil.copy(fixed.path, landing / "northwind" / batch.path.name)
+    tick2 = _sensor(instance, landing, tick.cursor)
+    assert [r.partition_key for r in tick2.run_requests] == [key]
+    assert tick2.run_requests[0].run_key != tick.run_requests[0].run_key
+    assert materialize_graph(landing, wh, instance=instance, partitions=[key]).success
+    final = _file_fingerprints(wh)
+    assert {f: final[f] for f in before} == before
+    assert final[key][0] == fixed.lines                       # replaced, not added to
+    assert query(wh, f"SELECT count(*) FROM silver.silver_claims_quarantine WHERE source_file = '{key}'") == [(0,)]
+    assert query(wh, "SELECT count(*) - count(DISTINCT (payer, claim_id, claim_line_number)) "
+                     "FROM silver.silver_claim_lines") == [(0,)]
+    registry = query(wh, f"SELECT checksum FROM landing.landing_file_registry WHERE source_file = '{key}'")
+    assert len(registry) == 1
+    assert _conserved(wh)
+    # nothing more to do
+    assert _sensor(instance, landing, tick2.cursor).run_requests == []
+
+
+def test_a_file_loaded_twice_by_mistake_is_quarantined_as_duplicates_not_double_counted(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 3000, seed=31, defect_rate=0.0, payers=["cascade"], manifest_dir=tmp_path / "m")
+    assert materialize_graph(landing, wh).success
+    paid_before = query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0]
+    src = landing / "cascade" / "cascade_claims_001.txt"
+    shutil.copy(src, landing / "cascade" / "cascade_claims_001_resent.txt")
+    result = materialize_graph(landing, wh, partitions=["cascade/cascade_claims_001_resent.txt"])
+    # every row of the resent copy duplicates an earlier line: quarantined, and the gate stops gold
+    n = query(wh, "SELECT count(*), count(*) FILTER (WHERE failed_rules = ['duplicate_line']) FROM "
+                  "silver.silver_claims_quarantine WHERE source_file = 'cascade/cascade_claims_001_resent.txt'")[0]
+    assert n[0] == n[1] == 3000
+    assert not result.success
+    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before
+    with duckdb.connect(str(wh), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM silver.silver_claim_lines").fetchone()[0] == 3000

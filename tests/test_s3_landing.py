@@ -1,0 +1,112 @@
+"""The S3 landing zone against a real S3-API server (SeaweedFS) on 127.0.0.1 that checks credentials."""
+
+import dagster as dg
+import pytest
+
+from medflow_assets.landing.resource import LandingResource
+from medflow_assets.landing.sensors import s3_landing_sensor
+from medflow_assets.synth.generator import generate
+from tests.helpers import ALL_ASSETS, SAMPLE_LANDING, materialize_graph, medflow_env, query
+from tests.s3server import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
+
+
+def _sensor(instance, server, prefix, cursor):
+    res = LandingResource(bucket=BUCKET, prefix=prefix, endpoint_url=server.endpoint,
+                          access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
+    return s3_landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing": res}))
+
+
+def test_s3_landing_flows_to_gold_and_the_sensor_runs_a_new_object(s3, tmp_path):
+    prefix = "claims-e2e"
+    s3.upload_tree(SAMPLE_LANDING, prefix)
+    instance, wh = dg.DagsterInstance.ephemeral(), tmp_path / "wh.duckdb"
+    first = _sensor(instance, s3, prefix, None)
+    assert len(first.run_requests) == 3
+    # run keys carry the object's ETag
+    etag = s3.client().head_object(Bucket=BUCKET, Key=f"{prefix}/cascade/cascade_claims_001.txt")["ETag"].strip('"')
+    assert f"cascade/cascade_claims_001.txt@{etag}" in {r.run_key for r in first.run_requests}
+    result = materialize_graph(tmp_path / "unused", wh, instance=instance, **s3.env(prefix))
+    assert result.success
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(6006,)]
+    assert query(wh, "SELECT DISTINCT path LIKE 's3://landing/claims-e2e/%' FROM landing.landing_file_registry") == [
+        (True,)]
+    # a new object lands: the sensor asks for exactly its run; gold then includes it
+    new = generate(tmp_path / "new", 600, seed=5, payers=["cascade"], row_offset=500_000, file_tag="s3new",
+                   manifest_dir=tmp_path / "m")[0]
+    key = f"cascade/{new.path.name}"
+    s3.client().upload_file(str(new.path), BUCKET, f"{prefix}/{key}")
+    tick = _sensor(instance, s3, prefix, first.cursor)
+    assert [r.partition_key for r in tick.run_requests] == [key]
+    assert materialize_graph(tmp_path / "unused", wh, instance=instance, partitions=[key], **s3.env(prefix)).success
+    assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{key}'") == [(new.lines,)]
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == query(
+        wh, "SELECT count(*) FROM silver.silver_claim_lines")
+    assert _sensor(instance, s3, prefix, tick.cursor).run_requests == []
+
+
+def test_wrong_credentials_fail_with_a_clear_message(s3, tmp_path):
+    prefix = "claims-auth"
+    s3.upload_tree(SAMPLE_LANDING / "cascade", f"{prefix}/cascade")
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("landing_file", ["cascade/cascade_claims_001.txt"])
+    with medflow_env(warehouse_path=tmp_path / "wh.duckdb", **s3.env(prefix, secret="not-the-secret")):
+        from medflow_assets.resources import build_resources
+        from medflow_assets.settings import load_settings
+        result = dg.materialize(ALL_ASSETS, resources=build_resources(load_settings()), instance=instance,
+                                partition_key="cascade/cascade_claims_001.txt", raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0]
+    message = failure.event_specific_data.error.to_string()
+    assert f"s3://{BUCKET}/{prefix}" in message
+    assert "SignatureDoesNotMatch" in message or "InvalidAccessKeyId" in message or "AccessDenied" in message
+    assert "credentials" in message
+    assert "not-the-secret" not in message
+    # a credentials error is not retried
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_s3_down_mid_run_retries_then_fails_naming_the_object_and_leaves_no_partial_rows(s3, tmp_path):
+    prefix = "claims-fault"
+    s3.upload_tree(SAMPLE_LANDING / "cascade", f"{prefix}/cascade")
+    key = "cascade/cascade_claims_001.txt"
+    instance, wh = dg.DagsterInstance.ephemeral(), tmp_path / "wh.duckdb"
+    instance.add_dynamic_partitions("landing_file", [key])
+    env = s3.env(prefix)
+    with medflow_env(warehouse_path=wh, **env):
+        from medflow_assets.resources import build_resources
+        from medflow_assets.settings import load_settings
+        resources = build_resources(load_settings())
+        # the landing step reads the object while the server is up ...
+        ok = dg.materialize(ALL_ASSETS, resources=resources, instance=instance, partition_key=key,
+                            selection=dg.AssetSelection.assets("landing_files"), raise_on_error=False)
+        assert ok.success
+        s3.stop()  # ... then the server goes away before bronze reads it
+        try:
+            failed = dg.materialize(ALL_ASSETS, resources=resources, instance=instance, partition_key=key,
+                                    selection=dg.AssetSelection.groups("bronze", "silver", "reference"),
+                                    raise_on_error=False)
+        finally:
+            s3.start()
+        assert not failed.success
+        retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retries) == 3
+        message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+        assert "cascade/cascade_claims_001.txt" in message and "could not read landed data" in message
+        assert query(wh, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'bronze_claim_lines'") \
+            in ([(0,)], [(1,)])
+        partial = query(wh, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'bronze_claim_lines'")
+        if partial == [(1,)]:
+            assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{key}'") == [(0,)]
+        # after the restart the same partition succeeds, exactly once
+        again = dg.materialize(ALL_ASSETS, resources=resources, instance=instance, partition_key=key,
+                               raise_on_error=False)
+        assert again.success
+    assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{key}'") == [(1502,)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated") == [(1502,)]
