@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warehouse", type=Path, required=True)
     args = ap.parse_args(argv)
     s = load_settings()
-    con = connect_ibis(WarehouseResource(path=str(args.warehouse), memory_limit=s.memory_limit, threads=s.threads))
+    con = connect_ibis(WarehouseResource(path=str(args.warehouse), memory_limit=s.memory_limit,
+                                         checks_memory_limit=s.checks_memory_limit, threads=s.threads))
     out = {}
     t0 = time.perf_counter()
     for check in BRONZE_SILVER_CHECKS + GOLD_CHECKS:

@@ -37,7 +37,7 @@ from medflow_assets.synth.generator import generate
 SCALES = {"1line": 1, "100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
 PY = sys.executable
 BIN = Path(PY).parent
-STEP_RE = re.compile(r'Finished execution of step "(\w+)" in ([\d.]+)(ms|s)')
+STEP_RE = re.compile(r'Finished execution of step "(\w+)" in (?:(\d+)m)?([\d.]+)(ms|s)')
 
 
 def _env(landing: Path, warehouse: Path, dagster_home: Path) -> dict:
@@ -69,8 +69,8 @@ def dbt_targets_since(after: float) -> list[Path]:
 def breakdown(m: Measured, targets: list[Path]) -> dict:
     """Where the wall time went: Dagster steps from the run log, dbt node times from run_results.json."""
     steps: dict[str, float] = {}
-    for name, value, unit in STEP_RE.findall(m.log_path.read_text(errors="replace")):
-        steps[name] = float(value) / (1000 if unit == "ms" else 1)
+    for name, minutes, value, unit in STEP_RE.findall(m.log_path.read_text(errors="replace")):
+        steps[name] = float(minutes or 0) * 60 + float(value) / (1000 if unit == "ms" else 1)
     if not steps:
         return {}
     dbt_steps = sum(v for k, v in steps.items() if k.startswith("medflow_dbt_"))

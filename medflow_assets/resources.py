@@ -22,7 +22,8 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. Row-level work happens in SQL here, never in pandas."""
 
     path: str
-    memory_limit: str = "1536MB"
+    memory_limit: str = "1200MB"
+    checks_memory_limit: str = "512MB"  # read-only validation connections (they spill beyond)
     threads: int = 2
 
     @contextmanager
@@ -69,7 +70,7 @@ def build_resources(settings: Settings) -> dict:
     return {
         "landing": landing_resource(settings),
         "warehouse": WarehouseResource(path=str(settings.warehouse_path), memory_limit=settings.memory_limit,
-                                       threads=settings.threads),
+                                       checks_memory_limit=settings.checks_memory_limit, threads=settings.threads),
         "dbt": MedflowDbtCliResource(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR),
                               dbt_executable=dbt_executable()),
     }

@@ -60,6 +60,7 @@ class Settings:
     contracts_path: Path
     memory_limit: str
     threads: int
+    checks_memory_limit: str = "512MB"
     landing_url: str = ""          # "" = the local folder landing_path; "s3://bucket/prefix" = S3
     s3: S3Settings | None = None
 
@@ -130,7 +131,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         warehouse_path=_path(env, "MEDFLOW_WAREHOUSE_PATH", PROJECT_ROOT / "data" / "warehouse" / "medflow.duckdb"),
         pii_key=key,
         contracts_path=_path(env, "MEDFLOW_CONTRACTS_PATH", CONTRACTS_DIR),
-        memory_limit=env.get("MEDFLOW_DUCKDB_MEMORY_LIMIT", "1536MB"),
+        memory_limit=env.get("MEDFLOW_DUCKDB_MEMORY_LIMIT", "1200MB"),
+        checks_memory_limit=env.get("MEDFLOW_CHECKS_MEMORY_LIMIT", "512MB"),
         threads=int(env.get("MEDFLOW_DUCKDB_THREADS", str(os.cpu_count() or 2))),
         landing_url=landing_url,
         s3=s3,

@@ -55,6 +55,13 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     # the run touched only that file's partition
     partitions = {e.partition for e in result.get_asset_materialization_events() if e.partition}
     assert partitions == {key}
+    # and its checks looked at that file's rows, not the whole warehouse
+    silver_check = next(e for e in result.get_asset_check_evaluations()
+                        if e.check_name == "pandera_SilverClaimLines")
+    assert silver_check.passed
+    assert silver_check.metadata["scope"].value == "rows of the 1 landed file(s) of this run"
+    assert silver_check.metadata["rows_checked"].value == query(
+        wh, f"SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = '{key}'")[0][0]
     after = _file_fingerprints(wh)
     assert {f: after[f] for f in before} == before          # the other three files' rows are untouched
     assert after[key][0] == batch.lines

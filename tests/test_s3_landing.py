@@ -48,7 +48,19 @@ def test_s3_landing_flows_to_gold_and_the_sensor_runs_a_new_object(s3, tmp_path)
     assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{key}'") == [(new.lines,)]
     assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == query(
         wh, "SELECT count(*) FROM silver.silver_claim_lines")
-    assert _sensor(instance, s3, prefix, tick.cursor).run_requests == []
+    # a corrected version under the same key: a new ETag, one rerun, its rows replaced
+    fixed = generate(tmp_path / "fixed", 450, seed=6, defect_rate=0.0, payers=["cascade"], row_offset=500_000,
+                     file_tag="s3new", manifest_dir=tmp_path / "m2")[0]
+    s3.client().upload_file(str(fixed.path), BUCKET, f"{prefix}/{key}")
+    tick2 = _sensor(instance, s3, prefix, tick.cursor)
+    assert [r.partition_key for r in tick2.run_requests] == [key]
+    assert tick2.run_requests[0].run_key != tick.run_requests[0].run_key
+    assert materialize_graph(tmp_path / "unused", wh, instance=instance, partitions=[key], **s3.env(prefix)).success
+    assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{key}'") == [(fixed.lines,)]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(6006 + fixed.lines,)]
+    assert query(wh, "SELECT count(*) - count(DISTINCT (payer, claim_id, claim_line_number)) "
+                     "FROM silver.silver_claim_lines") == [(0,)]
+    assert _sensor(instance, s3, prefix, tick2.cursor).run_requests == []
 
 
 def test_wrong_credentials_fail_with_a_clear_message(s3, tmp_path):

@@ -32,6 +32,7 @@ class TableValidation:
     structural: list[str] = field(default_factory=list)      # missing columns, wrong types
     failing_keys: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    scope: str = "whole table"
 
     @property
     def passed(self) -> bool:
@@ -41,6 +42,7 @@ class TableValidation:
         rows = "\n".join(f"| {rule} | {n} |" for rule, n in sorted(self.failures.items(), key=lambda kv: -kv[1]))
         return {
             "table": self.table,
+            "scope": self.scope,
             "rows_checked": dg.MetadataValue.int(self.rows_checked),
             "rules_checked": dg.MetadataValue.int(self.rules_checked),
             "rules_failed": dg.MetadataValue.int(len(self.failures) + len(self.structural)),
@@ -86,8 +88,12 @@ def check_expressions(schema: pa.DataFrameSchema, t: ibis.Table) -> dict[str, ib
 
 
 def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFrameModel],
-                   key_columns: list[str]) -> TableValidation:
-    """Validate `schema.table` in the database. Returns counts; raises nothing for bad data."""
+                   key_columns: list[str], source_files: list[str] | None = None) -> TableValidation:
+    """Validate `schema.table` in the database. Returns counts; raises nothing for bad data.
+
+    source_files: validate only the rows of these landed files (the partitions a run processed), so a
+    run for one new file checks that file, not the whole warehouse. Uniqueness is then checked among them
+    (a line repeating one already loaded from another file is quarantined by silver's duplicate_line)."""
     start = time.perf_counter()
     schema_name, table_name = relation.split(".")
     result = TableValidation(table=relation)
@@ -95,6 +101,9 @@ def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFram
         result.structural.append(f"table {relation} does not exist")
         return result
     t = con.table(table_name, database=schema_name)
+    if source_files is not None and "source_file" in t.columns:
+        t = t.filter(t.source_file.isin(source_files))
+        result.scope = f"rows of the {len(source_files)} landed file(s) of this run"
     schema = model.to_schema()
     # Structure (columns present, types): Pandera's own validation at schema depth, no data read.
     try:
@@ -132,7 +141,7 @@ def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFram
 
 
 def connect_ibis(warehouse: WarehouseResource) -> ibis.BaseBackend:
-    return ibis.duckdb.connect(warehouse.path, read_only=True, memory_limit=warehouse.memory_limit,
+    return ibis.duckdb.connect(warehouse.path, read_only=True, memory_limit=warehouse.checks_memory_limit,
                                threads=warehouse.threads)
 
 
@@ -160,8 +169,8 @@ class SchemaCheck:
             description=f"Pandera schema {self.model.__name__} on {self.relation}, validated in DuckDB"
                         + (" (blocking: a failure stops downstream assets)" if self.blocking else ""))
 
-    def run(self, con: ibis.BaseBackend, log) -> dg.AssetCheckResult:
-        v = validate_table(con, self.relation, self.model, list(self.key_columns))
+    def run(self, con: ibis.BaseBackend, log, source_files: list[str] | None = None) -> dg.AssetCheckResult:
+        v = validate_table(con, self.relation, self.model, list(self.key_columns), source_files)
         if not v.passed:
             log.warning(f"{self.name} on {self.relation}: {len(v.failures)} rules failed, "
                         f"{sum(v.failures.values())} failing rows; {'; '.join(v.structural)}")
@@ -175,6 +184,21 @@ class SchemaCheck:
         )
 
 
+def run_source_files(context) -> list[str] | None:
+    """The landed files (partitions) this run processed, from its tags; None = not a partitioned run."""
+    from medflow_assets.landing.partitions import landing_file_partitions
+
+    tags = context.run.tags
+    if tags.get("dagster/partition"):
+        return [tags["dagster/partition"]]
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        keys = context.instance.get_dynamic_partitions(landing_file_partitions.name)
+        if start in keys and end in keys:
+            return keys[keys.index(start): keys.index(end) + 1]
+    return None
+
+
 def schema_checks(name: str, checks: list[SchemaCheck], extra_specs: list[dg.AssetCheckSpec] = (),
                   extra=None) -> dg.AssetChecksDefinition:
     """One Dagster step running several schema checks over one read-only connection (a step per check
@@ -184,11 +208,12 @@ def schema_checks(name: str, checks: list[SchemaCheck], extra_specs: list[dg.Ass
                           pool=WAREHOUSE_POOL)
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         selected = context.selected_asset_check_keys
+        files = run_source_files(context)
         con = connect_ibis(warehouse)
         try:
             for check in checks:
                 if check.key in selected:
-                    yield check.run(con, context.log)
+                    yield check.run(con, context.log, files)
             if extra is not None and any(s.key in selected for s in extra_specs):
                 yield from extra(con.con, context)
         finally:
