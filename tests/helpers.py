@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -14,30 +13,16 @@ from medflow_assets.definitions import defs
 from medflow_assets.landing.first_load import register_landed_files
 from medflow_assets.resources import build_resources
 from medflow_assets.settings import CONTRACTS_DIR, PROJECT_ROOT, load_settings
+from medflow_assets.transform.assets import scoped_environ
 
 SAMPLE_LANDING = PROJECT_ROOT / "data" / "landing"
 SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "sample_manifest"
 ALL_ASSETS = [*defs.assets, *defs.asset_checks]
 
 
-@contextmanager
 def medflow_env(**values: str | Path | None):
     """Set MEDFLOW_* variables (None removes one) for the duration of the block."""
-    names = {f"MEDFLOW_{k.upper()}": v for k, v in values.items()}
-    saved = {k: os.environ.get(k) for k in names}
-    for k, v in names.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = str(v)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    return scoped_environ({f"MEDFLOW_{k.upper()}": None if v is None else str(v) for k, v in values.items()})
 
 
 def copy_sample(dest: Path) -> Path:

@@ -4,7 +4,7 @@ Deterministic by seed: every value is a function of (seed, payer, row index) thr
 the same arguments give byte-identical files on any run. Streaming: DuckDB writes each file with COPY,
 one file (at most `rows_per_file` lines) in memory at a time.
 
-Each payer has its own layout (see LAYOUTS), matching its contract in medflow_assets/landing/contracts/.
+Each payer has its own layout (see _layout), matching its contract in medflow_assets/landing/contracts/.
 A configurable share of rows carries exactly one planted defect; the manifest lists each such row with
 the silver rule it must break, so tests can reconcile the quarantine against it.
 """
@@ -221,7 +221,6 @@ def _layout(payer: str) -> list[tuple[str, str]]:
     raise ValueError(f"the generator has no layout for payer {payer!r}; known: {sorted(PAYER_SHARES)}")
 
 
-LAYOUTS = {p: p for p in PAYER_SHARES}
 _PREFIX = {"northwind": "NW", "bluepeak": "BP", "cascade": "CC"}
 _DELIM = {"northwind": ",", "bluepeak": ",", "cascade": "|"}
 _EXT = {"northwind": "csv", "bluepeak": "csv", "cascade": "txt"}

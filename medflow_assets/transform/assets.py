@@ -71,9 +71,14 @@ def _relations(manifest: Mapping[str, Any], translator: DagsterDbtTranslator) ->
 
 
 @contextmanager
-def scoped_environ(values: dict[str, str]):
+def scoped_environ(values: dict[str, str | None]):
+    """Set (or, with None, unset) environment variables for the duration of the block."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
