@@ -9,17 +9,12 @@ import dagster as dg
 from medflow_assets.landing.contracts import load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
-from medflow_assets.landing.zone import LandingObject, LandingZone, LocalLanding
+from medflow_assets.landing.zone import LandingObject, LandingZone, LocalLanding, digest_and_head
 from medflow_assets.settings import load_settings
 
 
 def _sha256(zone: LandingZone, obj: LandingObject) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for block in zone.stream(obj):
-        h.update(block)
-    return h.hexdigest()
+    return digest_and_head(zone, obj)[0]
 
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],

@@ -132,6 +132,16 @@ class S3Landing:
             raise LandingReadError(f"cannot read s3://{self.bucket}/{key}: {exc}") from exc
 
 
+def digest_and_head(zone: LandingZone, obj: LandingObject) -> tuple[str, bytes]:
+    """sha256 of the object's bytes and its first bytes (up to the first newline or 1 MiB), in one pass."""
+    h, first = hashlib.sha256(), b""
+    for block in zone.stream(obj):
+        h.update(block)
+        if b"\n" not in first and len(first) < (1 << 20):
+            first += block[: 1 << 20]
+    return h.hexdigest(), first
+
+
 def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None) -> LandedFile:
     """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract."""
     lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes)
@@ -139,12 +149,7 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
         lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
                     f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file.")
         return lf
-    h, first = hashlib.sha256(), b""
-    for block in zone.stream(obj):
-        h.update(block)
-        if b"\n" not in first and len(first) < (1 << 20):
-            first += block[: 1 << 20]
-    lf.checksum = h.hexdigest()
+    lf.checksum, first = digest_and_head(zone, obj)
     lf.header = read_header_line(first.split(b"\n", 1)[0], contract.delimiter)
     if not lf.header or lf.header == [""]:
         lf.error = f"{obj.source_file}: empty file or no header line (payer {obj.payer})."
