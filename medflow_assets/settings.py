@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,25 @@ CONTRACTS_DIR = Path(__file__).resolve().parent / "landing" / "contracts"
 DEV_PII_KEY = "medflow-development-key-not-for-real-data"
 
 TARGETS = ("dev", "prod")
+
+
+@contextmanager
+def scoped_environ(values: dict[str, str | None]):
+    """Set (or, with None, unset) environment variables for the duration of the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class SettingsError(RuntimeError):

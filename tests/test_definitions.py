@@ -1,9 +1,10 @@
 """The Definitions object: what the graph contains and how it is grouped."""
 
-from dagster_dbt import DbtCliResource
+import os
+from types import SimpleNamespace
 
 from medflow_assets.definitions import defs
-from medflow_assets.resources import MedflowDbtCliResource
+from medflow_assets.resources import DbtCoreResource
 
 
 def _specs():
@@ -49,12 +50,19 @@ def test_every_silver_and_gold_asset_has_a_check_and_a_blocking_one_where_it_gat
         assert any(c.blocking and c.name.startswith("pandera_") for c in checks_by_asset[f"gold/{gold}"])
 
 
-def test_private_dagster_dbt_hooks_we_override_still_exist():
-    """MedflowDbtCliResource skips `dbt --version` and the in-process adapter (~4 s a run) by overriding
-    two private members; an upgrade that renames them must fail here, not silently slow down."""
-    assert hasattr(DbtCliResource, "_cli_version")
-    assert hasattr(DbtCliResource, "_initialize_dbt_core_adapter")
+def test_dbt_runs_in_process_and_prunes_old_target_folders(tmp_path):
+    """dbt runs through dbtRunner in the Dagster process (no subprocess per step); each invocation gets its own
+    target folder (compiled SQL, run_results.json, dbt.log) and only the newest `keep_targets` are kept."""
     res = defs.resources["dbt"]
-    assert isinstance(res, MedflowDbtCliResource)
-    assert res._cli_version.major == 1 and res._cli_version.minor == 11
-    assert res._initialize_dbt_core_adapter([]) is None
+    assert isinstance(res, DbtCoreResource)
+    pruned = DbtCoreResource(project_dir=res.project_dir, profiles_dir=res.profiles_dir,
+                             target_root=str(tmp_path), keep_targets=5)
+    for i in range(8):
+        (tmp_path / f"medflow_dbt_gold-run{i}").mkdir()
+        os.utime(tmp_path / f"medflow_dbt_gold-run{i}", (1_000_000 + i, 1_000_000 + i))
+    (tmp_path / "manifest.json").write_text("{}")  # not a run folder: never pruned
+    context = SimpleNamespace(op_def=SimpleNamespace(name="medflow_dbt_gold"), run=SimpleNamespace(run_id="abcdef0123456789"))
+    new = pruned._target_path(context)
+    assert new.name.startswith("medflow_dbt_gold-abcdef01-")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["manifest.json", *[f"medflow_dbt_gold-run{i}" for i in range(4, 8)]]

@@ -1,9 +1,12 @@
 """`medflow-load`: register every landed file as a partition, then materialize the whole graph for all of
-them in ONE run (single-run backfill) with `dagster asset materialize --select '*' --partition-range`.
+them in ONE run (single-run backfill), in this process.
 
-Extra arguments go to `dagster asset materialize`."""
+The run is the one `dagster asset materialize --select '*' --partition-range <first>...<last> -m
+medflow_assets.definitions` would start (the same job, tags and instance, so it shows in the Dagster UI), without
+a second Python start-up that imports Dagster, dbt and the definitions again (~4 s, BENCHMARKS.md)."""
 
-import os
+import argparse
+import gc
 import sys
 
 import dagster as dg
@@ -26,17 +29,36 @@ def register_landed_files(instance: dg.DagsterInstance, settings: Settings | Non
     return instance.get_dynamic_partitions(landing_file_partitions.name)
 
 
+def landing_job() -> dg.JobDefinition:
+    """The job over the whole graph (what the sensors launch); module level, so Dagster can reconstruct it."""
+    from medflow_assets.definitions import defs
+    from medflow_assets.landing.sensors import LANDING_JOB
+
+    return defs.resolve_job_def(LANDING_JOB)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="medflow-load", description=__doc__.split("\n\n")[0])
+    ap.parse_args(sys.argv[1:] if argv is None else argv)
+    landing_job()  # import the definitions (Dagster, dbt, Pandera: ~2 s) before the run starts
+    # Park the ~1M objects those imports created outside the cyclic GC: collections during the run stop
+    # re-scanning them, and interpreter exit stops tearing them down one by one (~1.3 s, BENCHMARKS.md).
+    gc.freeze()
     with dg.DagsterInstance.get() as instance:
         keys = register_landed_files(instance)
-    if not keys:
-        print("medflow-load: no landed files found; nothing to materialize", file=sys.stderr)
+        if not keys:
+            print("medflow-load: no landed files found; nothing to materialize", file=sys.stderr)
+            return 1
+        print(f"medflow-load: {len(keys)} landed files, one run for partitions {keys[0]}...{keys[-1]}", flush=True)
+        result = dg.execute_job(dg.reconstructable(landing_job), instance=instance, raise_on_error=False,
+                                tags={"dagster/asset_partition_range_start": keys[0],
+                                      "dagster/asset_partition_range_end": keys[-1]})
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    if not result.success:
+        print(f"medflow-load: run {result.run_id} failed at steps {failed}; see the log above or the run in the "
+              "Dagster UI", file=sys.stderr)
         return 1
-    cmd = [os.path.join(os.path.dirname(sys.executable), "dagster"), "asset", "materialize", "--select", "*",
-           "--partition-range", f"{keys[0]}...{keys[-1]}", "-m", "medflow_assets.definitions", *argv]
-    print(f"medflow-load: {len(keys)} landed files -> {' '.join(cmd[1:])}", flush=True)
-    os.execv(cmd[0], cmd)
+    print(f"medflow-load: run {result.run_id} succeeded", flush=True)
     return 0
 
 

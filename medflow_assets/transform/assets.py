@@ -1,18 +1,16 @@
 """All dbt models (bronze, silver, gold) as Dagster assets: one dbt step for seeds + bronze + silver, one for gold."""
 
 
-import os
 import re
 from collections.abc import Mapping
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets, get_asset_key_for_model
+from dagster_dbt import DagsterDbtTranslator, dbt_assets, get_asset_key_for_model
+from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
 from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.resources import WAREHOUSE_POOL, DbtCoreResource, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
 from medflow_assets.transform.project import dbt_project, ensure_manifest
 
@@ -61,32 +59,16 @@ def _table_metadata(warehouse: WarehouseResource, relations: dict[dg.AssetKey, s
     return out
 
 
-def _relations(manifest: Mapping[str, Any], translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
+def _relations(assets_def: dg.AssetsDefinition, translator: DagsterDbtTranslator) -> dict[dg.AssetKey, str]:
+    """schema.table of each dbt model or seed of this step."""
+    manifest, _, _ = get_manifest_and_translator_from_dbt_assets([assets_def])
     rels = {}
     for uid, node in manifest["nodes"].items():
         if node["resource_type"] in ("model", "seed"):
             key = translator.get_asset_spec(manifest, uid, dbt_project).key
-            rels[key] = f"{node['schema']}.{node['alias']}"
+            if key in assets_def.keys:
+                rels[key] = f"{node['schema']}.{node['alias']}"
     return rels
-
-
-@contextmanager
-def scoped_environ(values: dict[str, str | None]):
-    """Set (or, with None, unset) environment variables for the duration of the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 TRANSLATOR = MedflowTranslator()
@@ -99,16 +81,15 @@ _READ_ERROR = re.compile(r"(HTTP Error|IO Error|Connection error|Unable to conne
 _URL = re.compile(r"(s3://[^\s'\"]+|https?://[^\s'\"]+)")
 
 
-def landing_read_error(dbt_log: Path) -> str | None:
-    """The first I/O error reading a landed object in a dbt log, with the object's URL; None if none."""
-    if not dbt_log.exists():
-        return None
-    for line in dbt_log.read_text(errors="replace").splitlines():
-        m = _READ_ERROR.search(line)
-        if m:
-            url = _URL.search(line)
-            return (m.group(0)[:300] + (f" [object: {url.group(1)}]" if url and url.group(1) not in m.group(0)
-                                        else "")).replace("\\n", " ")
+def landing_read_error(messages: list[str]) -> str | None:
+    """The first I/O error reading a landed object among dbt's node errors, with the object's URL."""
+    for text in messages:
+        for line in text.splitlines():
+            m = _READ_ERROR.search(line)
+            if m:
+                url = _URL.search(text)
+                return (m.group(0)[:300] + (f" [object: {url.group(1)}]" if url and url.group(1) not in m.group(0)
+                                            else "")).replace("\\n", " ")
     return None
 
 
@@ -121,8 +102,8 @@ def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> No
             con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?)", [(k,) for k in source_files])
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
-    """`dbt build` of this definition's selection, with row counts and schemas attached."""
+def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: WarehouseResource):
+    """`dbt build` of this step's selection (in process), with row counts and schemas attached."""
     settings = load_settings()
     announce_key(settings, context.log)
     if context.has_partition_key_range or context.has_partition_key:
@@ -130,35 +111,35 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
         write_selection(warehouse, keys)
         context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
                          + (" ..." if len(keys) > 10 else ""))
-    # profiles.yml reads MEDFLOW_* from the environment of the dbt subprocess, which dagster-dbt builds
-    # from os.environ when it starts the process: set them from settings for that moment only.
-    with scoped_environ({**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}):
-        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-    # DuckDB lets one process hold the file: dbt keeps it for the whole build, so table metadata is read
-    # once dbt has finished, and attached to each materialization before it is reported.
-    events = list(invocation.stream())
-    relations = _relations(invocation.manifest, TRANSLATOR)
-    metadata = _table_metadata(warehouse, relations)
-    for event in events:
+    # profiles.yml reads MEDFLOW_* (warehouse, memory, key) from the environment while dbt runs.
+    build = dbt.build(context, env={**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path})
+    # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
+    # to each materialization before it is reported.
+    metadata = _table_metadata(warehouse, _relations(context.assets_def, TRANSLATOR))
+    for event in build.events:
         if isinstance(event, dg.Output | dg.AssetMaterialization):
             key = event.asset_key if isinstance(event, dg.AssetMaterialization) else \
                 context.asset_key_for_output(event.output_name)
             if key in metadata:
                 event = event.with_metadata({**event.metadata, **metadata[key]})
         yield event
-    if not invocation.is_successful():
-        read_error = landing_read_error(Path(invocation.target_path) / "dbt.log")
-        if read_error:
-            # A landed object could not be read (network, S3 down): worth retrying with backoff. The
-            # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
-            raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
-        failed = sorted({e.asset_key.to_user_string() for e in events
-                         if isinstance(e, dg.AssetCheckResult) and not e.passed and e.asset_key})
-        raise dg.Failure(
-            description="dbt build failed; the dbt log above names the failing model or test"
-                        + (f" (failed checks on: {', '.join(failed)})" if failed else "") + ".",
-            allow_retries=False,  # a failing model or test fails the same way again
-        )
+    if build.success:
+        return
+    if build.error:
+        raise dg.Failure(description=f"dbt could not run: {build.error}", allow_retries=False)
+    read_error = landing_read_error([msg for _, _, msg in build.failed_nodes])
+    if read_error:
+        # A landed object could not be read (network, S3 down): worth retrying with backoff. The
+        # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
+        raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
+    # Node ids and statuses only: a database error message can quote row values (PII).
+    failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])
+    raise dg.Failure(
+        description=f"dbt build failed at: {failed or 'unknown node'}. The dbt log in {build.target_path} "
+                    "has the details.",
+        metadata={"failed_dbt_nodes": [uid for uid, _, _ in build.failed_nodes]},
+        allow_retries=False,  # a failing model or test fails the same way again
+    )
 
 
 # Two dbt steps, so that the Pandera checks and the quarantine-rate gate on silver (blocking asset checks,
@@ -169,14 +150,14 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Wa
             select="path:seeds path:models/bronze path:models/silver", name="medflow_dbt_bronze_silver",
             partitions_def=landing_file_partitions, backfill_policy=single_run, retry_policy=LANDING_RETRY,
             pool=WAREHOUSE_POOL)
-def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCliResource,
+def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCoreResource,
                               warehouse: WarehouseResource):
     yield from _build(context, dbt, warehouse)
 
 
 @dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
             select="path:models/gold", name="medflow_dbt_gold", backfill_policy=single_run, pool=WAREHOUSE_POOL)
-def medflow_dbt_gold(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+def medflow_dbt_gold(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: WarehouseResource):
     yield from _build(context, dbt, warehouse)
 
 

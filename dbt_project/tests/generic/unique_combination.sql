@@ -1,7 +1,19 @@
-{#- Fails with one row per duplicated key. (dbt_utils is not used: `dbt deps` needs the network.) -#}
-{% test unique_combination(model, columns) %}
-select {{ columns | join(', ') }}, count(*) as n_rows
-from {{ model }}
-group by {{ columns | join(', ') }}
+{#- Fails with one row per duplicated key. (dbt_utils is not used: `dbt deps` needs the network.)
+    scope: optional SQL predicate. Only keys that occur in rows matching it are checked, but they are counted
+    over the whole table, so a key in this run's files that collides with an older file's row still fails.
+    Used with the run's files (landing.dbt_selection): an incremental run checks its own keys, not 10M. -#}
+{% test unique_combination(model, columns, scope=none) %}
+{%- set cols = columns | join(', ') %}
+{%- if scope %}
+with in_scope as (select distinct {{ cols }} from {{ model }} where {{ scope }})
+select {{ cols }}, count(*) as n_rows
+from {{ model }} semi join in_scope using ({{ cols }})
+group by {{ cols }}
 having count(*) > 1
+{%- else %}
+select {{ cols }}, count(*) as n_rows
+from {{ model }}
+group by {{ cols }}
+having count(*) > 1
+{%- endif %}
 {% endtest %}

@@ -1,0 +1,146 @@
+"""dbt run in the Dagster process through dbt's programmatic API (`dbtRunner`), with a manifest loaded once.
+
+Why not dagster-dbt's `DbtCliResource.cli`: it starts a `dbt` subprocess per step, which re-imports dbt,
+re-reads the project and writes every artifact: ~3.5 s of fixed cost per step, measured (BENCHMARKS.md),
+while the SQL of a one-line run takes 0.5 s. In process, with the parsed manifest handed to dbt, a step costs
+what its SQL costs. Everything else stays dagster-dbt's: the dbt selection for the step (and its subsets) comes
+from `get_updated_cli_invocation_params_for_context`, and every dbt result event becomes Dagster outputs and
+asset-check results through the public `DbtCoreCliEventMessage.to_default_asset_events`, exactly as the CLI
+path would report them.
+
+dbt keeps global state per process (flags, the adapter registry), so invocations must not overlap: Dagster
+steps here run one at a time (in-process executor, and the `duckdb_warehouse` pool for every writer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from medflow_assets.settings import scoped_environ
+
+_LOCK = threading.Lock()  # one dbt invocation at a time in this process
+_MANIFESTS: dict[tuple[str, float], Any] = {}
+
+
+def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: str | Path, write_json: bool):
+    """`dbt parse` in this process (partial parse: ~0.1 s when the project and profile are unchanged); returns
+    dbt's Manifest object. Call with profiles.yml's MEDFLOW_* variables set."""
+    from dbt.cli.main import dbtRunner
+
+    args = ["parse", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir),
+            "--target-path", str(target_path), "--no-send-anonymous-usage-stats"]
+    if not write_json:
+        args.append("--no-write-json")
+    result = dbtRunner().invoke(args)
+    if not result.success:
+        raise RuntimeError(f"`dbt parse` failed for {project_dir}: {result.exception}")
+    return result.result
+
+
+def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env: Mapping[str, str]):
+    """The parsed project, once per process and per project version and profile settings."""
+    manifest_json = target_dir / "manifest.json"
+    key = (project_dir, manifest_json.stat().st_mtime if manifest_json.exists() else 0.0,
+           tuple(sorted((k, v) for k, v in env.items() if k != "MEDFLOW_PII_KEY")))
+    if key not in _MANIFESTS:
+        _MANIFESTS.clear()
+        _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, target_dir, write_json=False)
+    return _MANIFESTS[key]
+
+
+@dataclass
+class DbtBuild:
+    """Outcome of one dbt invocation: Dagster events to yield, and the nodes that did not succeed."""
+
+    success: bool
+    events: list = field(default_factory=list)
+    failed_nodes: list[tuple[str, str, str]] = field(default_factory=list)  # (unique_id, status, message)
+    target_path: Path | None = None
+    error: str | None = None  # dbt could not run at all (project, profile, selection)
+
+
+class DbtCoreResource(dg.ConfigurableResource):
+    """The dbt project, run in process. `target_root` keeps the last `keep_targets` invocations' artifacts
+    (compiled SQL, run_results.json, dbt.log) and deletes older ones."""
+
+    project_dir: str
+    profiles_dir: str
+    target_root: str
+    keep_targets: int = 30
+
+    def _target_path(self, context: dg.AssetExecutionContext) -> Path:
+        root = Path(self.target_root)
+        root.mkdir(parents=True, exist_ok=True)
+        olds = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("medflow_dbt_")),
+                      key=lambda p: p.stat().st_mtime)
+        for old in olds[: max(0, len(olds) - self.keep_targets + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        return root / f"{context.op_def.name}-{context.run.run_id[:8]}-{uuid.uuid4().hex[:7]}"
+
+    def build(self, context: dg.AssetExecutionContext, env: Mapping[str, str], command: str = "build") -> DbtBuild:
+        """`dbt <command>` for this step's dbt selection, with `env` (profiles.yml's MEDFLOW_* values) set in
+        os.environ for the duration of the invocation only."""
+        from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+        from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+        from dbt.cli.main import dbtRunner
+        from dbt_common.events.functions import msg_to_dict
+
+        params = get_updated_cli_invocation_params_for_context(
+            context=context, manifest={}, dagster_dbt_translator=None)
+        manifest_dict, translator, project = params.manifest, params.dagster_dbt_translator, params.dbt_project
+        project_dir = Path(project.project_dir if project else self.project_dir)
+        target_path = self._target_path(context)
+        selection = list(params.selection_args)
+        args = [command, *selection, "--project-dir", str(project_dir), "--profiles-dir", self.profiles_dir,
+                "--target-path", str(target_path), "--log-path", str(target_path),
+                "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-partial-parse"]
+        if params.indirect_selection:
+            args += ["--indirect-selection", params.indirect_selection]
+        context.log.info(f"dbt (in process): {' '.join(args[: len(selection) + 1])}")
+
+        raw_events: list[dict] = []
+
+        def on_event(msg) -> None:
+            if msg.info.name in ("LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"):
+                raw_events.append(msg_to_dict(msg))
+
+        with _LOCK, scoped_environ(dict(env)):
+            try:
+                preloaded = None
+                if "--selector" not in selection:  # a generated selector lives in a project copy: dbt parses it
+                    preloaded = _parsed_manifest(str(project_dir), self.profiles_dir,
+                                                 Path(project.manifest_path).parent if project
+                                                 else Path(self.target_root), env)
+                result = dbtRunner(manifest=preloaded, callbacks=[on_event]).invoke(args)
+            finally:
+                # Release the warehouse file: later steps (checks, metadata) open it with their own settings.
+                with DuckDBConnectionManager._LOCK:
+                    env_ = DuckDBConnectionManager._ENV
+                    DuckDBConnectionManager._ENV = None
+                if env_ is not None:
+                    with contextlib.suppress(Exception):  # already closed when dbt released every handle
+                        env_.close()
+
+        out = DbtBuild(success=bool(result.success), target_path=target_path)
+        if result.exception is not None:
+            out.error = f"{type(result.exception).__name__}: {result.exception}"
+        for raw in raw_events:
+            event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
+            out.events.extend(event.to_default_asset_events(
+                manifest=manifest_dict, dagster_dbt_translator=translator, context=context,
+                target_path=target_path, project=project))
+        for r in getattr(result.result, "results", None) or []:
+            status = str(getattr(r.status, "value", r.status))
+            if status not in ("success", "pass", "warn"):
+                out.failed_nodes.append((r.node.unique_id, status, r.message or ""))
+        return out
