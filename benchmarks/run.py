@@ -60,10 +60,14 @@ def ensure_data(work: Path, scale: str, seed: int) -> tuple[Path, dict]:
     return landing, {"generated_s": round(time.perf_counter() - t0, 1)}
 
 
-def dbt_targets_since(after: float) -> list[Path]:
-    """dbt target folders written by the run that started at `after` (one per dbt step)."""
-    return [p for p in (ROOT / "dbt_project" / "target").glob("medflow_dbt_*")
-            if p.is_dir() and p.stat().st_mtime >= after - 2]
+def dbt_targets_of_run(log_path: Path, after: float) -> list[Path]:
+    """dbt target folders of the MedFlow run logged in `log_path` (one per dbt step, named
+    <step>-<run id[:8]>-<id>); by time when the log names no run."""
+    m = re.search(r"medflow-load: run ([0-9a-f-]{36})", log_path.read_text(errors="replace"))
+    folders = [p for p in (ROOT / "dbt_project" / "target").glob("medflow_dbt_*") if p.is_dir()]
+    if m:
+        return [p for p in folders if f"-{m.group(1)[:8]}-" in p.name]
+    return [p for p in folders if p.stat().st_mtime >= after]
 
 
 def breakdown(m: Measured, targets: list[Path]) -> dict:
@@ -116,7 +120,7 @@ def run_medflow(work: Path, scale: str, landing: Path, i: int) -> tuple[dict, Pa
     # medflow-load registers the landed files as partitions, then runs
     # `dagster asset materialize --select '*' --partition-range first...last` (one run for all files)
     m = run_measured([str(BIN / "medflow-load")], work / "logs" / f"medflow-{scale}-{i}.log", env=env, cwd=ROOT)
-    targets = dbt_targets_since(t0)
+    targets = dbt_targets_of_run(m.log_path, t0)
     row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
            **breakdown(m, targets)}
     if row["ok"]:
