@@ -12,8 +12,7 @@ import duckdb
 from medflow_assets.definitions import defs
 from medflow_assets.landing.first_load import register_landed_files
 from medflow_assets.resources import build_resources
-from medflow_assets.settings import CONTRACTS_DIR, PROJECT_ROOT, load_settings
-from medflow_assets.settings import scoped_environ
+from medflow_assets.settings import CONTRACTS_DIR, PROJECT_ROOT, load_settings, scoped_environ
 
 SAMPLE_LANDING = PROJECT_ROOT / "data" / "landing"
 SAMPLE_MANIFEST = PROJECT_ROOT / "data" / "sample_manifest"

@@ -28,7 +28,13 @@ import dagster as dg
 from medflow_assets.settings import scoped_environ
 
 _LOCK = threading.Lock()  # one dbt invocation at a time in this process
-_MANIFESTS: dict[tuple[str, float], Any] = {}
+_MANIFESTS: dict[tuple, Any] = {}
+
+
+def parse_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The MEDFLOW_* values a parse depends on: what profiles.yml renders (the PII key is read only at run
+    time, by the connection plugin)."""
+    return {k: v for k, v in env.items() if k != "MEDFLOW_PII_KEY"}
 
 
 def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: str | Path, write_json: bool):
@@ -50,7 +56,7 @@ def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env:
     """The parsed project, once per process and per project version and profile settings."""
     manifest_json = target_dir / "manifest.json"
     key = (project_dir, manifest_json.stat().st_mtime if manifest_json.exists() else 0.0,
-           tuple(sorted((k, v) for k, v in env.items() if k != "MEDFLOW_PII_KEY")))
+           tuple(sorted(parse_env(env).items())))
     if key not in _MANIFESTS:
         _MANIFESTS.clear()
         _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, target_dir, write_json=False)
@@ -86,8 +92,8 @@ class DbtCoreResource(dg.ConfigurableResource):
             shutil.rmtree(old, ignore_errors=True)
         return root / f"{context.op_def.name}-{context.run.run_id[:8]}-{uuid.uuid4().hex[:7]}"
 
-    def build(self, context: dg.AssetExecutionContext, env: Mapping[str, str], command: str = "build") -> DbtBuild:
-        """`dbt <command>` for this step's dbt selection, with `env` (profiles.yml's MEDFLOW_* values) set in
+    def build(self, context: dg.AssetExecutionContext, env: Mapping[str, str]) -> DbtBuild:
+        """`dbt build` for this step's dbt selection, with `env` (profiles.yml's MEDFLOW_* values) set in
         os.environ for the duration of the invocation only."""
         from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
         from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
@@ -101,7 +107,7 @@ class DbtCoreResource(dg.ConfigurableResource):
         project_dir = Path(project.project_dir if project else self.project_dir)
         target_path = self._target_path(context)
         selection = list(params.selection_args)
-        args = [command, *selection, "--project-dir", str(project_dir), "--profiles-dir", self.profiles_dir,
+        args = ["build", *selection, "--project-dir", str(project_dir), "--profiles-dir", self.profiles_dir,
                 "--target-path", str(target_path), "--log-path", str(target_path),
                 "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-partial-parse"]
         if params.indirect_selection:

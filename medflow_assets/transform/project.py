@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster_dbt import DbtProject
 
 from medflow_assets.settings import DBT_PROJECT_DIR, load_settings, scoped_environ
-from medflow_assets.transform.dbt_core import dbt_parse
+from medflow_assets.transform.dbt_core import dbt_parse, parse_env
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -24,8 +24,8 @@ def _newest_source_mtime(project_dir: Path) -> float:
 
 
 def _profile_env() -> dict[str, str]:
-    """The MEDFLOW_* values profiles.yml renders (the PII key is not among them)."""
-    return {k: v for k, v in load_settings().dbt_env().items() if k != "MEDFLOW_PII_KEY"}
+    """The MEDFLOW_* values profiles.yml renders."""
+    return parse_env(load_settings().dbt_env())
 
 
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
