@@ -1,5 +1,7 @@
 """The one Definitions object: a table of contents, no logic."""
 
+import gc
+
 import dagster as dg
 
 from medflow_assets.landing.assets import landing_files
@@ -23,3 +25,9 @@ defs = dg.Definitions(
     # warehouse writer is serialized by the duckdb_warehouse pool anyway.
     executor=dg.in_process_executor,
 )
+
+# Whatever process loads these definitions (the `dagster` CLI, the run worker a sensor's run starts, the
+# code server) has just created ~1M long-lived objects (Dagster, dbt, Pandera). Park them outside the
+# cyclic GC: collections during a run stop re-scanning them and interpreter exit stops tearing them down
+# one by one (~1.3 s per process, BENCHMARKS.md). They live as long as the process anyway.
+gc.freeze()

@@ -36,17 +36,18 @@ def copy_contracts(dest: Path) -> Path:
 
 def materialize_graph(landing: Path, warehouse: Path, contracts: Path | None = None,
                       instance: dg.DagsterInstance | None = None, partitions: list[str] | None = None,
-                      **extra_env):
+                      selection=None, **extra_env):
     """Materialize the whole graph in process, like `medflow-load`: every landed file registered as a
-    partition and processed in one run (or only `partitions`). Returns the ExecuteInProcessResult."""
+    partition and processed in one run (or only `partitions`; or only the assets in `selection`). Returns the
+    ExecuteInProcessResult."""
     instance = instance or dg.DagsterInstance.ephemeral()
     with medflow_env(landing_path=landing, warehouse_path=warehouse,
                      contracts_path=contracts or CONTRACTS_DIR, **extra_env):
         # Resources only carry paths; the assets themselves load (and enforce) the full settings.
         settings = load_settings({**os.environ, "MEDFLOW_TARGET": "dev"})
         keys = register_landed_files(instance, settings)
-        chosen = partitions or keys
-        return dg.materialize(ALL_ASSETS, resources=build_resources(settings), instance=instance,
+        chosen = keys if partitions is None else partitions  # [] = no partition (unpartitioned assets only)
+        return dg.materialize(ALL_ASSETS, resources=build_resources(settings), instance=instance, selection=selection,
                               tags={"dagster/asset_partition_range_start": chosen[0],
                                     "dagster/asset_partition_range_end": chosen[-1]}
                               if len(chosen) > 1 else None,

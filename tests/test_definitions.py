@@ -21,7 +21,8 @@ def test_graph_has_landing_bronze_silver_gold_groups():
     assert {"silver/silver_claim_lines", "silver/silver_claims_quarantine",
             "silver/silver_data_quality_log"} <= groups["silver"]
     assert groups["gold"] == {"gold/claims_monthly_summary", "gold/claims_approval_funnel",
-                              "gold/provider_performance", "gold/department_revenue"}
+                              "gold/provider_performance", "gold/department_revenue",
+                              "gold/payer_provider_stats", "gold/payer_department_stats"}
 
 
 def test_bronze_depends_on_the_landing_registry():
@@ -40,13 +41,14 @@ def test_every_silver_and_gold_asset_has_a_check_and_a_blocking_one_where_it_gat
         spec = graph.get_check_spec(check_key)
         checks_by_asset.setdefault(check_key.asset_key.to_user_string(), []).append(spec)
     layered = [k for k, spec in _specs().items() if spec.group_name in ("bronze", "silver", "gold")]
-    assert len(layered) == 10
+    assert len(layered) == 12
     for key in layered:
         names = {c.name for c in checks_by_asset.get(key, [])}
         assert any(n.startswith("pandera_") for n in names), f"{key} has no Pandera check"
     silver_blocking = {c.name for c in checks_by_asset["silver/silver_claim_lines"] if c.blocking}
     assert {"pandera_SilverClaimLines", "quarantine_rate_gate"} <= silver_blocking
-    for gold in ("claims_monthly_summary", "claims_approval_funnel", "provider_performance", "department_revenue"):
+    for gold in ("claims_monthly_summary", "claims_approval_funnel", "provider_performance", "department_revenue",
+                 "payer_provider_stats", "payer_department_stats"):
         assert any(c.blocking and c.name.startswith("pandera_") for c in checks_by_asset[f"gold/{gold}"])
 
 

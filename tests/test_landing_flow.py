@@ -94,12 +94,15 @@ def test_new_payer_onboarded_with_only_a_contract_and_a_file_reaches_gold(tmp_pa
                      "ORDER BY 1") == [("E119",), ("I10",)]
 
 
+BOOKKEEPING = ("checked_at", "load_id", "through_load_id")  # when a file was checked / loaded, not data
+
+
 def _snapshot(wh):
     snap = {}
     for table in table_names(wh, ("landing", "bronze", "silver", "gold", "reference")):
         cols = [c for (c,) in query(wh, "SELECT column_name FROM information_schema.columns WHERE "
-                                        "table_schema || '.' || table_name = ? AND column_name <> 'checked_at'",
-                                    [table])]
+                                        "table_schema || '.' || table_name = ? AND column_name NOT IN (?, ?, ?)",
+                                    [table, *BOOKKEEPING])]
         snap[table] = query(wh, f"SELECT count(*), md5(string_agg(CAST(({', '.join(cols)}) AS VARCHAR), '|' "
                                 f"ORDER BY CAST(({', '.join(cols)}) AS VARCHAR))) FROM {table}")[0]
     return snap
@@ -109,11 +112,15 @@ def test_rematerializing_unchanged_input_leaves_every_table_identical(tmp_path):
     landing = copy_sample(tmp_path / "landing")
     wh = tmp_path / "wh.duckdb"
     assert materialize_graph(landing, wh).success
-    first = _snapshot(wh)
+    first, first_load = _snapshot(wh), query(wh, "SELECT max(load_id) FROM silver.silver_data_quality_log")[0][0]
     assert materialize_graph(landing, wh).success
     second = _snapshot(wh)
-    assert len(first) >= 11
+    assert len(first) >= 13
     assert first == second
+    # the files were loaded again (a new load), and gold was recomputed from that load
+    (second_load,) = query(wh, "SELECT max(load_id) FROM silver.silver_data_quality_log")[0]
+    assert second_load > first_load
+    assert query(wh, "SELECT DISTINCT through_load_id FROM gold.claims_monthly_summary") == [(second_load,)]
     assert first["silver.silver_claim_lines"][0] == query(
         wh, "SELECT count(DISTINCT (payer, claim_id, claim_line_number)) FROM silver.silver_claim_lines")[0][0]
 

@@ -48,7 +48,7 @@ def test_clean_files_pass_every_check_with_zero_failures(tmp_path):
     assert result.success
     evals = _evals(result)
     pandera = {k: e for k, e in evals.items() if k[1].startswith("pandera_")}
-    assert len(pandera) == 10
+    assert len(pandera) == 12  # one per bronze, silver and gold table
     assert all(e.passed for e in evals.values()), [k for k, e in evals.items() if not e.passed]
     silver = pandera[("silver/silver_claim_lines", "pandera_SilverClaimLines")]
     assert silver.metadata["rows_checked"].value == 6000

@@ -6,7 +6,6 @@ medflow_assets.definitions` would start (the same job, tags and instance, so it 
 a second Python start-up that imports Dagster, dbt and the definitions again (~4 s, BENCHMARKS.md)."""
 
 import argparse
-import gc
 import sys
 
 import dagster as dg
@@ -40,10 +39,7 @@ def landing_job() -> dg.JobDefinition:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="medflow-load", description=__doc__.split("\n\n")[0])
     ap.parse_args(sys.argv[1:] if argv is None else argv)
-    landing_job()  # import the definitions (Dagster, dbt, Pandera: ~2 s) before the run starts
-    # Park the ~1M objects those imports created outside the cyclic GC: collections during the run stop
-    # re-scanning them, and interpreter exit stops tearing them down one by one (~1.3 s, BENCHMARKS.md).
-    gc.freeze()
+    landing_job()  # import the definitions (Dagster, dbt, Pandera: ~2 s; they end with gc.freeze())
     with dg.DagsterInstance.get() as instance:
         keys = register_landed_files(instance)
         if not keys:

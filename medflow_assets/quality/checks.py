@@ -28,6 +28,8 @@ BRONZE_SILVER_CHECKS = [
 GOLD_CHECKS = [
     _check("claims_monthly_summary", "gold", s.ClaimsMonthlySummary, ("service_month", "payer"), True),
     _check("claims_approval_funnel", "gold", s.ClaimsApprovalFunnel, ("payer", "service_month"), True),
+    _check("payer_provider_stats", "gold", s.PayerProviderStats, ("provider_npi", "payer"), True),
+    _check("payer_department_stats", "gold", s.PayerDepartmentStats, ("department", "payer"), True),
     _check("provider_performance", "gold", s.ProviderPerformance, ("provider_npi",), True),
     _check("department_revenue", "gold", s.DepartmentRevenue, ("department",), True),
 ]

@@ -188,6 +188,46 @@ class ProviderPerformance(pa.DataFrameModel):
         unique = ["provider_npi"]
 
 
+class PayerProviderStats(pa.DataFrameModel):
+    """Additive per NPI x payer parts of provider_performance."""
+    provider_npi: dt.String = Field(nullable=False, str_matches=NPI)
+    payer: dt.String = Field(nullable=False)
+    lines: dt.Int64 = Field(nullable=False, ge=1)
+    claims: dt.Int64 = Field(nullable=False, ge=1)
+    members: dt.Int64 = Field(nullable=False, ge=1)
+    approved_lines: dt.Int64 = Field(nullable=False, ge=0)
+    through_load_id: dt.Int64 = Field(nullable=False, ge=1)
+
+    @pa.dataframe_check
+    def parts_within_lines(cls, data):
+        t = data.table
+        return ((t.claims <= t.lines) & (t.members <= t.claims) & (t.denied_lines <= t.lines)
+                & (t.approved_lines <= t.lines) & (t.paid_lines_with_date <= t.lines))
+
+    class Config:
+        strict = False
+        unique = ["provider_npi", "payer"]
+
+
+class PayerDepartmentStats(pa.DataFrameModel):
+    """Additive per department x payer parts of department_revenue."""
+    department: dt.String = Field(nullable=False)
+    payer: dt.String = Field(nullable=False)
+    visits: dt.Int64 = Field(nullable=False, ge=1)
+    lines: dt.Int64 = Field(nullable=False, ge=1)
+    pending_revenue: dt.Decimal(38, 2) = Field(nullable=False, ge=0)
+    through_load_id: dt.Int64 = Field(nullable=False, ge=1)
+
+    @pa.dataframe_check
+    def parts_within_lines(cls, data):
+        t = data.table
+        return (t.visits <= t.lines) & (t.lines_not_reversed <= t.lines)
+
+    class Config:
+        strict = False
+        unique = ["department", "payer"]
+
+
 class DepartmentRevenue(pa.DataFrameModel):
     department: dt.String = Field(nullable=False)
     visits: dt.Int64 = Field(nullable=False, ge=1)

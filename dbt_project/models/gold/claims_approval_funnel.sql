@@ -1,4 +1,6 @@
-{#- Submitted -> adjudicated -> paid / denied / pending / adjusted (and reversed), by payer and month. -#}
+{#- Submitted -> adjudicated -> paid / denied / pending / adjusted (and reversed), by payer and month.
+    Recomputed per changed payer (macros/gold_refresh.sql). -#}
+{{ gold_incremental_config() }}
 select
   payer,
   cast(date_trunc('month', service_date) as date) as service_month,
@@ -11,6 +13,7 @@ select
   count(*) filter (where claim_status = 'reversed') as reversed_lines,
   round(count(*) filter (where claim_status <> 'pending') / count(*), 4) as adjudication_rate,
   round(count(*) filter (where claim_status in ('paid', 'adjusted'))
-        / greatest(count(*) filter (where claim_status <> 'pending'), 1), 4) as approval_rate
-from {{ ref('silver_claim_lines') }}
-group by all
+        / greatest(count(*) filter (where claim_status <> 'pending'), 1), 4) as approval_rate,
+  any_value(through_load_id) as through_load_id
+from {{ changed_silver_lines() }}
+group by payer, service_month

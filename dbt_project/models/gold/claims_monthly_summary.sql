@@ -1,4 +1,6 @@
-{#- Month of service x payer. denial_rate = denied lines / all lines. -#}
+{#- Month of service x payer. denial_rate = denied lines / all lines. Recomputed per changed payer
+    (macros/gold_refresh.sql). -#}
+{{ gold_incremental_config() }}
 select
   cast(date_trunc('month', service_date) as date) as service_month,
   payer,
@@ -9,6 +11,7 @@ select
   sum(allowed_amount) as allowed_amount,
   sum(paid_amount) as paid_amount,
   count(*) filter (where claim_status = 'denied') as denied_lines,
-  round(count(*) filter (where claim_status = 'denied') / count(*), 4) as denial_rate
-from {{ ref('silver_claim_lines') }}
-group by all
+  round(count(*) filter (where claim_status = 'denied') / count(*), 4) as denial_rate,
+  any_value(through_load_id) as through_load_id
+from {{ changed_silver_lines() }}
+group by service_month, payer

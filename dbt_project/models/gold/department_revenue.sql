@@ -1,10 +1,11 @@
-{#- Per department: visits (claims), average billed per line, paid revenue vs revenue still pending. -#}
+{#- Per department, all payers: visits (claims), average billed per line, paid revenue vs revenue still
+    pending. A roll-up of payer_department_stats. -#}
 select
   department,
-  count(distinct payer || ':' || claim_id) as visits,
-  count(*) as lines,
-  cast(avg(billed_amount) filter (where claim_status <> 'reversed') as decimal(12, 2)) as avg_billed_amount,
-  coalesce(sum(paid_amount) filter (where claim_status in ('paid', 'adjusted', 'reversed')), 0) as paid_revenue,
-  coalesce(sum(billed_amount) filter (where claim_status = 'pending'), 0) as pending_revenue
-from {{ ref('silver_claim_lines') }}
-group by all
+  cast(sum(visits) as bigint) as visits,
+  cast(sum(lines) as bigint) as lines,
+  {{ exact_money_mean('sum(billed_amount_not_reversed)', 'sum(lines_not_reversed)') }} as avg_billed_amount,
+  sum(paid_revenue) as paid_revenue,
+  sum(pending_revenue) as pending_revenue
+from {{ ref('payer_department_stats') }}
+group by department

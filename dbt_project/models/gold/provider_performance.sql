@@ -1,13 +1,13 @@
-{#- Per rendering provider (NPI): volume, denial rate, average paid, days from service to payment. -#}
+{#- Per rendering provider (NPI), all payers: volume, denial rate, average paid, days from service to
+    payment. A roll-up of payer_provider_stats (claims and members are payer-scoped, so they add up). -#}
 select
   provider_npi,
-  count(*) as lines,
-  count(distinct payer || ':' || claim_id) as claims,
-  count(distinct member_key) as members,
-  round(count(*) filter (where claim_status = 'denied') / count(*), 4) as denial_rate,
+  cast(sum(lines) as bigint) as lines,
+  cast(sum(claims) as bigint) as claims,
+  cast(sum(members) as bigint) as members,
+  round(sum(denied_lines) / sum(lines), 4) as denial_rate,
   sum(paid_amount) as paid_amount,
-  cast(avg(paid_amount) filter (where claim_status in ('paid', 'adjusted')) as decimal(12, 2)) as avg_paid_amount,
-  round(avg(paid_date - service_date) filter (where paid_date is not null and claim_status <> 'reversed'), 1)
-    as avg_days_to_payment
-from {{ ref('silver_claim_lines') }}
-group by all
+  {{ exact_money_mean('sum(approved_paid_amount)', 'sum(approved_lines)') }} as avg_paid_amount,
+  round(sum(days_to_payment_sum) / nullif(sum(paid_lines_with_date), 0), 1) as avg_days_to_payment
+from {{ ref('payer_provider_stats') }}
+group by provider_npi

@@ -1,6 +1,11 @@
 {#- Per payer, file and rule: rows checked and rows that failed the rule (every rule listed, zeros too).
-    Incremental by file, like the claim lines. -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file') }}
+    Incremental by file, like the claim lines.
+    load_id numbers the silver loads: every file of one run gets the same id, higher than any id before (the
+    load's start in microseconds since 1970, or the previous highest + 1 if the clock went back), so it never
+    repeats, even after a file's rows are replaced. Gold recomputes exactly the payers with a load newer than
+    the one it reflects (macros/gold_refresh.sql). -#}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
+          on_schema_change='append_new_columns') }}
 with validated as (
   select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ selected_files() }}
 ),
@@ -21,7 +26,12 @@ failures as (
 )
 select
   f.payer, f.source_file, f.file_checksum, r.rule_id, r.description as rule_description,
-  f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined
+  f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined,
+  {% if is_incremental() -%}
+  (select greatest(coalesce(max(load_id), 0) + 1, epoch_us(get_current_timestamp())) from {{ this }})
+  {%- else -%}
+  epoch_us(get_current_timestamp())
+  {%- endif %} as load_id
 from files f
 cross join {{ ref('dq_rules') }} r
 left join failures x on x.payer = f.payer and x.source_file = f.source_file and x.rule_id = r.rule_id

@@ -11,7 +11,7 @@ with distinct_members as (
   from {{ ref('bronze_claim_lines') }}
   where nullif(trim(member_id), '') is not null and source_file in {{ selected_files() }}
 ),
-keyed as (
+keyed as materialized (
   select
     payer,
     {{ pseudonym('upper(member_id)', 'member') }} as member_key,
@@ -27,5 +27,6 @@ keyed as (
 select distinct * from keyed
 {%- if is_incremental() %}
 except
-select * from {{ this }}
+{#- only the stored versions of this run's members: a semi-join on member_key, not a compare of every row #}
+select * from {{ this }} where member_key in (select member_key from keyed)
 {%- endif %}

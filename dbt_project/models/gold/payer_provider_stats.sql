@@ -1,0 +1,21 @@
+{#- Per rendering provider (NPI) and payer: the additive parts of provider_performance (sums and counts,
+    not averages), so the cross-payer mart is a cheap roll-up. Claims and members are counted within the
+    payer: claim ids and member ids are assigned by the payer. Recomputed per changed payer
+    (macros/gold_refresh.sql). -#}
+{{ gold_incremental_config() }}
+select
+  provider_npi,
+  payer,
+  count(*) as lines,
+  count(distinct claim_id) as claims,
+  count(distinct member_key) as members,
+  count(*) filter (where claim_status = 'denied') as denied_lines,
+  sum(paid_amount) as paid_amount,
+  sum(paid_amount) filter (where claim_status in ('paid', 'adjusted')) as approved_paid_amount,
+  count(*) filter (where claim_status in ('paid', 'adjusted')) as approved_lines,
+  sum(paid_date - service_date) filter (where paid_date is not null and claim_status <> 'reversed')
+    as days_to_payment_sum,
+  count(*) filter (where paid_date is not null and claim_status <> 'reversed') as paid_lines_with_date,
+  any_value(through_load_id) as through_load_id
+from {{ changed_silver_lines() }}
+group by provider_npi, payer

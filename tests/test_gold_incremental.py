@@ -1,0 +1,111 @@
+"""Gold is recomputed per payer (dbt_project/macros/gold_refresh.sql): after any sequence of file runs it
+equals a rebuild from all of silver, and only the payers whose silver changed since gold last ran are
+recomputed, including loads whose run did not reach gold."""
+
+import shutil
+from decimal import ROUND_HALF_UP, Decimal
+
+import dagster as dg
+
+from medflow_assets.synth.generator import generate
+from tests.helpers import materialize_graph, query
+
+# The marts' definitions written again, independently, over every silver row (no per-payer parts).
+REBUILT = {
+    "claims_monthly_summary": """
+        SELECT CAST(date_trunc('month', service_date) AS DATE), payer, count(*), count(DISTINCT claim_id),
+               count(DISTINCT member_key), sum(billed_amount), sum(paid_amount),
+               count(*) FILTER (WHERE claim_status = 'denied')
+        FROM silver.silver_claim_lines GROUP BY ALL""",
+    "claims_approval_funnel": """
+        SELECT payer, CAST(date_trunc('month', service_date) AS DATE), count(*),
+               count(*) FILTER (WHERE claim_status = 'paid'), count(*) FILTER (WHERE claim_status = 'pending')
+        FROM silver.silver_claim_lines GROUP BY ALL""",
+    "provider_performance": """
+        SELECT provider_npi, count(*), count(DISTINCT (payer, claim_id)), count(DISTINCT (payer, member_key)),
+               sum(paid_amount)
+        FROM silver.silver_claim_lines GROUP BY ALL""",
+    "department_revenue": """
+        SELECT department, count(DISTINCT (payer, claim_id)), count(*),
+               coalesce(sum(paid_amount) FILTER (WHERE claim_status IN ('paid', 'adjusted', 'reversed')), 0),
+               coalesce(sum(billed_amount) FILTER (WHERE claim_status = 'pending'), 0)
+        FROM silver.silver_claim_lines GROUP BY ALL""",
+}
+STORED = {
+    "claims_monthly_summary": "SELECT service_month, payer, lines, claims, members, billed_amount, paid_amount, "
+                              "denied_lines FROM gold.claims_monthly_summary",
+    "claims_approval_funnel": "SELECT payer, service_month, submitted_lines, paid_lines, pending_lines "
+                              "FROM gold.claims_approval_funnel",
+    "provider_performance": "SELECT provider_npi, lines, claims, members, paid_amount FROM gold.provider_performance",
+    "department_revenue": "SELECT department, visits, lines, paid_revenue, pending_revenue FROM gold.department_revenue",
+}
+
+
+def assert_gold_equals_a_rebuild(wh):
+    for mart, sql in REBUILT.items():
+        want, got = sorted(query(wh, sql)), sorted(query(wh, STORED[mart]))
+        assert got == want, f"gold.{mart} differs from a rebuild from silver"
+    # averages to the cent, rounded half up from the exact total (not through floating point)
+    sums = query(wh, """SELECT provider_npi, sum(paid_amount) FILTER (WHERE claim_status IN ('paid', 'adjusted')),
+                               count(*) FILTER (WHERE claim_status IN ('paid', 'adjusted'))
+                        FROM silver.silver_claim_lines GROUP BY 1""")
+    want = {npi: (total / n).quantize(Decimal("0.01"), ROUND_HALF_UP) if n else None for npi, total, n in sums}
+    assert dict(query(wh, "SELECT provider_npi, avg_paid_amount FROM gold.provider_performance")) == want
+
+
+def _through(wh) -> dict[str, set[int]]:
+    """payer -> the silver loads its gold rows reflect, over every per-payer gold table."""
+    out: dict[str, set[int]] = {}
+    for table in ("claims_monthly_summary", "claims_approval_funnel", "payer_provider_stats",
+                  "payer_department_stats"):
+        for payer, load in query(wh, f"SELECT DISTINCT payer, through_load_id FROM gold.{table}"):
+            out.setdefault(payer, set()).add(load)
+    return out
+
+
+def _land(tmp_path, landing, tag, payer, lines, seed, offset):
+    f = generate(tmp_path / tag, lines, seed=seed, defect_rate=0.02, payers=[payer], row_offset=offset,
+                 file_tag=tag, manifest_dir=tmp_path / f"{tag}-m")[0]
+    shutil.copy(f.path, landing / payer / f.path.name)
+    return f"{payer}/{f.path.name}"
+
+
+def test_gold_follows_silver_per_payer_including_loads_whose_run_skipped_gold(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 6000, seed=31, defect_rate=0.02, manifest_dir=tmp_path / "m0")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    assert_gold_equals_a_rebuild(wh)
+    first = _through(wh)
+    assert set(first) == {"bluepeak", "cascade", "northwind"} and all(len(v) == 1 for v in first.values())
+
+    # a northwind file goes through bronze and silver only: gold is not run
+    nw = _land(tmp_path, landing, "late", "northwind", 900, 32, 2_000_000)
+    no_gold = dg.AssetSelection.all() - dg.AssetSelection.groups("gold")
+    assert materialize_graph(landing, wh, instance=instance, partitions=[nw], selection=no_gold).success
+    assert _through(wh) == first
+    assert query(wh, f"SELECT count(*) > 0 FROM silver.silver_claim_lines WHERE source_file = '{nw}'") == [(True,)]
+
+    # a cascade file's run reaches gold: both changed payers are recomputed, bluepeak is left alone
+    cas = _land(tmp_path, landing, "next", "cascade", 1200, 33, 3_000_000)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[cas]).success
+    assert_gold_equals_a_rebuild(wh)
+    second = _through(wh)
+    assert second["bluepeak"] == first["bluepeak"]
+    assert len(second["northwind"]) == 1 and second["northwind"] != first["northwind"]
+    assert len(second["cascade"]) == 1 and min(second["cascade"]) > max(second["northwind"])
+
+    # the cascade file corrected under the same name, with fewer lines: its old rows leave gold too
+    fixed = generate(tmp_path / "fixed", 300, seed=34, defect_rate=0.0, payers=["cascade"], row_offset=3_000_000,
+                     file_tag="next", manifest_dir=tmp_path / "fixed-m")[0]
+    shutil.copy(fixed.path, landing / cas)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[cas]).success
+    assert_gold_equals_a_rebuild(wh)
+    third = _through(wh)
+    assert third["bluepeak"] == first["bluepeak"] and third["northwind"] == second["northwind"]
+    assert min(third["cascade"]) > max(second["cascade"])
+
+    # a run with nothing new for gold recomputes no payer
+    assert materialize_graph(landing, wh, instance=instance, partitions=[],
+                             selection=dg.AssetSelection.groups("gold")).success
+    assert _through(wh) == third
