@@ -62,6 +62,15 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     assert silver_check.metadata["scope"].value == "rows of the 1 landed file(s) of this run"
     assert silver_check.metadata["rows_checked"].value == query(
         wh, f"SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = '{key}'")[0][0]
+    # silver_members has no source_file: its check covers the members that file's lines refer to
+    members_check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "pandera_SilverMembers")
+    assert members_check.passed
+    assert members_check.metadata["scope"].value == "rows whose member_key occurs in the 1 landed file(s) of this run"
+    (in_file, all_members) = query(wh, f"""
+        SELECT count(*) FILTER (WHERE member_key IN (SELECT member_key FROM silver.silver_claim_lines_validated
+                                                     WHERE source_file = '{key}')), count(*)
+        FROM silver.silver_members""")[0]
+    assert members_check.metadata["rows_checked"].value == in_file and 0 < in_file < all_members
     after = _file_fingerprints(wh)
     assert {f: after[f] for f in before} == before          # the other three files' rows are untouched
     assert after[key][0] == batch.lines

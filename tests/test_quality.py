@@ -94,3 +94,41 @@ def test_scorecard_keeps_the_trend_across_runs(tmp_path):
     for payer in ("northwind", "bluepeak", "cascade"):
         assert f"| {payer} | {payer}/" in md
     assert query(wh, "SELECT count(*) FROM quality.scorecard_history") == [(6,)]
+
+
+def test_scoped_uniqueness_test_catches_a_collision_with_an_older_file(tmp_path, sample_run):
+    """dbt's unique_combination on silver_claim_lines checks the keys of the run's rows only (scope), but counts
+    them over the whole table: a run's line that repeats another file's line fails it."""
+    from dbt.cli.main import dbtRunner
+
+    from medflow_assets.settings import DBT_PROJECT_DIR, load_settings, scoped_environ
+    from medflow_assets.transform.dbt_core import release_warehouse
+
+    wh = tmp_path / sample_run["warehouse"].name  # same file name: views name their catalog
+    wh.write_bytes(sample_run["warehouse"].read_bytes())
+    with duckdb.connect(str(wh)) as con:
+        files = [f for (f,) in con.execute("SELECT DISTINCT source_file FROM silver.silver_claim_lines ORDER BY 1")
+                 .fetchall()]
+        older, newer, other = files
+        # a line of `older` (same payer, claim, line), planted again as a valid row of `newer`
+        con.execute("""INSERT INTO silver.silver_claim_lines_validated
+                       SELECT * REPLACE (? AS source_file, 999999 AS source_row_number)
+                       FROM silver.silver_claim_lines_validated
+                       WHERE source_file = ? AND len(failed_rules) = 0 LIMIT 1""", [newer, older])
+
+    def unique_test(run_files: list[str]) -> tuple[str, int]:
+        with duckdb.connect(str(wh)) as con:
+            con.execute("CREATE OR REPLACE TABLE landing.dbt_selection AS SELECT unnest(?) AS source_file", [run_files])
+        with medflow_env(warehouse_path=wh), scoped_environ(load_settings().dbt_env()):
+            try:
+                res = dbtRunner().invoke([
+                    "test", "--select", "silver_claim_lines,test_name:unique_combination", "--project-dir",
+                    str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path",
+                    str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--quiet"])
+            finally:
+                release_warehouse()
+        (r,) = res.result.results
+        return str(r.status), r.failures
+
+    assert unique_test([newer]) == ("fail", 1)      # the run's key, counted over every file: two rows
+    assert unique_test([other]) == ("pass", 0)      # a run that did not bring the key does not see it

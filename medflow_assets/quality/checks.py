@@ -12,8 +12,9 @@ from medflow_assets.transform.assets import model_key
 DEFAULT_MAX_QUARANTINE_RATE = 0.10
 
 
-def _check(model_name: str, layer: str, schema, keys: tuple[str, ...], blocking: bool) -> SchemaCheck:
-    return SchemaCheck(model_key(model_name), f"{layer}.{model_name}", schema, keys, blocking)
+def _check(model_name: str, layer: str, schema, keys: tuple[str, ...], blocking: bool,
+           scope_through: tuple[str, str] | None = None) -> SchemaCheck:
+    return SchemaCheck(model_key(model_name), f"{layer}.{model_name}", schema, keys, blocking, scope_through)
 
 
 LINEAGE_KEY = ("source_file", "source_row_number")
@@ -21,7 +22,9 @@ BRONZE_SILVER_CHECKS = [
     _check("bronze_claim_lines", "bronze", s.BronzeClaimLines, LINEAGE_KEY, False),
     _check("silver_claim_lines_validated", "silver", s.SilverClaimLinesValidated, LINEAGE_KEY, False),
     _check("silver_claim_lines", "silver", s.SilverClaimLines, ("payer", "claim_id", "claim_line_number"), True),
-    _check("silver_members", "silver", s.SilverMembers, ("payer", "member_key"), False),
+    # silver_members has no source_file: a run checks the members its files' claim lines refer to
+    _check("silver_members", "silver", s.SilverMembers, ("payer", "member_key"), False,
+           scope_through=("member_key", "silver.silver_claim_lines_validated")),
     _check("silver_claims_quarantine", "silver", s.SilverClaimsQuarantine, LINEAGE_KEY, False),
     _check("silver_data_quality_log", "silver", s.SilverDataQualityLog, ("source_file", "rule_id"), False),
 ]

@@ -88,12 +88,15 @@ def check_expressions(schema: pa.DataFrameSchema, t: ibis.Table) -> dict[str, ib
 
 
 def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFrameModel],
-                   key_columns: list[str], source_files: list[str] | None = None) -> TableValidation:
+                   key_columns: list[str], source_files: list[str] | None = None,
+                   scope_through: tuple[str, str] | None = None) -> TableValidation:
     """Validate `schema.table` in the database. Returns counts; raises nothing for bad data.
 
     source_files: validate only the rows of these landed files (the partitions a run processed), so a
     run for one new file checks that file, not the whole warehouse. Uniqueness is then checked among them
-    (a line repeating one already loaded from another file is quarantined by silver's duplicate_line)."""
+    (a line repeating one already loaded from another file is quarantined by silver's duplicate_line).
+    scope_through: (column, "schema.table") for a table without source_file: validate its rows whose
+    `column` occurs in those files' rows of that table (the members a run's claim lines refer to)."""
     start = time.perf_counter()
     schema_name, table_name = relation.split(".")
     result = TableValidation(table=relation)
@@ -104,6 +107,11 @@ def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFram
     if source_files is not None and "source_file" in t.columns:
         t = t.filter(t.source_file.isin(source_files))
         result.scope = f"rows of the {len(source_files)} landed file(s) of this run"
+    elif source_files is not None and scope_through is not None:
+        column, via = scope_through
+        src = con.table(via.split(".")[1], database=via.split(".")[0])
+        t = t.filter(t[column].isin(src.filter(src.source_file.isin(source_files))[column]))
+        result.scope = f"rows whose {column} occurs in the {len(source_files)} landed file(s) of this run"
     schema = model.to_schema()
     # Structure (columns present, types): Pandera's own validation at schema depth, no data read.
     try:
@@ -154,6 +162,7 @@ class SchemaCheck:
     model: type[pa.DataFrameModel]
     key_columns: tuple[str, ...]     # shown for failing rows; lineage or grain columns, never PII
     blocking: bool
+    scope_through: tuple[str, str] | None = None  # see validate_table: for tables without source_file
 
     @property
     def name(self) -> str:
@@ -170,7 +179,7 @@ class SchemaCheck:
                         + (" (blocking: a failure stops downstream assets)" if self.blocking else ""))
 
     def run(self, con: ibis.BaseBackend, log, source_files: list[str] | None = None) -> dg.AssetCheckResult:
-        v = validate_table(con, self.relation, self.model, list(self.key_columns), source_files)
+        v = validate_table(con, self.relation, self.model, list(self.key_columns), source_files, self.scope_through)
         if not v.passed:
             log.warning(f"{self.name} on {self.relation}: {len(v.failures)} rules failed, "
                         f"{sum(v.failures.values())} failing rows; {'; '.join(v.structural)}")

@@ -52,6 +52,19 @@ def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: st
     return result.result
 
 
+def release_warehouse() -> None:
+    """Close the DuckDB instance dbt-duckdb keeps open (`keep_open`) after an in-process invocation, so later
+    steps (checks, metadata) can open the warehouse file with their own settings."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env_ = DuckDBConnectionManager._ENV
+        DuckDBConnectionManager._ENV = None
+    if env_ is not None:
+        with contextlib.suppress(Exception):  # already closed when dbt released every handle
+            env_.close()
+
+
 def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env: Mapping[str, str]):
     """The parsed project, once per process and per project version and profile settings."""
     manifest_json = target_dir / "manifest.json"
@@ -97,7 +110,6 @@ class DbtCoreResource(dg.ConfigurableResource):
         os.environ for the duration of the invocation only."""
         from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
         from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
-        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
         from dbt.cli.main import dbtRunner
         from dbt_common.events.functions import msg_to_dict
 
@@ -129,13 +141,7 @@ class DbtCoreResource(dg.ConfigurableResource):
                                                  else Path(self.target_root), env)
                 result = dbtRunner(manifest=preloaded, callbacks=[on_event]).invoke(args)
             finally:
-                # Release the warehouse file: later steps (checks, metadata) open it with their own settings.
-                with DuckDBConnectionManager._LOCK:
-                    env_ = DuckDBConnectionManager._ENV
-                    DuckDBConnectionManager._ENV = None
-                if env_ is not None:
-                    with contextlib.suppress(Exception):  # already closed when dbt released every handle
-                        env_.close()
+                release_warehouse()
 
         out = DbtBuild(success=bool(result.success), target_path=target_path)
         if result.exception is not None:
