@@ -6,6 +6,7 @@ import shutil
 from decimal import ROUND_HALF_UP, Decimal
 
 import dagster as dg
+import duckdb
 
 from medflow_assets.synth.generator import generate
 from tests.helpers import materialize_graph, query
@@ -109,3 +110,12 @@ def test_gold_follows_silver_per_payer_including_loads_whose_run_skipped_gold(tm
     assert materialize_graph(landing, wh, instance=instance, partitions=[],
                              selection=dg.AssetSelection.groups("gold")).success
     assert _through(wh) == third
+
+    # silver rebuilt without a payer (here: its rows removed by hand): the next gold build drops its rows too
+    with duckdb.connect(str(wh)) as con:
+        for table in ("silver.silver_claim_lines_validated", "silver.silver_data_quality_log"):
+            con.execute(f"DELETE FROM {table} WHERE payer = 'bluepeak'")
+    assert materialize_graph(landing, wh, instance=instance, partitions=[],
+                             selection=dg.AssetSelection.groups("gold")).success
+    assert_gold_equals_a_rebuild(wh)
+    assert set(_through(wh)) == {"cascade", "northwind"}

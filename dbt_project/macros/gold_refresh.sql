@@ -22,13 +22,17 @@
 (select payer, max(load_id) as load_id from {{ ref('silver_data_quality_log') }} group by payer)
 {%- endmacro %}
 
-{#- (payer, load_id) of the payers to recompute: all on a full build, else those with a newer load. -#}
+{#- (payer, load_id) of the payers to recompute: all on a full build; else those with a newer load, and those
+    gold still holds that silver no longer has (silver rebuilt without them: their gold rows are removed). -#}
 {% macro changed_payers() -%}
   {%- if is_incremental() -%}
 (select l.payer, l.load_id
  from {{ payer_loads() }} l
  left join (select payer, max(through_load_id) as through_load_id from {{ this }} group by payer) g using (payer)
- where l.load_id > coalesce(g.through_load_id, 0))
+ where l.load_id > coalesce(g.through_load_id, 0)
+ union all
+ select distinct payer, cast(null as bigint) from {{ this }}
+ where payer not in (select payer from {{ payer_loads() }}))
   {%- else -%}
 {{ payer_loads() }}
   {%- endif -%}
