@@ -33,7 +33,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
                    (max(rows_checked) - max(rows_quarantined)) / greatest(max(rows_checked), 1),
                    map_from_entries(list({{'k': rule_id, 'v': rows_failed}} ORDER BY rule_id)
                                     FILTER (WHERE rows_failed > 0))
-            FROM silver.silver_data_quality_log GROUP BY ALL""", [context.run_id])
+            FROM silver.silver_data_quality_log GROUP BY ALL""", [context.run.run_id])
         rows = con.execute(f"""
             WITH ranked AS (
               SELECT *, row_number() OVER (PARTITION BY source_file ORDER BY measured_at DESC, run_id) AS k
@@ -42,7 +42,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
                    c.failures_per_rule
             FROM ranked c LEFT JOIN ranked p ON p.source_file = c.source_file AND p.k = 2
             WHERE c.k = 1 AND c.run_id = ?
-            ORDER BY c.payer, c.source_file""", [context.run_id]).fetchall()
+            ORDER BY c.payer, c.source_file""", [context.run.run_id]).fetchall()
         runs = con.execute(f"SELECT count(DISTINCT run_id) FROM {HISTORY}").fetchone()[0]
     lines = ["| payer | file | rows | valid rate | previous | change | failures per rule |",
              "|---|---|---|---|---|---|---|"]
