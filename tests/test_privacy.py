@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from medflow_assets.settings import DBT_PROJECT_DIR
-from tests.helpers import query, table_names
+from tests.helpers import copy_sample, materialize_graph, query, table_names
 
 TOKEN = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+|\(\d{3}\) \d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{2}-\d{4}"
                    r"|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|\d+|[A-Za-z]+")
@@ -88,3 +88,33 @@ def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):
     for p in files:
         leaks |= leaks_in_text(p.read_text(errors="replace"), planted)
     assert leaks == set()
+
+
+def test_malformed_csv_line_fails_its_run_naming_file_and_line_without_quoting_it(tmp_path, capsys):
+    """DuckDB's CSV error repeats the offending line (patient data). The failure names the file and line; the
+    run's output, dbt's log and run_results.json carry neither the line nor its values; nothing is loaded."""
+    landing = copy_sample(tmp_path / "landing")
+    f = landing / "northwind" / "northwind_claims_001.csv"
+    lines = f.read_text().splitlines()
+    lines[5] += ',EXTRA,"Zebulon Quartermaine 999-88-7777"'   # line 6 of the file: one column too many
+    f.write_text("\n".join(lines) + "\n")
+    secrets = [lines[5].split(",")[3], lines[5].split(",")[5], "Zebulon", "999-88-7777"]  # first name, email
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = failure.event_specific_data.error.to_string()
+    assert "northwind/northwind_claims_001.csv is not valid CSV at line 6" in message
+    assert "Expected Number of Columns: 23 Found: 24" in message
+    out = capsys.readouterr()
+    assert "CSV Error on Line: 6" in out.out                    # dbt's report is still there, scrubbed
+    folders = sorted((DBT_PROJECT_DIR / "target").glob("medflow_dbt_bronze_silver-*"), key=lambda p: p.stat().st_mtime)
+    texts = [message, out.out, out.err, (folders[-1] / "dbt.log").read_text(),
+             (folders[-1] / "run_results.json").read_text()]
+    assert "Original Line: (not shown" in texts[3]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, secret
+    assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
+    assert "bronze" not in {s for (s,) in query(wh, "SELECT DISTINCT table_schema FROM information_schema.tables")} \
+        or query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(0,)]

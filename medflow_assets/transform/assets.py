@@ -93,6 +93,27 @@ def landing_read_error(messages: list[str]) -> str | None:
     return None
 
 
+_CSV_ERROR = re.compile(r"CSV Error on Line: (\d+)")
+_CSV_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
+
+
+def malformed_landed_file(messages: list[str]) -> str | None:
+    """'<file> is not valid CSV at line N (what DuckDB found)' for the first CSV parse error among dbt's node
+    errors; never the line itself (DuckDB quotes it, and it holds patient data)."""
+    for text in messages:
+        m = _CSV_ERROR.search(text)
+        if not m:
+            continue
+        lines = [line.strip() for line in text.splitlines()]
+        after = [i + 1 for i, line in enumerate(lines) if line.startswith("Original Line:")]
+        what = lines[after[0]] if after and after[0] < len(lines) else ""
+        what = "" if what.startswith("Original Line") else what
+        f = _CSV_FILE.search(text)
+        return (f"{f.group(1).strip() if f else 'a landed file'} is not valid CSV at line {m.group(1)}"
+                + (f" ({what})" if what else "") + "; the line itself is not shown (it holds patient data)")
+    return None
+
+
 def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
     """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql)."""
     with warehouse.connect() as con:
@@ -132,6 +153,12 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
         # A landed object could not be read (network, S3 down): worth retrying with backoff. The
         # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
         raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
+    malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
+    if malformed:
+        raise dg.Failure(
+            description=f"dbt could not parse a landed file: {malformed}. Nothing of this run's files was loaded "
+                        "(bronze replaces a file's rows in one transaction); land a corrected file under the "
+                        "same name and its partition reruns.", allow_retries=False)
     # Node ids and statuses only: a database error message can quote row values (PII).
     failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])
     raise dg.Failure(

@@ -15,8 +15,11 @@ steps here run one at a time (in-process executor, and the `duckdb_warehouse` po
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +53,55 @@ def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: st
     if not result.success:
         raise RuntimeError(f"`dbt parse` failed for {project_dir}: {result.exception}")
     return result.result
+
+
+_ROW_TEXT = re.compile(r"^(\s*Original Line:).*$", re.MULTILINE)
+
+
+def scrub(text: str) -> str:
+    """A dbt or database message without quoted row text: DuckDB's CSV errors repeat the offending line of
+    the landed file ("Original Line: ..."), which holds patient data. The line number stays."""
+    return _ROW_TEXT.sub(r"\1 (not shown: it holds patient data; see the landed file at that line)", text)
+
+
+def scrub_run_results(path: Path) -> None:
+    """run_results.json keeps each failed node's database message: scrubbed like the log."""
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    for r in data.get("results", []):
+        if isinstance(r.get("message"), str):
+            r["message"] = scrub(r["message"])
+    path.write_text(json.dumps(data))
+
+
+class DbtLog:
+    """dbt's console lines (info and up) on stdout and its debug log in the target folder, scrubbed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = None
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._file.close()
+            self._file = None
+
+    def write(self, level: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        text = scrub(text)
+        with self._lock:
+            if self._file is None:
+                return
+            self._file.write(f"{stamp} [{level}] {text}\n")
+            if level in ("info", "warn", "error"):
+                print(f"{stamp}  {text}", flush=True)
 
 
 def release_warehouse() -> None:
@@ -119,20 +171,25 @@ class DbtCoreResource(dg.ConfigurableResource):
         project_dir = Path(project.project_dir if project else self.project_dir)
         target_path = self._target_path(context)
         selection = list(params.selection_args)
+        # dbt's own console and file logs are off: they would print database errors verbatim, and DuckDB's
+        # CSV errors quote the offending line (patient data). DbtLog writes both, with such lines removed.
         args = ["build", *selection, "--project-dir", str(project_dir), "--profiles-dir", self.profiles_dir,
                 "--target-path", str(target_path), "--log-path", str(target_path),
+                "--log-level", "none", "--log-level-file", "none",
                 "--no-use-colors", "--no-send-anonymous-usage-stats", "--no-partial-parse"]
         if params.indirect_selection:
             args += ["--indirect-selection", params.indirect_selection]
         context.log.info(f"dbt (in process): {' '.join(args[: len(selection) + 1])}")
 
         raw_events: list[dict] = []
+        log = DbtLog(target_path / "dbt.log")
 
         def on_event(msg) -> None:
+            log.write(msg.info.level, msg.info.msg)
             if msg.info.name in ("LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"):
                 raw_events.append(msg_to_dict(msg))
 
-        with _LOCK, scoped_environ(dict(env)):
+        with _LOCK, scoped_environ(dict(env)), log:
             try:
                 preloaded = None
                 if "--selector" not in selection:  # a generated selector lives in a project copy: dbt parses it
@@ -142,10 +199,11 @@ class DbtCoreResource(dg.ConfigurableResource):
                 result = dbtRunner(manifest=preloaded, callbacks=[on_event]).invoke(args)
             finally:
                 release_warehouse()
+                scrub_run_results(target_path / "run_results.json")
 
         out = DbtBuild(success=bool(result.success), target_path=target_path)
         if result.exception is not None:
-            out.error = f"{type(result.exception).__name__}: {result.exception}"
+            out.error = scrub(f"{type(result.exception).__name__}: {result.exception}")
         for raw in raw_events:
             event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
             out.events.extend(event.to_default_asset_events(
@@ -154,5 +212,5 @@ class DbtCoreResource(dg.ConfigurableResource):
         for r in getattr(result.result, "results", None) or []:
             status = str(getattr(r.status, "value", r.status))
             if status not in ("success", "pass", "warn"):
-                out.failed_nodes.append((r.node.unique_id, status, r.message or ""))
+                out.failed_nodes.append((r.node.unique_id, status, scrub(r.message or "")))
         return out
