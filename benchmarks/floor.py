@@ -72,6 +72,10 @@ def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float
                 con.execute("CREATE SCHEMA IF NOT EXISTS landing")
                 con.execute("CREATE OR REPLACE TABLE landing.dbt_selection AS "
                             "SELECT DISTINCT source_file FROM bronze.bronze_claim_lines")
+                # silver_data_quality_log lists the run's accepted files from the landing registry
+                con.execute("CREATE OR REPLACE TABLE landing.landing_file_registry AS "
+                            "SELECT DISTINCT payer, source_file, file_checksum AS checksum, 'accepted' AS status "
+                            "FROM bronze.bronze_claim_lines")
     con.close()
     return time.perf_counter() - t0
 

@@ -99,6 +99,22 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     # nothing more to do
     assert _sensor(instance, landing, tick2.cursor).run_requests == []
 
+    # corrected again, to a file with its header and no lines: its rows are replaced by none
+    path = landing / "northwind" / batch.path.name
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    tick3 = _sensor(instance, landing, tick2.cursor)
+    assert [r.partition_key for r in tick3.run_requests] == [key]
+    assert materialize_graph(landing, wh, instance=instance, partitions=[key]).success
+    for table in ("bronze.bronze_claim_lines", "silver.silver_claim_lines_validated"):
+        assert query(wh, f"SELECT count(*) FROM {table} WHERE source_file = '{key}'") == [(0,)], table
+    assert query(wh, f"SELECT DISTINCT rows_checked FROM silver.silver_data_quality_log WHERE source_file = '{key}'") \
+        == [(0,)]
+    emptied = _file_fingerprints(wh)
+    assert key not in emptied and emptied == before
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == query(
+        wh, "SELECT count(*) FROM silver.silver_claim_lines")
+    assert _conserved(wh)
+
 
 def test_a_file_loaded_twice_by_mistake_is_quarantined_as_duplicates_not_double_counted(tmp_path):
     landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"

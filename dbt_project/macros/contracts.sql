@@ -16,6 +16,21 @@
   {%- endif -%}
 {%- endmacro %}
 
+{#- The run's files that landing accepted. A model incremental by file deletes exactly their rows first
+    (pre-hook, same transaction): dbt's delete+insert alone deletes only the files its new rows bring, so a
+    corrected file with no data rows would keep its old ones. A rejected file is not in this set and keeps
+    its last good rows. -#}
+{% macro accepted_run_files() -%}
+(select source_file from {{ source('landing', 'landing_file_registry') }}
+ where status = 'accepted' and source_file in {{ selected_files() }})
+{%- endmacro %}
+
+{% macro replace_run_files() -%}
+{%- if is_incremental() -%}
+delete from {{ this }} where source_file in {{ accepted_run_files() }}
+{%- endif -%}
+{%- endmacro %}
+
 {#- {'contracts': {payer: contract}, 'files': [accepted files of this run]}; empty while dbt only parses. -#}
 {% macro landing_state() %}
   {%- set state = {'contracts': {}, 'files': []} -%}

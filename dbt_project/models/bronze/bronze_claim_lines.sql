@@ -2,7 +2,8 @@
     the files of its partitions (accepted by the landing registry) and replaces exactly their rows
     (delete + insert by source_file, in one transaction). Contracts and files come from the tables the
     landing_files asset writes (macros/contracts.sql). -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file') }}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
+          pre_hook="{{ replace_run_files() }}") }}
 -- depends_on: {{ source('landing', 'landing_file_registry') }}
 {%- set state = landing_state() %}
 {%- set fields = (state.contracts.values() | list)[0].canonical_fields if state.contracts else [] %}

@@ -3,7 +3,8 @@
     broken rule) and silver_claims_quarantine (some) are views that cut it in two, so bronze rows = silver
     rows + quarantined rows by construction. No clear PII is kept here; the member's other pseudonyms
     (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file') }}
+{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
+          pre_hook="{{ replace_run_files() }}") }}
 {%- set contracts = landing_state().contracts %}
 with parsed as (
   select

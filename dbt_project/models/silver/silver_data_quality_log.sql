@@ -5,14 +5,17 @@
     repeats, even after a file's rows are replaced. Gold recomputes exactly the payers with a load newer than
     the one it reflects (macros/gold_refresh.sql). -#}
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
-          on_schema_change='append_new_columns') }}
+          on_schema_change='append_new_columns', pre_hook="{{ replace_run_files() }}") }}
 with validated as (
   select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ selected_files() }}
 ),
+{#- every accepted file of the run, also one without data rows (rows_checked 0): its load is recorded #}
 files as (
-  select payer, source_file, file_checksum, count(*) as rows_checked,
-         count(*) filter (where len(failed_rules) > 0) as rows_quarantined
-  from validated
+  select r.payer, r.source_file, r.checksum as file_checksum, count(v.source_file) as rows_checked,
+         count(*) filter (where len(v.failed_rules) > 0) as rows_quarantined
+  from {{ source('landing', 'landing_file_registry') }} r
+  left join validated v using (source_file)
+  where r.source_file in {{ accepted_run_files() }}
   group by all
 ),
 failures as (
