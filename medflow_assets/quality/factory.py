@@ -109,7 +109,8 @@ def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFram
         result.scope = f"rows of the {len(source_files)} landed file(s) of this run"
     elif source_files is not None and scope_through is not None:
         column, via = scope_through
-        src = con.table(via.split(".")[1], database=via.split(".")[0])
+        via_schema, via_table = via.split(".")
+        src = con.table(via_table, database=via_schema)
         t = t.filter(t[column].isin(src.filter(src.source_file.isin(source_files))[column]))
         result.scope = f"rows whose {column} occurs in the {len(source_files)} landed file(s) of this run"
     schema = model.to_schema()

@@ -68,7 +68,10 @@ def scrub_run_results(path: Path) -> None:
     """run_results.json keeps each failed node's database message: scrubbed like the log."""
     if not path.exists():
         return
-    data = json.loads(path.read_text())
+    text = path.read_text()
+    if "Original Line:" not in text:
+        return  # nothing quoted: leave the file as dbt wrote it
+    data = json.loads(text)
     for r in data.get("results", []):
         if isinstance(r.get("message"), str):
             r["message"] = scrub(r["message"])
