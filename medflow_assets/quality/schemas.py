@@ -2,6 +2,11 @@
 
 They are validated inside DuckDB by medflow_assets/quality/factory.py: the checks below compile to SQL;
 no table is loaded into pandas. Dataframe-level checks return boolean column expressions.
+
+One owner per rule on the tables of millions of rows: these schemas own column contracts (types, nulls,
+formats, ranges, rules across columns); the grain (uniqueness) and references of bronze and silver are dbt
+tests (dbt_project/models/*/schema.yml), which count a run's keys over the whole table. The small tables
+(data-quality log, gold) keep their grain in both.
 """
 
 import ibis.expr.datatypes as dt
@@ -36,9 +41,6 @@ class BronzeClaimLines(_Lineage):
     billed_amount: dt.String = Field(nullable=True)
     claim_status: dt.String = Field(nullable=True)
 
-    class Config:
-        unique = ["source_file", "source_row_number"]
-
 
 class SilverClaimLines(_Lineage):
     claim_id: dt.String = Field(nullable=False)
@@ -71,9 +73,6 @@ class SilverClaimLines(_Lineage):
         t = data.table
         return t.paid_date.isnull() | (t.paid_date >= t.service_date)
 
-    class Config:
-        unique = ["payer", "claim_id", "claim_line_number"]
-
 
 class SilverClaimLinesValidated(_Lineage):
     """The physical silver table: every bronze row, parsed, with the rules it broke."""
@@ -83,9 +82,6 @@ class SilverClaimLinesValidated(_Lineage):
     @pa.dataframe_check
     def rule_list_present(cls, data):
         return data.table.failed_rules.notnull()
-
-    class Config:
-        unique = ["source_file", "source_row_number"]
 
 
 class SilverMembers(pa.DataFrameModel):
@@ -110,9 +106,6 @@ class SilverClaimsQuarantine(_Lineage):
     def every_row_names_its_rules(cls, data):
         t = data.table
         return t.failed_rules.length() == t.failed_rule_count
-
-    class Config:
-        unique = ["source_file", "source_row_number"]
 
 
 class SilverDataQualityLog(pa.DataFrameModel):
