@@ -23,9 +23,11 @@ MONEY = dt.Decimal(12, 2)
 
 
 class _Lineage(pa.DataFrameModel):
-    payer: dt.String = Field(nullable=False, str_matches=r"^[a-z][a-z0-9_]+$")
+    """Lineage every bronze and silver row carries. Its formats are checked where it is born (bronze):
+    silver copies it, and a regex over 64 characters costs ~0.9 s per 10M rows each time it runs."""
+    payer: dt.String = Field(nullable=False)
     source_file: dt.String = Field(nullable=False)
-    file_checksum: dt.String = Field(nullable=False, str_matches=r"^[0-9a-f]{64}$")
+    file_checksum: dt.String = Field(nullable=False)
     source_row_number: dt.Int64 = Field(nullable=False, ge=1)
     ingested_at: dt.Timestamp(scale=6) = Field(nullable=False)
 
@@ -35,6 +37,9 @@ class _Lineage(pa.DataFrameModel):
 
 class BronzeClaimLines(_Lineage):
     """Raw text as landed; only lineage is constrained."""
+
+    payer: dt.String = Field(nullable=False, str_matches=r"^[a-z][a-z0-9_]+$")
+    file_checksum: dt.String = Field(nullable=False, str_matches=r"^[0-9a-f]{64}$")
 
     claim_id: dt.String = Field(nullable=True)
     service_date: dt.String = Field(nullable=True)
@@ -75,9 +80,10 @@ class SilverClaimLines(_Lineage):
 
 
 class SilverClaimLinesValidated(_Lineage):
-    """The physical silver table: every bronze row, parsed, with the rules it broke."""
+    """The physical silver table: every bronze row, parsed, with the rules it broke. The member_key format
+    is checked on the rows that go on (SilverClaimLines, blocking)."""
 
-    member_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
+    member_key: dt.String = Field(nullable=True)
 
     @pa.dataframe_check
     def rule_list_present(cls, data):
