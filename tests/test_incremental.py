@@ -39,7 +39,13 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     first = _sensor(instance, landing, None)
     assert len(first.run_requests) == 3
-    assert materialize_graph(landing, wh, instance=instance).success  # first load: all three in one run
+    first_run = materialize_graph(landing, wh, instance=instance)  # first load: all three in one run
+    assert first_run.success
+    # a run over every landed file checks whole tables (no per-file filter)
+    first_check = next(e for e in first_run.get_asset_check_evaluations()
+                       if e.check_name == "pandera_SilverClaimLines")
+    assert first_check.metadata["scope"].value == "whole table"
+    assert first_check.metadata["rows_checked"].value == query(wh, "SELECT count(*) FROM silver.silver_claim_lines")[0][0]
     before = _file_fingerprints(wh)
     assert len(before) == 3
 

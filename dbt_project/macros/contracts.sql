@@ -16,6 +16,15 @@
   {%- endif -%}
 {%- endmacro %}
 
+{#- True when this run's files include every file landing has registered (a first load or a full rerun);
+    false while dbt only parses. -#}
+{% macro run_covers_every_file() -%}
+  {%- if not execute -%}{{ return(false) }}{%- endif -%}
+  {%- set missing = run_query("select count(*) from " ~ source('landing', 'landing_file_registry')
+                              ~ " where source_file not in " ~ selected_files()) -%}
+  {{ return(missing.columns[0].values()[0] == 0) }}
+{%- endmacro %}
+
 {#- The run's files that landing accepted. A model incremental by file deletes exactly their rows first
     (pre-hook, same transaction): dbt's delete+insert alone deletes only the files its new rows bring, so a
     corrected file with no data rows would keep its old ones. A rejected file is not in this set and keeps
