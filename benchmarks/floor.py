@@ -60,9 +60,8 @@ def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float
     for schema in ("bronze", "silver", "gold", "reference"):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     seeds = DBT_PROJECT_DIR / "seeds"
-    con.execute(f"CREATE OR REPLACE TABLE reference.dq_rules AS FROM read_csv('{seeds}/dq_rules.csv', all_varchar=true)")
-    con.execute(f"CREATE OR REPLACE TABLE reference.carc_codes AS FROM read_csv('{seeds}/carc_codes.csv', "
-                "all_varchar=true)")
+    for seed in sorted(seeds.glob("*.csv")):  # dbt seeds; every one of their columns is text
+        con.execute(f"CREATE OR REPLACE TABLE reference.{seed.stem} AS FROM read_csv('{seed}', all_varchar=true)")
     for statement in script.read_text().split(";\n\n"):
         if statement.strip():
             con.execute(statement.rstrip(";\n"))

@@ -118,3 +118,36 @@ def test_malformed_csv_line_fails_its_run_naming_file_and_line_without_quoting_i
     assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
     assert "bronze" not in {s for (s,) in query(wh, "SELECT DISTINCT table_schema FROM information_schema.tables")} \
         or query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(0,)]
+
+
+def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):
+    """Three-digit ZIP areas of 20,000 people or fewer (the HHS list, seeds/safe_harbor_restricted_zip3.csv)
+    are reported as 000 in silver claim lines and members; other areas keep their three digits."""
+    landing = copy_sample(tmp_path / "landing")
+    path = landing / "northwind" / "northwind_claims_001.csv"
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    zip_col, member_col = header.index("zip_code"), header.index("member_id")
+    planted = {1: "03601", 2: "89301-1234", 3: "10027"}  # data rows 1-3: restricted, restricted (ZIP+4), allowed
+    members = {}
+    for row, zip_code in planted.items():
+        fields = lines[row].split(",")
+        fields[zip_col] = zip_code
+        members[row] = fields[member_col]
+        lines[row] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    got = dict(query(wh, """SELECT source_row_number, zip3 FROM silver.silver_claim_lines_validated
+                            WHERE source_file = 'northwind/northwind_claims_001.csv' AND source_row_number <= 3"""))
+    assert got == {1: "000", 2: "000", 3: "100"}
+    restricted = [z for (z,) in query(wh, "SELECT zip3 FROM reference.safe_harbor_restricted_zip3")]
+    assert len(restricted) == 17 and "036" in restricted and "893" in restricted
+    for table in ("silver.silver_claim_lines_validated", "silver.silver_members"):
+        assert query(wh, f"SELECT count(*) FROM {table} WHERE zip3 IN (SELECT zip3 FROM "
+                         "reference.safe_harbor_restricted_zip3)")[0][0] == 0
+    assert query(wh, "SELECT count(*) FROM silver.silver_members WHERE zip3 = '000'")[0][0] >= 1
+    # the Pandera schemas hold the same rule, and passed
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["pandera_SilverMembers"].passed and checks["pandera_SilverClaimLines"].passed

@@ -30,6 +30,11 @@ case when nullif(trim({{ expr }}), '') is null then null
 case upper(left(trim({{ col }}), 1)) when 'F' then 'F' when 'M' then 'M' else 'U' end
 {%- endmacro %}
 
+{#- First three ZIP digits, or 000 for the sparsely populated areas Safe Harbor does not allow
+    (seeds/safe_harbor_restricted_zip3.csv). -#}
 {% macro zip3(col) -%}
-case when length({{ digits(col) }}) >= 5 then left({{ digits(col) }}, 3) end
+case when length({{ digits(col) }}) >= 5 then
+  case when left({{ digits(col) }}, 3) in (select zip3 from {{ ref('safe_harbor_restricted_zip3') }}) then '000'
+       else left({{ digits(col) }}, 3) end
+end
 {%- endmacro %}

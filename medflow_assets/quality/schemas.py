@@ -9,9 +9,13 @@ tests (dbt_project/models/*/schema.yml), which count a run's keys over the whole
 (data-quality log, gold) keep their grain in both.
 """
 
+import csv
+
 import ibis.expr.datatypes as dt
 import pandera.ibis as pa
 from pandera.ibis import Field
+
+from medflow_assets.settings import DBT_PROJECT_DIR
 
 ICD10_CM = r"^[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4}$"
 CPT_HCPCS = r"^([0-9]{4}[0-9FTU]|[A-V][0-9]{4})$"
@@ -20,6 +24,13 @@ PLACE_OF_SERVICE = r"^[0-9]{2}$"
 HMAC_HEX = r"^[0-9a-f]{64}$"
 STATUSES = ["paid", "denied", "pending", "adjusted", "reversed"]
 MONEY = dt.Decimal(12, 2)
+# Safe Harbor: three-digit ZIP areas of 20,000 people or fewer are reported as 000 (the dbt seed silver uses)
+with (DBT_PROJECT_DIR / "seeds" / "safe_harbor_restricted_zip3.csv").open() as _f:
+    RESTRICTED_ZIP3 = sorted(row["zip3"] for row in csv.DictReader(_f))
+
+
+def _zip3() -> object:
+    return Field(nullable=True, str_matches=r"^[0-9]{3}$", notin=RESTRICTED_ZIP3)
 
 
 class _Lineage(pa.DataFrameModel):
@@ -53,7 +64,7 @@ class SilverClaimLines(_Lineage):
     member_key: dt.String = Field(nullable=False, str_matches=HMAC_HEX)
     birth_year: dt.Int64 = Field(nullable=True, in_range={"min_value": 1900, "max_value": 2030})
     gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
-    zip3: dt.String = Field(nullable=True, str_matches=r"^[0-9]{3}$")
+    zip3: dt.String = _zip3()
     provider_npi: dt.String = Field(nullable=False, str_matches=NPI)
     department: dt.String = Field(nullable=False, str_matches=r"^[a-z][a-z0-9_]*$")
     diagnosis_code: dt.String = Field(nullable=False, str_matches=ICD10_CM)
@@ -99,7 +110,7 @@ class SilverMembers(pa.DataFrameModel):
     ssn_key: dt.String = Field(nullable=True, str_matches=HMAC_HEX)
     birth_year: dt.Int64 = Field(nullable=True, in_range={"min_value": 1900, "max_value": 2030})
     gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
-    zip3: dt.String = Field(nullable=True, str_matches=r"^[0-9]{3}$")
+    zip3: dt.String = _zip3()
 
     class Config:
         strict = False

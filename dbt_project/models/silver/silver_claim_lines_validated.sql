@@ -5,6 +5,7 @@
     (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
 {{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
           pre_hook="{{ replace_run_files() }}") }}
+-- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
 {#- The run's rows, read once per use from bronze (columnar: each use reads only its columns). -#}
 {%- set run_rows -%}

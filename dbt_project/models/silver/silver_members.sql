@@ -4,6 +4,7 @@
     combination (a member whose phone changed has two rows). Incremental: a run appends the member
     versions its files bring that are not there yet. -#}
 {{ config(materialized='incremental', incremental_strategy='append') }}
+-- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
 with distinct_members as (
   select distinct payer, member_id, member_first_name, member_last_name, member_full_name, member_email,
