@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,6 +17,27 @@ from medflow_assets.transform.dbt_core import DbtCoreResource
 __all__ = ["DbtCoreResource", "LandingResource", "WarehouseResource", "build_resources"]
 
 WAREHOUSE_POOL = "duckdb_warehouse"  # every writer of the DuckDB file runs in this pool (limit 1)
+LOCK_WAIT_S = 60.0
+_log = logging.getLogger("medflow.warehouse")
+
+
+def open_warehouse(path: str, read_only: bool = False, config: dict | None = None,
+                   wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
+    """duckdb.connect, waiting (up to wait_s) while another process still holds the file's lock. The pool
+    keeps two runs' steps apart, but a process can hold the lock for a moment after its step ended (its
+    connection is released when the last reference goes); without the wait the other run's step fails."""
+    deadline, delay, warned = time.monotonic() + wait_s, 0.1, False
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only, config=config or {})
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+            if not warned:
+                _log.warning(f"the warehouse {path} is held by another process; waiting up to {wait_s:.0f} s")
+                warned = True
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -30,7 +53,7 @@ class WarehouseResource(dg.ConfigurableResource):
         p = Path(self.path)
         if not read_only:
             p.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(p), read_only=read_only,
+        con = open_warehouse(str(p), read_only=read_only,
                              config={"memory_limit": self.memory_limit, "threads": self.threads})
         try:
             yield con

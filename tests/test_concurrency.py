@@ -48,3 +48,29 @@ def test_two_runs_for_different_files_at_once_both_succeed(tmp_path):
     assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(3000 + 1200 + 1200,)]
     # gold was refreshed by whichever run finished last and covers all three files
     assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(5400,)]
+
+
+def test_a_step_waits_while_another_process_still_holds_the_warehouse(tmp_path, caplog):
+    """open_warehouse waits for a lock another process holds for a moment, and fails clearly when told not
+    to wait."""
+    import time
+
+    import duckdb
+    import pytest
+
+    from medflow_assets.resources import open_warehouse
+
+    wh = tmp_path / "wh.duckdb"
+    duckdb.connect(str(wh)).close()
+    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(1.5)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(duckdb.IOException, match="lock"):
+        open_warehouse(str(wh), wait_s=0)
+    t0 = time.monotonic()
+    con = open_warehouse(str(wh), wait_s=30)
+    waited = time.monotonic() - t0
+    con.close()
+    holder.wait(timeout=30)
+    assert 0.3 < waited < 30
+    assert any("held by another process; waiting" in r.getMessage() for r in caplog.records)

@@ -18,7 +18,7 @@ from pandera.api.ibis.types import IbisData
 from pandera.backends.ibis.register import register_ibis_backends
 from pandera.config import ValidationDepth, config_context
 
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, open_warehouse
 
 MAX_KEYS = 10
 
@@ -150,8 +150,9 @@ def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFram
 
 
 def connect_ibis(warehouse: WarehouseResource) -> ibis.BaseBackend:
-    return ibis.duckdb.connect(warehouse.path, read_only=True, memory_limit=warehouse.checks_memory_limit,
-                               threads=warehouse.threads)
+    con = open_warehouse(warehouse.path, read_only=True,
+                         config={"memory_limit": warehouse.checks_memory_limit, "threads": warehouse.threads})
+    return ibis.duckdb.from_connection(con)
 
 
 @dataclass(frozen=True)

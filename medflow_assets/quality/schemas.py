@@ -3,10 +3,10 @@
 They are validated inside DuckDB by medflow_assets/quality/factory.py: the checks below compile to SQL;
 no table is loaded into pandas. Dataframe-level checks return boolean column expressions.
 
-One owner per rule on the tables of millions of rows: these schemas own column contracts (types, nulls,
-formats, ranges, rules across columns); the grain (uniqueness) and references of bronze and silver are dbt
-tests (dbt_project/models/*/schema.yml), which count a run's keys over the whole table. The small tables
-(data-quality log, gold) keep their grain in both.
+One owner per rule: these schemas own column contracts (types, nulls, formats, ranges, rules across
+columns) everywhere, and the grain of gold (blocking, after the gold build); the grain (uniqueness) and
+references of bronze and silver are dbt tests (dbt_project/models/*/schema.yml), which run inside the build
+and count a run's keys over the whole table. A rule over 10M rows runs once.
 """
 
 import csv
@@ -140,7 +140,6 @@ class SilverDataQualityLog(pa.DataFrameModel):
 
     class Config:
         strict = False
-        unique = ["source_file", "rule_id"]
 
 
 def _rate() -> object:

@@ -132,6 +132,9 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
         write_selection(warehouse, keys)
         context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
                          + (" ..." if len(keys) > 10 else ""))
+    else:
+        with warehouse.connect():  # waits while another process still holds the file (open_warehouse)
+            pass
     # profiles.yml reads MEDFLOW_* (warehouse, memory, key) from the environment while dbt runs.
     build = dbt.build(context, env={**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path})
     # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
