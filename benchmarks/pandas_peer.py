@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from medflow_assets.landing.contracts import CANONICAL_FIELDS, PayerContract, load_contracts
-from medflow_assets.settings import load_settings
+from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
 
 RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "invalid_service_date",
          "invalid_paid_date", "invalid_birth_date", "invalid_amount", "unknown_status", "invalid_npi",
@@ -32,6 +32,8 @@ ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
 PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
 INT32_MAX, CENTS_LIMIT = 2**31 - 1, 10**12  # integer range; DECIMAL(12, 2) holds |cents| < 10^12
+# Safe Harbor: three-digit ZIP areas reported as 000 (the dbt seed silver reads)
+RESTRICTED_ZIP3 = set(pd.read_csv(DBT_PROJECT_DIR / "seeds" / "safe_harbor_restricted_zip3.csv", dtype=str)["zip3"])
 
 
 def trim(s: pd.Series) -> pd.Series:
@@ -159,7 +161,8 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
     s["birth_year"] = birth.dt.year.astype("Int64")
     s["gender"] = trim(b["member_gender"]).str[:1].str.upper().map({"F": "F", "M": "M"}).fillna("U")
     zip_digits = digits(b["member_zip"])
-    s["zip3"] = zip_digits.str[:3].where(zip_digits.str.len() >= 5)
+    zip3 = zip_digits.str[:3]
+    s["zip3"] = zip3.mask(zip3.isin(RESTRICTED_ZIP3), "000").where(zip_digits.str.len() >= 5)
     s["provider_npi"] = trim(b["provider_npi"])
     s["department"] = nullif_empty(trim(b["department"]).str.replace(" ", "_").str.lower()).fillna("unknown")
     s["diagnosis_code"] = trim(b["diagnosis_code"]).str.replace(".", "", regex=False).str.upper()
