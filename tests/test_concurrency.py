@@ -6,8 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import duckdb
+import pytest
+
+from medflow_assets.resources import open_warehouse
 from medflow_assets.settings import PROJECT_ROOT
 from medflow_assets.synth.generator import generate
 from tests.helpers import query
@@ -53,13 +58,6 @@ def test_two_runs_for_different_files_at_once_both_succeed(tmp_path):
 def test_a_step_waits_while_another_process_still_holds_the_warehouse(tmp_path, caplog):
     """open_warehouse waits for a lock another process holds for a moment, and fails clearly when told not
     to wait."""
-    import time
-
-    import duckdb
-    import pytest
-
-    from medflow_assets.resources import open_warehouse
-
     wh = tmp_path / "wh.duckdb"
     duckdb.connect(str(wh)).close()
     hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(1.5)"
