@@ -21,6 +21,7 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from medflow_assets.resources import WAREHOUSE_STORAGE_VERSION
 from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
 from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
@@ -55,7 +56,10 @@ def compile_script(target_dir: Path) -> str:
 def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float:
     t0 = time.perf_counter()
     db.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(db), config={"memory_limit": memory_limit, "threads": threads})
+    # the settings MedFlow's dbt profile gives DuckDB
+    con = duckdb.connect(str(db), config={"memory_limit": memory_limit, "threads": threads,
+                                          "storage_compatibility_version": WAREHOUSE_STORAGE_VERSION,
+                                          "preserve_insertion_order": False})
     con.execute(hmac_macro_sql(load_settings().pii_key))
     for schema in ("bronze", "silver", "gold", "reference"):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")

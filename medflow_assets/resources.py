@@ -18,6 +18,10 @@ __all__ = ["DbtCoreResource", "LandingResource", "WarehouseResource", "build_res
 
 WAREHOUSE_POOL = "duckdb_warehouse"  # every writer of the DuckDB file runs in this pool (limit 1)
 LOCK_WAIT_S = 60.0
+# The on-disk format a new warehouse file is created with (dbt's profile names the same one). DuckDB's
+# default keeps files readable by 1.0; the 1.5 format writes text columns ~30% faster (bronze at 10M:
+# 45 s -> 31 s; BENCHMARKS.md). A file keeps the format it was created with.
+WAREHOUSE_STORAGE_VERSION = "v1.5.0"
 _log = logging.getLogger("medflow.warehouse")
 
 
@@ -26,10 +30,13 @@ def open_warehouse(path: str, read_only: bool = False, config: dict | None = Non
     """duckdb.connect, waiting (up to wait_s) while another process still holds the file's lock. The pool
     keeps two runs' steps apart, but a process can hold the lock for a moment after its step ended (its
     connection is released when the last reference goes); without the wait the other run's step fails."""
+    config = dict(config or {})
+    if not read_only:
+        config.setdefault("storage_compatibility_version", WAREHOUSE_STORAGE_VERSION)
     deadline, delay, warned = time.monotonic() + wait_s, 0.1, False
     while True:
         try:
-            return duckdb.connect(path, read_only=read_only, config=config or {})
+            return duckdb.connect(path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 raise

@@ -1,5 +1,6 @@
 """Conservation: bronze rows = silver rows + quarantined rows, per file; quarantine = generator manifest."""
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,28 @@ def test_lineage_points_back_to_bronze(generated_100k, table):
         SELECT count(*) FROM {table} t ANTI JOIN bronze.bronze_claim_lines b
         USING (source_file, source_row_number, file_checksum)""")[0][0]
     assert orphans == 0
+
+
+def test_source_row_number_is_the_rows_place_in_its_file(generated_100k):
+    """Bronze parses files concurrently (insertion order is not kept); each row's number must still be its
+    position in its own file. Every layout starts with claim id and line number."""
+    wh, landing = generated_100k["warehouse"], generated_100k["landing"]
+    files = sorted(p.relative_to(landing).as_posix() for p in landing.glob("*/*") if p.suffix in (".csv", ".txt"))
+    assert len(files) == 6
+    for source_file in files:
+        with open(landing / source_file, newline="") as f:
+            rows = list(csv.reader(f, delimiter="|" if source_file.endswith(".txt") else ","))[1:]
+        in_file = [(n, r[0], r[1]) for n, r in enumerate(rows, start=1)]
+        in_bronze = query(wh, "SELECT source_row_number, coalesce(claim_id, ''), coalesce(claim_line_number, '') "
+                              "FROM bronze.bronze_claim_lines "
+                              "WHERE source_file = ? ORDER BY source_row_number", [source_file])
+        assert len(in_file) > 10_000, source_file
+        assert in_bronze == in_file, source_file
+
+
+def test_warehouse_is_created_in_duckdb_1_5_storage_format(sample_run):
+    tags = query(sample_run["warehouse"], "SELECT tags FROM duckdb_databases() WHERE path IS NOT NULL")
+    assert tags == [({"storage_version": "v1.5.0+"},)]
 
 
 def test_data_quality_log_rows_checked_equal_bronze_rows(generated_100k):
