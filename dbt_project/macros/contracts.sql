@@ -25,18 +25,21 @@
   {{ return(missing.columns[0].values()[0] == 0) }}
 {%- endmacro %}
 
-{#- The run's files that landing accepted. A model incremental by file deletes exactly their rows first
-    (pre-hook, same transaction): dbt's delete+insert alone deletes only the files its new rows bring, so a
-    corrected file with no data rows would keep its old ones. A rejected file is not in this set and keeps
-    its last good rows. -#}
+{#- The run's files that landing accepted. A rejected file is not in this set: bronze keeps its last good
+    rows. -#}
 {% macro accepted_run_files() -%}
 (select source_file from {{ source('landing', 'landing_file_registry') }}
  where status = 'accepted' and source_file in {{ selected_files() }})
 {%- endmacro %}
 
-{% macro replace_run_files() -%}
+{#- The pre-hook of a model incremental by file (strategy append): inside the model's transaction, delete
+    the rows of the files the model rebuilds (`files`, a subquery; by default the run's accepted files), so
+    the insert that follows replaces them. This also empties a corrected file that has no data rows any
+    more. DuckDB prunes this delete to the row groups of those files; dbt's delete+insert would instead scan
+    every row's source_file (0.2 s per model on a 10M-line table). -#}
+{% macro replace_run_files(files=none) -%}
 {%- if is_incremental() -%}
-delete from {{ this }} where source_file in {{ accepted_run_files() }}
+delete from {{ this }} where source_file in {{ files if files is not none else accepted_run_files() }}
 {%- endif -%}
 {%- endmacro %}
 

@@ -174,7 +174,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
 
 # Two dbt steps, so that the Pandera checks and the quarantine-rate gate on silver (blocking asset checks,
 # medflow_assets/quality/) run between them and can stop gold. dbt's own tests gate inside each build.
-# Bronze and silver are partitioned by landed file and incremental (delete + insert by source_file); gold is
+# Bronze and silver are partitioned by landed file and incremental (a file's rows deleted, then appended); gold is
 # rebuilt from silver after them.
 @dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
             select="path:seeds path:models/bronze path:models/silver", name="medflow_dbt_bronze_silver",

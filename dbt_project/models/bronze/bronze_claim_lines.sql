@@ -1,8 +1,8 @@
 {#- Every landed row as text under canonical field names, plus lineage. Incremental by file: a run reads
     the files of its partitions (accepted by the landing registry) and replaces exactly their rows
-    (delete + insert by source_file, in one transaction). Contracts and files come from the tables the
+    (pre-hook delete + append, in one transaction). Contracts and files come from the tables the
     landing_files asset writes (macros/contracts.sql). -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
+{{ config(materialized='incremental', incremental_strategy='append',
           pre_hook="{{ replace_run_files() }}") }}
 -- depends_on: {{ source('landing', 'landing_file_registry') }}
 {%- set state = landing_state() %}

@@ -3,8 +3,8 @@
     broken rule) and silver_claims_quarantine (some) are views that cut it in two, so bronze rows = silver
     rows + quarantined rows by construction. No clear PII is kept here; the member's other pseudonyms
     (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
-          pre_hook="{{ replace_run_files() }}") }}
+{{ config(materialized='incremental', incremental_strategy='append',
+          pre_hook="{{ replace_run_files(selected_files()) }}") }}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
 {#- The run's rows, read once per use from bronze (columnar: each use reads only its columns). -#}

@@ -4,7 +4,7 @@
     load's start in microseconds since 1970, or the previous highest + 1 if the clock went back), so it never
     repeats, even after a file's rows are replaced. Gold recomputes exactly the payers with a load newer than
     the one it reflects (macros/gold_refresh.sql). -#}
-{{ config(materialized='incremental', incremental_strategy='delete+insert', unique_key='source_file',
+{{ config(materialized='incremental', incremental_strategy='append',
           on_schema_change='append_new_columns', pre_hook="{{ replace_run_files() }}") }}
 with validated as (
   select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ selected_files() }}
