@@ -96,6 +96,21 @@ def test_source_row_number_is_the_rows_place_in_its_file(generated_100k):
         assert in_bronze == in_file, source_file
 
 
+def test_raw_text_is_kept_for_quarantined_rows_only(generated_100k):
+    wh = generated_100k["warehouse"]
+    raw = ["claim_line_number", "service_date", "paid_date", "billed_amount", "allowed_amount", "paid_amount",
+           "claim_status", "diagnosis_code"]
+    kept_on_accepted = query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE len(failed_rules) = 0 "
+                                 "AND (" + " OR ".join(f"raw_{c} IS NOT NULL" for c in raw) + ")")[0][0]
+    assert kept_on_accepted == 0
+    # the quarantine shows each rejected row's text exactly as bronze holds it
+    differs = query(wh, "SELECT count(*), count(*) FILTER (WHERE " + " OR ".join(
+        f"q.{c} IS DISTINCT FROM b.{c}" for c in raw) + ") "
+        "FROM silver.silver_claims_quarantine q JOIN bronze.bronze_claim_lines b "
+        "USING (source_file, source_row_number)")[0]
+    assert differs[0] > 1000 and differs[1] == 0
+
+
 def test_warehouse_is_created_in_duckdb_1_5_storage_format(sample_run):
     tags = query(sample_run["warehouse"], "SELECT tags FROM duckdb_databases() WHERE path IS NOT NULL")
     assert tags == [({"storage_version": "v1.5.0+"},)]
