@@ -21,8 +21,7 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medflow_assets.resources import WAREHOUSE_STORAGE_VERSION
-from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
+from medflow_assets.settings import DBT_PROJECT_DIR, WAREHOUSE_STORAGE_VERSION, load_settings
 from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
 

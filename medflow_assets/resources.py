@@ -11,17 +11,13 @@ import dagster as dg
 import duckdb
 
 from medflow_assets.landing.resource import LandingResource, landing_resource
-from medflow_assets.settings import DBT_PROJECT_DIR, Settings
+from medflow_assets.settings import DBT_PROJECT_DIR, WAREHOUSE_STORAGE_VERSION, Settings
 from medflow_assets.transform.dbt_core import DbtCoreResource
 
 __all__ = ["DbtCoreResource", "LandingResource", "WarehouseResource", "build_resources"]
 
 WAREHOUSE_POOL = "duckdb_warehouse"  # every writer of the DuckDB file runs in this pool (limit 1)
 LOCK_WAIT_S = 60.0
-# The on-disk format a new warehouse file is created with (dbt's profile names the same one). DuckDB's
-# default keeps files readable by 1.0; the 1.5 format writes text columns ~30% faster (bronze at 10M:
-# 45 s -> 31 s; BENCHMARKS.md). A file keeps the format it was created with.
-WAREHOUSE_STORAGE_VERSION = "v1.5.0"
 _log = logging.getLogger("medflow.warehouse")
 
 
