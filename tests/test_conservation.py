@@ -80,8 +80,8 @@ def test_lineage_points_back_to_bronze(generated_100k, table):
 
 
 def test_source_row_number_is_the_rows_place_in_its_file(generated_100k):
-    """Bronze parses files concurrently (insertion order is not kept); each row's number must still be its
-    position in its own file. Every layout starts with claim id and line number."""
+    """dbt runs without preserve_insertion_order; each bronze row's number must still be its position in its
+    own file. Every layout starts with claim id and line number."""
     wh, landing = generated_100k["warehouse"], generated_100k["landing"]
     files = sorted(p.relative_to(landing).as_posix() for p in landing.glob("*/*") if p.suffix in (".csv", ".txt"))
     assert len(files) == 6
