@@ -12,9 +12,10 @@
 (select * from {{ ref('bronze_claim_lines') }} where source_file in {{ selected_files() }})
 {%- endset %}
 {%- set claim_id_expr = "nullif(trim(claim_id), '')" %}
-{%- set raw_columns = ['raw_claim_line_number', 'raw_service_date', 'raw_paid_date', 'raw_billed_amount',
-                       'raw_allowed_amount', 'raw_paid_amount', 'raw_claim_status', 'raw_diagnosis_code'] %}
 {%- set line_expr = "try_cast(trim(claim_line_number) as integer)" %}
+{#- Bronze fields whose raw text the quarantine shows (as raw_<field>; no PII among these). -#}
+{%- set raw_fields = ['claim_line_number', 'service_date', 'paid_date', 'billed_amount', 'allowed_amount',
+                      'paid_amount', 'claim_status', 'diagnosis_code'] %}
 with member_keys as (
   {#- one HMAC per distinct member id, not per line (a member has ~6 lines) -#}
   select member_ref, {{ pseudonym('member_ref', 'member') }} as member_key
@@ -42,11 +43,10 @@ parsed as (
     {{ by_payer(contracts, parse_amount, 'paid_amount') }} as paid_amount,
     {{ by_payer(contracts, parse_status, 'claim_status') }} as claim_status,
     nullif(regexp_replace(upper(trim(denial_reason_code)), '^(CO|PR|OA|PI|CR)-?', ''), '') as denial_reason_code,
-    -- raw text for the quarantine (no PII among these; kept on rejected rows only, below)
-    claim_line_number as raw_claim_line_number, service_date as raw_service_date, paid_date as raw_paid_date,
     member_birth_date is not null and trim(member_birth_date) <> '' as has_birth_date,
-    billed_amount as raw_billed_amount, allowed_amount as raw_allowed_amount, paid_amount as raw_paid_amount,
-    claim_status as raw_claim_status, diagnosis_code as raw_diagnosis_code
+    {%- for field in raw_fields %}
+    {{ field }} as raw_{{ field }}{{ "," if not loop.last }}
+    {%- endfor %}
   from {{ run_rows }} b
   left join member_keys mk on mk.member_ref = upper(member_id)
 ),
@@ -114,7 +114,7 @@ from flagged
 {#- The raw text is what the quarantine shows; a row that broke no rule does not keep it (at 10M lines,
     writing it for every row cost ~2 s). -#}
 select * replace (
-  {%- for col in raw_columns %}
-  case when len(failed_rules) > 0 then {{ col }} end as {{ col }}{{ "," if not loop.last }}
+  {%- for field in raw_fields %}
+  case when len(failed_rules) > 0 then raw_{{ field }} end as raw_{{ field }}{{ "," if not loop.last }}
   {%- endfor %})
 from ruled
