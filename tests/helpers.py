@@ -60,6 +60,13 @@ def query(warehouse: Path, sql: str, params=None):
         return con.execute(sql, params or []).fetchall()
 
 
+def file_fingerprints(warehouse: Path, table: str) -> dict[str, tuple]:
+    """Per source_file of a table: row count and a hash of every row (lineage included), in file order."""
+    return {f: (n, h) for f, n, h in query(warehouse, f"""
+        SELECT source_file, count(*), md5(string_agg(CAST(t AS VARCHAR), '|' ORDER BY source_row_number))
+        FROM {table} t GROUP BY 1""")}
+
+
 def table_names(warehouse: Path, schemas: tuple[str, ...]) -> list[str]:
     rows = query(warehouse, "SELECT table_schema || '.' || table_name FROM information_schema.tables "
                             f"WHERE table_schema IN ({', '.join('?' for _ in schemas)}) ORDER BY 1", list(schemas))

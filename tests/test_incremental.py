@@ -8,7 +8,7 @@ import duckdb
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor
 from medflow_assets.synth.generator import generate
-from tests.helpers import materialize_graph, query
+from tests.helpers import file_fingerprints, materialize_graph, query
 
 
 def _sensor(instance, landing, cursor):
@@ -18,10 +18,7 @@ def _sensor(instance, landing, cursor):
 
 
 def _file_fingerprints(wh) -> dict[str, tuple]:
-    """Per file: row count and a hash of every silver row (validated table, lineage included)."""
-    return {f: (n, h) for f, n, h in query(wh, """
-        SELECT source_file, count(*), md5(string_agg(CAST(v AS VARCHAR), '|' ORDER BY source_row_number))
-        FROM silver.silver_claim_lines_validated v GROUP BY 1""")}
+    return file_fingerprints(wh, "silver.silver_claim_lines_validated")
 
 
 def _conserved(wh) -> bool:

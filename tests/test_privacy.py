@@ -92,7 +92,7 @@ def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):
 
 def test_malformed_csv_line_fails_its_run_naming_file_and_line_without_quoting_it(tmp_path, capsys):
     """DuckDB's CSV error repeats the offending line (patient data). The failure names the file and line; the
-    run's output, dbt's log and run_results.json carry neither the line nor its values; nothing is loaded."""
+    run's output, dbt's log and run_results.json carry neither the line nor its values; none of the file is loaded."""
     landing = copy_sample(tmp_path / "landing")
     f = landing / "northwind" / "northwind_claims_001.csv"
     lines = f.read_text().splitlines()
@@ -116,8 +116,14 @@ def test_malformed_csv_line_fails_its_run_naming_file_and_line_without_quoting_i
         for secret in secrets:
             assert secret not in text, secret
     assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
-    assert "bronze" not in {s for (s,) in query(wh, "SELECT DISTINCT table_schema FROM information_schema.tables")} \
-        or query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(0,)]
+    # none of the file's rows are in bronze's shards, and silver was not built for any file of the run
+    tables = {(s, t) for s, t in query(wh, "SELECT table_schema, table_name FROM information_schema.tables")}
+    shards = [t for s, t in tables if s == "bronze" and t.startswith("bronze_claim_lines_shard_")]
+    assert shards, "the shard holding the other files was built"
+    for shard in shards:
+        assert query(wh, f"SELECT count(*) FROM bronze.{shard} "
+                         "WHERE source_file = 'northwind/northwind_claims_001.csv'") == [(0,)]
+    assert ("silver", "silver_claim_lines_validated") not in tables
 
 
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):

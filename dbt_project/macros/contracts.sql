@@ -57,13 +57,15 @@ delete from {{ this }} where source_file in {{ files if files is not none else a
     {%- do state.contracts.update({row[0]: fromjson(row[1])}) -%}
   {%- endfor -%}
   {%- set files_sql -%}
-    select payer, source_file, path, checksum, header_json, strftime(first_seen_at, '%Y-%m-%d %H:%M:%S')
+    select payer, source_file, path, checksum, header_json, strftime(first_seen_at, '%Y-%m-%d %H:%M:%S'),
+           coalesce(size_bytes, 0)
     from {{ registry }} where status = 'accepted' and source_file in {{ selected_files() }}
     order by source_file
   {%- endset -%}
   {%- for row in run_query(files_sql).rows if row[0] in state.contracts -%}
     {%- do state.files.append({'payer': row[0], 'source_file': row[1], 'path': row[2], 'checksum': row[3],
-                               'header': fromjson(row[4]), 'ingested_at': row[5]}) -%}
+                               'header': fromjson(row[4]), 'ingested_at': row[5],
+                               'size_bytes': row[6]}) -%}
   {%- endfor -%}
   {{ return(state) }}
 {% endmacro %}

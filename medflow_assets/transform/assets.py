@@ -159,9 +159,10 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
     malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
     if malformed:
         raise dg.Failure(
-            description=f"dbt could not parse a landed file: {malformed}. Nothing of this run's files was loaded "
-                        "(bronze replaces a file's rows in one transaction); land a corrected file under the "
-                        "same name and its partition reruns.", allow_retries=False)
+            description=f"dbt could not parse a landed file: {malformed}. None of that file's rows were loaded "
+                        "(bronze replaces a file's rows in one transaction) and silver was not updated for any "
+                        "file of this run; land a corrected file under the same name and rerun this run's "
+                        "partitions.", allow_retries=False)
     # Node ids and statuses only: a database error message can quote row values (PII).
     failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])
     raise dg.Failure(

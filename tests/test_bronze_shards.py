@@ -1,0 +1,108 @@
+"""Bronze is stored in two shard tables under the view bronze.bronze_claim_lines (macros/bronze_shards.sql):
+each file's rows live in exactly one shard, a file that moves to the other shard moves in one transaction, and
+a warehouse made when bronze was one table is taken over without losing a row."""
+
+import shutil
+
+import duckdb
+
+from medflow_assets.synth.generator import generate
+from tests.helpers import file_fingerprints, materialize_graph, query
+
+SHARDS = ("bronze.bronze_claim_lines_shard_0", "bronze.bronze_claim_lines_shard_1")
+
+
+def _rows_per_shard(wh) -> dict[str, tuple[int, int]]:
+    """source_file -> (rows in shard 0, rows in shard 1)."""
+    return {f: (a, b) for f, a, b in query(wh, f"""
+        SELECT source_file, count(*) FILTER (WHERE shard = 0), count(*) FILTER (WHERE shard = 1)
+        FROM (SELECT source_file, 0 AS shard FROM {SHARDS[0]} UNION ALL SELECT source_file, 1 FROM {SHARDS[1]})
+        GROUP BY 1""")}
+
+
+def _bronze_fingerprints(wh) -> dict[str, tuple]:
+    return file_fingerprints(wh, "bronze.bronze_claim_lines")
+
+
+def _conserved(wh) -> bool:
+    (bad,) = query(wh, """
+        SELECT count(*) FROM (SELECT source_file, count(*) n FROM bronze.bronze_claim_lines GROUP BY 1) b
+        FULL JOIN (SELECT source_file, count(*) n FROM silver.silver_claim_lines_validated GROUP BY 1) v
+        USING (source_file) WHERE coalesce(b.n, -1) <> coalesce(v.n, -2)""")[0]
+    return bad == 0
+
+
+def test_each_file_is_in_one_shard_and_both_shards_load_files(generated_100k):
+    wh = generated_100k["warehouse"]
+    per_file = _rows_per_shard(wh)
+    assert len(per_file) == 6
+    for f, (a, b) in per_file.items():
+        assert (a == 0) != (b == 0), f"{f} has rows in both shards or none: {a}, {b}"
+    in_shard_0 = sum(1 for a, _ in per_file.values() if a)
+    assert in_shard_0 == 3  # six files of about the same size, split by bytes: three each
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(sum(a + b for a, b in per_file.values()),)]
+
+
+def test_a_file_moving_to_the_other_shard_keeps_its_rows_until_its_new_version_loads(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 9000, seed=21, defect_rate=0.02, manifest_dir=tmp_path / "m0")
+    assert materialize_graph(landing, wh).success
+    before = _bronze_fingerprints(wh)
+    # three files, largest first: one to shard 0, the next two to shard 1. A file loaded alone goes to shard 0.
+    moving = sorted(f for f, (a, b) in _rows_per_shard(wh).items() if b)
+    assert len(moving) == 2
+    key = moving[0]
+    path = landing / key
+    original = path.read_text().splitlines()
+
+    # a new version of the file that is not valid CSV: its run fails and the file keeps its rows, in shard 1
+    broken = list(original)
+    broken[5] += ",EXTRA"
+    path.write_text("\n".join(broken) + "\n")
+    failed = materialize_graph(landing, wh, partitions=[key])
+    assert not failed.success
+    message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert f"{key} is not valid CSV at line 6" in message
+    assert _rows_per_shard(wh)[key] == (0, before[key][0])
+    assert _bronze_fingerprints(wh) == before
+
+    # a valid correction (its last 100 lines removed) loads into shard 0 and leaves none in shard 1
+    path.write_text("\n".join(original[:-100]) + "\n")
+    assert materialize_graph(landing, wh, partitions=[key]).success
+    assert _rows_per_shard(wh)[key] == (before[key][0] - 100, 0)
+    after = _bronze_fingerprints(wh)
+    assert {f: after[f] for f in before if f != key} == {f: before[f] for f in before if f != key}
+    assert _conserved(wh)
+
+
+def test_a_warehouse_whose_bronze_is_one_table_is_taken_over_by_the_shards(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 9000, seed=41, defect_rate=0.02, manifest_dir=tmp_path / "m0")
+    assert materialize_graph(landing, wh).success
+    before = _bronze_fingerprints(wh)
+    silver_before = query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated")[0][0]
+    # bronze as MedFlow stored it before the shards: one table, same columns
+    with duckdb.connect(str(wh)) as con:
+        con.execute("CREATE TABLE bronze.one_table AS SELECT * FROM bronze.bronze_claim_lines")
+        con.execute("DROP VIEW bronze.bronze_claim_lines")
+        for shard in SHARDS:
+            con.execute(f"DROP TABLE {shard}")
+        con.execute("ALTER TABLE bronze.one_table RENAME TO bronze_claim_lines")
+
+    # a new file lands and its partition runs
+    batch = generate(tmp_path / "batch", 1800, seed=42, defect_rate=0.02, payers=["northwind"],
+                     row_offset=1_000_000, file_tag="batch2", manifest_dir=tmp_path / "m1")[0]
+    shutil.copy(batch.path, landing / "northwind" / batch.path.name)
+    key = f"northwind/{batch.path.name}"
+    assert materialize_graph(landing, wh, partitions=[key]).success
+
+    assert query(wh, "SELECT table_type FROM information_schema.tables WHERE table_schema = 'bronze' "
+                     "AND table_name = 'bronze_claim_lines'") == [("VIEW",)]
+    after = _bronze_fingerprints(wh)
+    assert {f: after[f] for f in before} == before          # every old row, once, unchanged
+    assert after[key][0] == batch.lines
+    per_file = _rows_per_shard(wh)
+    assert all((a == 0) != (b == 0) for a, b in per_file.values())
+    assert per_file[key] == (batch.lines, 0)
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated")[0][0] == silver_before + batch.lines
+    assert _conserved(wh)
