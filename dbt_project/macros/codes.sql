@@ -19,10 +19,20 @@ nullif(regexp_replace(coalesce({{ col }}, ''), '[^0-9]', '', 'g'), '')
 {%- endmacro %}
 
 {#- Keyed HMAC-SHA256 pseudonym (hex). medflow_pii_hmac is registered per connection by the
-    medflow_assets.transform.pii_plugin dbt plugin; the domain keeps pseudonyms of different fields apart. -#}
+    medflow_assets.transform.pii_plugin dbt plugin; the domain keeps pseudonyms of different fields apart.
+    pseudonym(expr) = pseudonym_of(pseudonym_input(expr)): the input is the trimmed text, null when empty, so
+    values with the same input have the same pseudonym. -#}
 {% macro pseudonym(expr, domain) -%}
-case when nullif(trim({{ expr }}), '') is null then null
-     else medflow_pii_hmac({{ sql_str(domain ~ ':') }} || trim({{ expr }})) end
+{{ pseudonym_of(pseudonym_input(expr), domain) }}
+{%- endmacro %}
+
+{% macro pseudonym_input(expr) -%}
+nullif(trim({{ expr }}), '')
+{%- endmacro %}
+
+{#- The pseudonym of a pseudonym_input() (null stays null). -#}
+{% macro pseudonym_of(input, domain) -%}
+medflow_pii_hmac({{ sql_str(domain ~ ':') }} || {{ input }})
 {%- endmacro %}
 
 {#- Safe Harbor style generalizations. -#}

@@ -12,20 +12,34 @@ with distinct_members as (
   from {{ ref('bronze_claim_lines') }}
   where nullif(trim(member_id), '') is not null and source_file in {{ selected_files() }}
 ),
-keyed as materialized (
-  select
+{#- each pseudonym's exact input (pseudonym_input) and the generalized fields, once per distinct combination:
+    raw versions that differ only in case, spaces or punctuation hash once, and no distinct over the
+    64-character pseudonyms is needed after hashing -#}
+inputs as (
+  select distinct
     payer,
-    {{ pseudonym('upper(member_id)', 'member') }} as member_key,
-    {{ pseudonym(by_payer(contracts, parse_name, 'member_full_name'), 'name') }} as name_key,
-    {{ pseudonym('lower(member_email)', 'email') }} as email_key,
-    {{ pseudonym('right(' ~ digits('member_phone') ~ ', 10)', 'phone') }} as phone_key,
-    {{ pseudonym(digits('member_ssn'), 'ssn') }} as ssn_key,
+    {{ pseudonym_input('upper(member_id)') }} as member_ref,
+    {{ pseudonym_input(by_payer(contracts, parse_name, 'member_full_name')) }} as name_ref,
+    {{ pseudonym_input('lower(member_email)') }} as email_ref,
+    {{ pseudonym_input('right(' ~ digits('member_phone') ~ ', 10)') }} as phone_ref,
+    {{ pseudonym_input(digits('member_ssn')) }} as ssn_ref,
     year({{ by_payer(contracts, parse_date, 'member_birth_date') }}) as birth_year,
     {{ gender('member_gender') }} as gender,
     {{ zip3('member_zip') }} as zip3
   from distinct_members
+),
+keyed as materialized (
+  select
+    payer,
+    {{ pseudonym_of('member_ref', 'member') }} as member_key,
+    {{ pseudonym_of('name_ref', 'name') }} as name_key,
+    {{ pseudonym_of('email_ref', 'email') }} as email_key,
+    {{ pseudonym_of('phone_ref', 'phone') }} as phone_key,
+    {{ pseudonym_of('ssn_ref', 'ssn') }} as ssn_key,
+    birth_year, gender, zip3
+  from inputs
 )
-select distinct * from keyed
+select * from keyed
 {%- if is_incremental() %}
 except
 {#- only the stored versions of this run's members: a semi-join on member_key, not a compare of every row #}
