@@ -47,7 +47,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file. Row-level work happens in SQL here, never in pandas."""
 
     path: str
-    memory_limit: str = "1000MB"
+    memory_limit: str = "800MB"
     checks_memory_limit: str = "512MB"  # read-only validation connections (they spill beyond)
     threads: int = 2
 
