@@ -5,7 +5,11 @@ No Dagster, no dbt at run time, no checks, no checksums: the model SQL dbt compi
 connection with the same memory limit and the same HMAC macro.
 
   python benchmarks/floor.py compile --target-dir dbt_project/target/<run> --out floor.sql
-  python benchmarks/floor.py run --script floor.sql --db /path/medflow.duckdb
+  python benchmarks/floor.py run --script floor.sql --db /path/medflow.duckdb [--shards-side-by-side]
+
+A script runs its statements one after the other, bronze's shard tables included. With
+--shards-side-by-side the shard statements run at once on two cursors, as dbt's two threads run them in
+MedFlow (for comparison; `run.py` measures the plain script).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,7 +57,25 @@ def compile_script(target_dir: Path) -> str:
     return "\n\n".join(statements) + "\n"
 
 
-def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float:
+def _run_side_by_side(con, statements: list[str]) -> None:
+    errors = []
+
+    def run(statement):
+        try:
+            con.cursor().execute(statement)
+        except duckdb.Error as e:  # re-raised in the main thread
+            errors.append(e)
+
+    workers = [threading.Thread(target=run, args=(st,)) for st in statements]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
+def run_script(script: Path, db: Path, memory_limit: str, threads: int, shards_side_by_side: bool = False) -> float:
     t0 = time.perf_counter()
     db.parent.mkdir(parents=True, exist_ok=True)
     # the settings MedFlow's dbt profile gives DuckDB
@@ -65,9 +88,13 @@ def run_script(script: Path, db: Path, memory_limit: str, threads: int) -> float
     seeds = DBT_PROJECT_DIR / "seeds"
     for seed in sorted(seeds.glob("*.csv")):  # dbt seeds; every one of their columns is text
         con.execute(f"CREATE OR REPLACE TABLE reference.{seed.stem} AS FROM read_csv('{seed}', all_varchar=true)")
-    for statement in script.read_text().split(";\n\n"):
-        if statement.strip():
-            con.execute(statement.rstrip(";\n"))
+    statements = [st.rstrip(";\n") for st in script.read_text().split(";\n\n") if st.strip()]
+    shards = [st for st in statements if '"bronze"."bronze_claim_lines_shard_' in st.split("AS", 1)[0]]
+    if shards_side_by_side:
+        _run_side_by_side(con, shards)
+    for statement in statements:
+        if not (shards_side_by_side and statement in shards):
+            con.execute(statement)
             if '"bronze"."bronze_claim_lines"' in statement.split("AS", 1)[0]:
                 # MedFlow's incremental models read the run's file list (landing.dbt_selection, written by
                 # Dagster); here every file bronze holds is in the run.
@@ -91,12 +118,13 @@ def main(argv=None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--script", type=Path, required=True)
     r.add_argument("--db", type=Path, required=True)
+    r.add_argument("--shards-side-by-side", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "compile":
         args.out.write_text(compile_script(args.target_dir))
         return 0
     s = load_settings()
-    seconds = run_script(args.script, args.db, s.memory_limit, s.threads)
+    seconds = run_script(args.script, args.db, s.memory_limit, s.threads, args.shards_side_by_side)
     print(json.dumps({"seconds": round(seconds, 2)}))
     return 0
 

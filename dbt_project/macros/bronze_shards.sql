@@ -1,8 +1,8 @@
-{#- Bronze is stored in BRONZE_SHARDS tables (models/bronze/bronze_claim_lines_shard_<k>.sql) under one view,
-    bronze_claim_lines, so that dbt's two threads load two files at once. A file's source_row_number comes
-    from a streaming window (row_number() over ()), which reads that file on one thread, and DuckDB runs the
-    branches of one statement's UNION ALL one after the other: in one table, bronze at 10M lines took ~25 s
-    on two cores; in two tables built side by side, ~19 s.
+{#- Bronze is stored in bronze_shards() tables (one model per shard: models/bronze/bronze_claim_lines_shard_<k>.sql)
+    under one view, bronze_claim_lines, so that dbt's two threads load two files at once. A file's
+    source_row_number comes from a streaming window (row_number() over ()), which reads that file on one
+    thread, and DuckDB runs the branches of one statement's UNION ALL one after the other: in one table,
+    bronze at 10M lines took ~25 s on two cores; in two tables built side by side, 17.5-19.5 s.
 
     Which shard loads a file: the run's accepted files, largest first, each to the shard with the fewest
     bytes so far (ties by name), so both threads get about the same work. A file may land in another shard

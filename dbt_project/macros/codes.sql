@@ -19,7 +19,7 @@ nullif(regexp_replace(coalesce({{ col }}, ''), '[^0-9]', '', 'g'), '')
 {%- endmacro %}
 
 {#- Keyed HMAC-SHA256 pseudonym (hex). medflow_pii_hmac is registered per connection by the
-    medflow_assets.transform.pii_plugin dbt plugin; the domain keeps pseudonyms of different fields apart.
+    medflow_assets.transform.connection_plugin dbt plugin; the domain keeps pseudonyms of different fields apart.
     pseudonym(expr) = pseudonym_of(pseudonym_input(expr)): the input is the trimmed text, null when empty, so
     values with the same input have the same pseudonym. -#}
 {% macro pseudonym(expr, domain) -%}

@@ -4,6 +4,7 @@
     every reader. Contracts and files come from the tables the landing_files asset writes
     (macros/contracts.sql). -#}
 {{ config(materialized='view') }}
-select * from {{ ref('bronze_claim_lines_shard_0') }}
-union all by name
-select * from {{ ref('bronze_claim_lines_shard_1') }}
+{%- for k in range(bronze_shards()) %}
+select * from {{ ref('bronze_claim_lines_shard_' ~ k) }}
+{{ "union all by name" if not loop.last }}
+{%- endfor %}
