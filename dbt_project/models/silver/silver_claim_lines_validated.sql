@@ -31,6 +31,7 @@ parsed as (
     {{ gender('member_gender') }} as gender,
     {{ zip3('member_zip') }} as zip3,
     trim(provider_npi) as provider_npi,
+    {{ npi_number('trim(provider_npi)') }} as npi_number,
     coalesce(nullif(lower(replace(trim(department), ' ', '_')), ''), 'unknown') as department,
     upper(replace(trim(diagnosis_code), '.', '')) as diagnosis_code,
     upper(trim(procedure_code)) as procedure_code,
@@ -85,7 +86,7 @@ flagged as (
 ),
 ruled as (
 select
-  * exclude (is_duplicate, birth_date, has_birth_date),
+  * exclude (is_duplicate, birth_date, has_birth_date, npi_number),
   year(birth_date) as birth_year,
   list_filter([
     case when claim_id is null then 'missing_claim_id' end,
@@ -96,7 +97,7 @@ select
     case when has_birth_date and birth_date is null then 'invalid_birth_date' end,
     case when billed_amount is null or allowed_amount is null or paid_amount is null then 'invalid_amount' end,
     case when claim_status is null then 'unknown_status' end,
-    case when not {{ npi_is_valid('provider_npi') }} then 'invalid_npi' end,
+    case when not {{ npi_number_is_valid('npi_number') }} then 'invalid_npi' end,
     case when not regexp_full_match(coalesce(diagnosis_code, ''), {{ icd10_pattern() }})
          then 'invalid_diagnosis_code' end,
     case when not regexp_full_match(coalesce(procedure_code, ''), {{ procedure_pattern() }})
