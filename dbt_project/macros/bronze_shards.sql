@@ -47,7 +47,8 @@ delete from {{ rel }} where source_file in (
 
 {#- A shard's rows: its files of this run, read as text (bronze_select). On the shard's first build over a
     warehouse made before bronze had shards (bronze_claim_lines was one table), the shard also takes over
-    that table's rows of its share of the other files (by a hash of the file name); the view model then
+    that table's rows of its share of the other files (by a hash of the file name), except files another
+    shard already holds (a takeover run that failed half-way loaded them there); the view model then
     replaces the old table. -#}
 {% macro bronze_shard_select(shard) -%}
 -- depends_on: {{ source('landing', 'landing_file_registry') }}
@@ -68,6 +69,12 @@ delete from {{ rel }} where source_file in (
 union all by name
 select * from {{ legacy }}
 where source_file not in {{ accepted_run_files() }} and hash(source_file) % {{ bronze_shards() }} = {{ shard }}
+{%- for k in range(bronze_shards()) if k != shard %}
+{%- set other = bronze_shard_relation(k) %}
+{%- if other is not none %}
+  and source_file not in (select source_file from {{ other }} where source_file is not null)
+{%- endif %}
+{%- endfor %}
 {%- endif %}
 {%- endif %}
 {%- endmacro %}
