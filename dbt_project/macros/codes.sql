@@ -52,8 +52,14 @@ case upper(left(trim({{ col }}), 1)) when 'F' then 'F' when 'M' then 'M' else 'U
 {#- First three ZIP digits, or 000 for the sparsely populated areas Safe Harbor does not allow
     (seeds/safe_harbor_restricted_zip3.csv). -#}
 {% macro zip3(col) -%}
-case when length({{ digits(col) }}) >= 5 then
-  case when left({{ digits(col) }}, 3) in (select zip3 from {{ ref('safe_harbor_restricted_zip3') }}) then '000'
-       else left({{ digits(col) }}, 3) end
+{{ zip3_of_digits(digits(col)) }}
+{%- endmacro %}
+
+{#- zip3() of a column that already holds digits(zip): where the digits are a column (or an alias of the same
+    SELECT), they are computed once instead of three times per row. -#}
+{% macro zip3_of_digits(d) -%}
+case when length({{ d }}) >= 5 then
+  case when left({{ d }}, 3) in (select zip3 from {{ ref('safe_harbor_restricted_zip3') }}) then '000'
+       else left({{ d }}, 3) end
 end
 {%- endmacro %}

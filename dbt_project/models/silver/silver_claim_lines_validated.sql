@@ -29,7 +29,9 @@ parsed as (
     mk.member_key,
     {{ by_payer(contracts, parse_date, 'member_birth_date') }} as birth_date,
     {{ gender('member_gender') }} as gender,
-    {{ zip3('member_zip') }} as zip3,
+    {#- the digits once per row (an alias the next line reuses), not three times inside zip3() -#}
+    {{ digits('member_zip') }} as member_zip_digits,
+    {{ zip3_of_digits('member_zip_digits') }} as zip3,
     trim(provider_npi) as provider_npi,
     {{ npi_number('trim(provider_npi)') }} as npi_number,
     coalesce(nullif(lower(replace(trim(department), ' ', '_')), ''), 'unknown') as department,
@@ -86,7 +88,7 @@ flagged as (
 ),
 ruled as (
 select
-  * exclude (is_duplicate, birth_date, has_birth_date, npi_number),
+  * exclude (is_duplicate, birth_date, has_birth_date, npi_number, member_zip_digits),
   year(birth_date) as birth_year,
   list_filter([
     case when claim_id is null then 'missing_claim_id' end,

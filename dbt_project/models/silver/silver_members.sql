@@ -15,7 +15,7 @@ with distinct_members as (
 {#- each pseudonym's exact input (pseudonym_input) and the generalized fields, once per distinct combination:
     raw versions that differ only in case, spaces or punctuation hash once, and no distinct over the
     64-character pseudonyms is needed after hashing -#}
-inputs as (
+inputs as materialized (
   select distinct
     payer,
     {{ pseudonym_input('upper(member_id)') }} as member_ref,
@@ -28,16 +28,27 @@ inputs as (
     {{ zip3('member_zip') }} as zip3
   from distinct_members
 ),
+{#- names and emails repeat across members (at 10M lines: 1.6M member versions, 450 distinct names, 405K
+    distinct emails), so they are hashed once per distinct value and joined back: 5.2M HMACs instead of 8M
+    (silver_members 10.6 s -> 8.5 s alone, identical rows). Member ids, phones and SSNs are ~1 per member. -#}
+{%- for field in ['name', 'email'] %}
+{{ field }}_keys as materialized (
+  select {{ field }}_ref, {{ pseudonym_of(field ~ '_ref', field) }} as {{ field }}_key
+  from (select distinct {{ field }}_ref from inputs where {{ field }}_ref is not null)
+),
+{%- endfor %}
 keyed as materialized (
   select
     payer,
     {{ pseudonym_of('member_ref', 'member') }} as member_key,
-    {{ pseudonym_of('name_ref', 'name') }} as name_key,
-    {{ pseudonym_of('email_ref', 'email') }} as email_key,
+    n.name_key,
+    e.email_key,
     {{ pseudonym_of('phone_ref', 'phone') }} as phone_key,
     {{ pseudonym_of('ssn_ref', 'ssn') }} as ssn_key,
     birth_year, gender, zip3
   from inputs
+  left join name_keys n using (name_ref)
+  left join email_keys e using (email_ref)
 )
 select * from keyed
 {%- if is_incremental() %}
