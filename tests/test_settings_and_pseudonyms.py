@@ -5,6 +5,7 @@ import logging
 import duckdb
 import pytest
 
+from medflow_assets.landing.contracts import load_contracts
 from medflow_assets.settings import DEV_PII_KEY, SettingsError, announce_key, load_settings
 from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
@@ -49,3 +50,29 @@ def test_sql_hmac_equals_python_hmac(key):
     for msg in ["member:NWM000000001", "phone:5551234567", ""]:
         got = con.execute("SELECT medflow_pii_hmac(?)", [msg]).fetchone()[0]
         assert got == hmac.new(key.encode(), msg.encode(), hashlib.sha256).hexdigest()
+
+
+def test_silver_members_pseudonyms_are_python_hmacs_of_the_true_values(generated_100k):
+    """Every member the generated 100K set's files name (three payers, three name layouts, upper-case names at
+    cascade) has exactly one silver_members row, and its five pseudonyms are Python's keyed HMAC-SHA256 of
+    the normalized true values (no email key where the payer's layout has no email column): names and emails are hashed once per distinct value and joined back, so a
+    wrong join would show here as a missing or mismatched key."""
+    def key(domain: str, value: str) -> str:
+        return hmac.new(DEV_PII_KEY.encode(), f"{domain}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    truth = duckdb.connect().execute(
+        f"SELECT DISTINCT payer, member_id, first_name, last_name, email, phone10, ssn9, year(birth_date) "
+        f"FROM read_parquet('{generated_100k['manifest']}/truth_*.parquet') WHERE defect IS DISTINCT FROM 'missing_member_id'"
+    ).fetchall()  # the truth keeps the member id of a row whose file leaves it out (that planted defect)
+    sends_email = {payer for payer, c in load_contracts(load_settings({}).contracts_path).items() if "member_email" in c.columns}
+    assert sends_email and sends_email != {"bluepeak", "cascade", "northwind"}  # one layout has no email
+    expected = {(payer, key("member", mid.upper()), key("name", f"{first} {last}".lower()),
+                 key("email", email.lower()) if payer in sends_email else None,
+                 key("phone", phone), key("ssn", ssn), year)
+                for payer, mid, first, last, email, phone, ssn, year in truth}
+    with duckdb.connect(str(generated_100k["warehouse"]), read_only=True) as con:
+        got = con.execute("SELECT payer, member_key, name_key, email_key, phone_key, ssn_key, birth_year "
+                          "FROM silver.silver_members").fetchall()
+    assert len(expected) > 10_000 and len({(p, m) for p, m, *_ in expected}) == len(expected)
+    assert len(got) == len(set(got)) == len(expected)
+    assert set(got) == expected
