@@ -53,18 +53,21 @@ def test_sql_hmac_equals_python_hmac(key):
 
 
 def test_silver_members_pseudonyms_are_python_hmacs_of_the_true_values(generated_100k):
-    """Every member the generated 100K set's files name (three payers, three name layouts, upper-case names at
-    cascade) has exactly one silver_members row, and its five pseudonyms are Python's keyed HMAC-SHA256 of
-    the normalized true values (no email key where the payer's layout has no email column): names and emails are hashed once per distinct value and joined back, so a
-    wrong join would show here as a missing or mismatched key."""
+    """Every member the generated 100K set's files name (three payers, three name layouts, upper-case names
+    at cascade) has exactly one silver_members row, and its five pseudonyms are Python's keyed HMAC-SHA256
+    of the normalized true values (no email key where the payer's layout has no email column). Names and
+    emails are hashed once per distinct value and joined back: a wrong join shows here as a missing or
+    mismatched key."""
     def key(domain: str, value: str) -> str:
         return hmac.new(DEV_PII_KEY.encode(), f"{domain}:{value}".encode(), hashlib.sha256).hexdigest()
 
+    # the truth keeps the member id of a row whose file leaves it out (that planted defect)
     truth = duckdb.connect().execute(
-        f"SELECT DISTINCT payer, member_id, first_name, last_name, email, phone10, ssn9, year(birth_date) "
-        f"FROM read_parquet('{generated_100k['manifest']}/truth_*.parquet') WHERE defect IS DISTINCT FROM 'missing_member_id'"
-    ).fetchall()  # the truth keeps the member id of a row whose file leaves it out (that planted defect)
-    sends_email = {payer for payer, c in load_contracts(load_settings({}).contracts_path).items() if "member_email" in c.columns}
+        "SELECT DISTINCT payer, member_id, first_name, last_name, email, phone10, ssn9, year(birth_date) "
+        f"FROM read_parquet('{generated_100k['manifest']}/truth_*.parquet') "
+        "WHERE defect IS DISTINCT FROM 'missing_member_id'").fetchall()
+    contracts = load_contracts(load_settings({}).contracts_path)
+    sends_email = {payer for payer, c in contracts.items() if "member_email" in c.columns}
     assert sends_email and sends_email != {"bluepeak", "cascade", "northwind"}  # one layout has no email
     expected = {(payer, key("member", mid.upper()), key("name", f"{first} {last}".lower()),
                  key("email", email.lower()) if payer in sends_email else None,
