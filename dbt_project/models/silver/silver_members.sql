@@ -1,8 +1,8 @@
 {#- Every member seen in the landed files, pseudonymized: keyed HMAC-SHA256 of the normalized member id,
     "first last" name, email, phone digits and SSN digits, plus birth year, gender and zip3 (never the exact
     values). Hashed once per distinct member version (names and emails once per distinct value), not once
-    per claim line. One row per distinct combination (a member whose phone changed has two rows). Incremental: a run appends the member
-    versions its files bring that are not there yet. -#}
+    per claim line. One row per distinct combination (a member whose phone changed has two rows).
+    Incremental: a run appends the member versions its files bring that are not there yet. -#}
 {{ config(materialized='incremental', incremental_strategy='append') }}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
