@@ -119,15 +119,64 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     assert _conserved(wh)
 
 
-def test_a_file_loaded_twice_by_mistake_is_quarantined_as_duplicates_not_double_counted(tmp_path):
+GOLD_SUMMARY = "SELECT * EXCLUDE (through_load_id) FROM gold.claims_monthly_summary ORDER BY ALL"
+
+
+def _check(result, name):
+    evals = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    assert len(evals) == 1, f"check {name} did not run"
+    return evals[0]
+
+
+def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_on(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 3000, seed=31, defect_rate=0.0, payers=["cascade"], manifest_dir=tmp_path / "m")
+    assert materialize_graph(landing, wh).success
+    gold_before = query(wh, GOLD_SUMMARY)
+    copy = "cascade/cascade_claims_001_resent.txt"
+    shutil.copy(landing / "cascade" / "cascade_claims_001.txt", landing / copy)
+    # header-only files with the same bytes have no lines to count twice: they are not copies
+    header = (landing / "cascade" / "cascade_claims_001.txt").read_text().splitlines()[0] + "\n"
+    for name in ("cascade_empty_a.txt", "cascade_empty_b.txt"):
+        (landing / "cascade" / name).write_text(header)
+    result = materialize_graph(landing, wh, partitions=[copy, "cascade/cascade_empty_a.txt",
+                                                        "cascade/cascade_empty_b.txt"])
+    assert result.success
+    check = _check(result, "no_file_landed_twice")
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == f"{copy} is a copy of cascade/cascade_claims_001.txt (not loaded)"
+    assert _check(result, "files_match_payer_contracts").passed
+    assert query(wh, "SELECT source_file, status, error LIKE '%same bytes%as cascade/cascade_claims_001.txt%' "
+                     "FROM landing.landing_file_registry ORDER BY 1") == [
+        ("cascade/cascade_claims_001.txt", "accepted", None),
+        (copy, "rejected", True),
+        ("cascade/cascade_empty_a.txt", "accepted", None),
+        ("cascade/cascade_empty_b.txt", "accepted", None)]
+    assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{copy}'") == [(0,)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(3000,)]
+    assert query(wh, GOLD_SUMMARY) == gold_before
+
+    # every file processed again in one run: the original stays the original, whatever the order
+    result = materialize_graph(landing, wh)
+    assert result.success
+    assert _check(result, "no_file_landed_twice").description.startswith(f"{copy} is a copy of ")
+    assert query(wh, "SELECT source_file FROM landing.landing_file_registry WHERE status = 'rejected'") == [
+        (copy,)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(3000,)]
+    assert query(wh, GOLD_SUMMARY) == gold_before
+
+
+def test_a_re_sent_file_with_other_bytes_is_quarantined_as_duplicates_not_double_counted(tmp_path):
     landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
     generate(landing, 3000, seed=31, defect_rate=0.0, payers=["cascade"], manifest_dir=tmp_path / "m")
     assert materialize_graph(landing, wh).success
     paid_before = query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0]
-    src = landing / "cascade" / "cascade_claims_001.txt"
-    shutil.copy(src, landing / "cascade" / "cascade_claims_001_resent.txt")
+    # the same lines in reverse order: not a byte copy, so it passes landing and reaches silver
+    header, *lines = (landing / "cascade" / "cascade_claims_001.txt").read_text().splitlines()
+    (landing / "cascade" / "cascade_claims_001_resent.txt").write_text("\n".join([header, *lines[::-1]]) + "\n")
     result = materialize_graph(landing, wh, partitions=["cascade/cascade_claims_001_resent.txt"])
-    # every row of the resent copy duplicates an earlier line: quarantined, and the gate stops gold
+    assert _check(result, "no_file_landed_twice").passed
+    # every row of the resent file duplicates an earlier line: quarantined, and the gate stops gold
     n = query(wh, "SELECT count(*), count(*) FILTER (WHERE failed_rules = ['duplicate_line']) FROM "
                   "silver.silver_claims_quarantine WHERE source_file = 'cascade/cascade_claims_001_resent.txt'")[0]
     assert n[0] == n[1] == 3000

@@ -16,6 +16,7 @@ from medflow_assets.settings import SettingsError, announce_key, load_settings
 REGISTRY_TABLE = "landing.landing_file_registry"
 CONTRACTS_TABLE = "landing.payer_contracts"
 CONTRACT_CHECK = "files_match_payer_contracts"
+COPY_CHECK = "no_file_landed_twice"
 _AUTH_ERRORS = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken")
 
 _REGISTRY_DDL = f"""
@@ -29,10 +30,15 @@ CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contrac
 """
 
 
-def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract]) -> None:
+def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract]) -> dict[str, str]:
     """Upsert these files into the registry and replace the contracts. A file version (same checksum)
     keeps the time it was first seen, so reprocessing unchanged input gives identical tables.
-    dbt reads both tables at run time (dbt vars would force a full re-parse on every change)."""
+    dbt reads both tables at run time (dbt vars would force a full re-parse on every change).
+
+    A file with the same bytes as another accepted file (a payer re-sending a file under a new name) is a
+    copy: loading it would count every line twice. The file first seen (ties: by name) stays the original;
+    each copy is rejected here, naming its original (files with a header and no rows are never copies).
+    Returns {copy: original} and sets each copy's error."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
                 "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR)")
@@ -47,12 +53,34 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                          ELSE date_trunc('second', now()::TIMESTAMP) END AS first_seen_at,
                now()::TIMESTAMP AS checked_at
         FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""")
+    copies = dict(con.execute(f"""
+        WITH candidates AS (
+          SELECT source_file, checksum, first_seen_at, true AS in_run FROM merged
+          WHERE status = 'accepted' AND list_contains(?::VARCHAR[], source_file)
+          UNION ALL
+          SELECT source_file, checksum, first_seen_at, false FROM {REGISTRY_TABLE}
+          WHERE status = 'accepted' AND source_file NOT IN (SELECT source_file FROM scan))
+        SELECT source_file, original FROM (
+          SELECT source_file, in_run, first_value(source_file) OVER (
+                   PARTITION BY checksum ORDER BY first_seen_at, source_file) AS original
+          FROM candidates)
+        WHERE in_run AND source_file <> original ORDER BY source_file""",
+        [[f.source_file for f in files if f.accepted and f.has_rows]]).fetchall())
+    for f in files:
+        if f.source_file in copies:
+            f.error = (f"{f.source_file}: same bytes (sha256 {f.checksum[:12]}...) as "
+                       f"{copies[f.source_file]}, which is already landed; the copy is not loaded, so its lines "
+                       "are not counted twice. Remove one of the two files, or send a correction under the "
+                       "original's name.")
+            con.execute("UPDATE merged SET status = 'rejected', error = ? WHERE source_file = ?",
+                        [f.error, f.source_file])
     con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
     con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
     con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
                     [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
     con.execute("COMMIT")
+    return copies
 
 
 @dg.asset(
@@ -63,7 +91,10 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     backfill_policy=single_run,
     retry_policy=LANDING_RETRY,
     check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset="landing_files",
-                                   description="Every landed file has the columns its payer contract names.")],
+                                   description="Every landed file has the columns its payer contract names."),
+                 dg.AssetCheckSpec(COPY_CHECK, asset="landing_files",
+                                   description="No landed file has the same bytes as another one (a re-sent "
+                                               "file under a new name); copies are rejected, not loaded.")],
     description="Registry of landed files (one partition per file, key <payer>/<file>): checksum, and whether "
                 "each file matches its payer's contract. Only accepted files flow into bronze.",
 )
@@ -93,10 +124,13 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                                      "with exponential backoff)") from exc
     gone = [k for k in wanted if k not in present]
     with warehouse.connect() as con:
-        write_registry(con, files, contracts)
+        copies = write_registry(con, files, contracts)
     rejected = [f for f in files if not f.accepted]
     for f in rejected:
-        context.log.error(f"Rejected landed file {f.error}")
+        if f.source_file in copies:
+            context.log.warning(f"Rejected landed file {f.error}")
+        else:
+            context.log.error(f"Rejected landed file {f.error}")
     for k in gone:
         context.log.warning(f"{k} is no longer in {zone.description}; its rows already loaded are kept")
     accepted = [f for f in files if f.accepted]
@@ -112,12 +146,24 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 f"| {f.source_file} | {f.payer} | {'accepted' if f.accepted else 'rejected'} | {f.checksum[:12]} |"
                 for f in files[:200])),
     })
-    problems = [f.error for f in rejected] + [f"{k}: not found in {zone.description}" for k in gone]
+    not_matching = [f for f in rejected if f.source_file not in copies]
+    problems = [f.error for f in not_matching] + [f"{k}: not found in {zone.description}" for k in gone]
     yield dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) if problems else f"all {len(files)} files match their payer contracts",
-        metadata={"files_checked": len(files), "files_rejected": len(rejected),
-                  "rejected_files": ", ".join(f.source_file for f in rejected) or "none"},
+        description="; ".join(problems) if problems else
+        f"all {len(files) - len(copies)} files checked match their payer contracts",
+        metadata={"files_checked": len(files), "files_rejected": len(not_matching),
+                  "rejected_files": ", ".join(f.source_file for f in not_matching) or "none"},
+    )
+    # A copy loses nothing (its original's rows are loaded): a warning for whoever tidies the landing zone.
+    yield dg.AssetCheckResult(
+        check_name=COPY_CHECK,
+        passed=not copies,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(f"{c} is a copy of {o} (not loaded)" for c, o in copies.items()) if copies else
+        f"no file among the {len(files)} checked is a copy of another landed file",
+        metadata={"copies_rejected": len(copies),
+                  "copies": ", ".join(f"{c} = {o}" for c, o in copies.items()) or "none"},
     )

@@ -48,6 +48,7 @@ class LandedFile:
     checksum: str = ""
     header: list[str] = field(default_factory=list)
     error: str | None = None  # why the file cannot be loaded (None = accepted)
+    has_rows: bool = True     # False for a file with a header and nothing after it
 
     @property
     def accepted(self) -> bool:
@@ -150,7 +151,9 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
                     f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file.")
         return lf
     lf.checksum, first = digest_and_head(zone, obj)
-    lf.header = read_header_line(first.split(b"\n", 1)[0], contract.delimiter)
+    head, _, rest = first.partition(b"\n")
+    lf.header = read_header_line(head, contract.delimiter)
+    lf.has_rows = obj.size_bytes > len(first) or rest.strip() != b""
     if not lf.header or lf.header == [""]:
         lf.error = f"{obj.source_file}: empty file or no header line (payer {obj.payer})."
         return lf
