@@ -59,8 +59,22 @@ def test_clean_files_pass_every_check_with_zero_failures(tmp_path):
     assert gate.metadata["files_over_threshold"].value == 0 and gate.metadata["max_rate"].value == 0.0
 
 
+VIEWS = ("bronze.bronze_claim_lines", "silver.silver_claim_lines", "silver.silver_claims_quarantine")
+
+
+def test_a_copied_or_renamed_warehouse_keeps_working_views(tmp_path, sample_run):
+    counts = {v: query(sample_run["warehouse"], f"SELECT count(*) FROM {v}")[0][0] for v in VIEWS}
+    assert counts["bronze.bronze_claim_lines"] > 0 and counts["silver.silver_claims_quarantine"] > 0
+    copy = tmp_path / "snapshot_before_load.duckdb"
+    copy.write_bytes(sample_run["warehouse"].read_bytes())
+    assert {v: query(copy, f"SELECT count(*) FROM {v}")[0][0] for v in VIEWS} == counts
+    with duckdb.connect() as con:  # attached under an alias of its own, next to another database
+        con.execute(f"ATTACH '{copy}' AS snap (READ_ONLY)")
+        assert {v: con.execute(f"SELECT count(*) FROM snap.{v}").fetchone()[0] for v in VIEWS} == counts
+
+
 def test_gold_with_a_duplicated_grain_row_fails_its_uniqueness_check(tmp_path, sample_run):
-    wh = tmp_path / sample_run["warehouse"].name  # same file name: views name their catalog
+    wh = tmp_path / "copy_of_the_warehouse.duckdb"  # another name: views do not name their catalog
     # copy the materialized warehouse, then corrupt gold by hand
     wh.write_bytes(sample_run["warehouse"].read_bytes())
     with duckdb.connect(str(wh)) as con:
@@ -104,7 +118,7 @@ def test_scoped_uniqueness_test_catches_a_collision_with_an_older_file(tmp_path,
     from medflow_assets.settings import DBT_PROJECT_DIR, load_settings, scoped_environ
     from medflow_assets.transform.dbt_core import release_warehouse
 
-    wh = tmp_path / sample_run["warehouse"].name  # same file name: views name their catalog
+    wh = tmp_path / "copy_of_the_warehouse.duckdb"  # another name: views do not name their catalog
     wh.write_bytes(sample_run["warehouse"].read_bytes())
     with duckdb.connect(str(wh)) as con:
         files = [f for (f,) in con.execute("SELECT DISTINCT source_file FROM silver.silver_claim_lines ORDER BY 1")
