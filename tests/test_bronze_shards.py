@@ -55,16 +55,17 @@ def test_a_file_moving_to_the_other_shard_keeps_its_rows_until_its_new_version_l
     path = landing / key
     original = path.read_text().splitlines()
 
-    # a new version of the file that is not valid CSV: its run fails and the file keeps its rows, in shard 1
+    # a new version of the file that is not valid CSV: it is rejected and the file keeps its rows, in shard 1
     broken = list(original)
     broken[5] += ",EXTRA"
     path.write_text("\n".join(broken) + "\n")
-    failed = materialize_graph(landing, wh, partitions=[key])
-    assert not failed.success
-    message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
-    assert f"{key} is not valid CSV at line 6" in message
+    rejected = materialize_graph(landing, wh, partitions=[key])
+    (check,) = [e for e in rejected.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
+    assert not check.passed
+    assert check.description.startswith(f"{key} is not valid CSV at line 6")
     assert _rows_per_shard(wh)[key] == (0, before[key][0])
     assert _bronze_fingerprints(wh) == before
+    assert _conserved(wh)
 
     # a valid correction (its last 100 lines removed) loads into shard 0 and leaves none in shard 1
     path.write_text("\n".join(original[:-100]) + "\n")

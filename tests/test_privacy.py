@@ -2,6 +2,7 @@
 
 import re
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -90,9 +91,10 @@ def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):
     assert leaks == set()
 
 
-def test_malformed_csv_line_fails_its_run_naming_file_and_line_without_quoting_it(tmp_path, capsys):
-    """DuckDB's CSV error repeats the offending line (patient data). The failure names the file and line; the
-    run's output, dbt's log and run_results.json carry neither the line nor its values; none of the file is loaded."""
+def test_malformed_csv_file_is_rejected_naming_file_and_line_without_quoting_it_and_others_flow(tmp_path, capsys):
+    """DuckDB's CSV error repeats the offending line (patient data). The file is rejected whole, named with its
+    line in the registry and the landed_files_parsed check; the run's output, dbt's log and run_results.json carry
+    neither the line nor its values; the run's other files reach silver and gold."""
     landing = copy_sample(tmp_path / "landing")
     f = landing / "northwind" / "northwind_claims_001.csv"
     lines = f.read_text().splitlines()
@@ -101,29 +103,43 @@ def test_malformed_csv_line_fails_its_run_naming_file_and_line_without_quoting_i
     secrets = [lines[5].split(",")[3], lines[5].split(",")[5], "Zebulon", "999-88-7777"]  # first name, email
     wh = tmp_path / "wh.duckdb"
     result = materialize_graph(landing, wh)
-    assert not result.success
-    (failure,) = result.get_step_failure_events()
-    message = failure.event_specific_data.error.to_string()
-    assert "northwind/northwind_claims_001.csv is not valid CSV at line 6" in message
-    assert "Expected Number of Columns: 23 Found: 24" in message
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.description.startswith("northwind/northwind_claims_001.csv is not valid CSV at line 6 "
+                                        "(Expected Number of Columns: 23 Found: 24)")
+    assert query(wh, "SELECT source_file, status, error FROM landing.landing_file_registry "
+                     "WHERE status <> 'accepted'") == [
+        ("northwind/northwind_claims_001.csv", "rejected", check.description)]
     out = capsys.readouterr()
-    assert "CSV Error on Line: 6" in out.out                    # dbt's report is still there, scrubbed
+    assert "CSV Error on Line: 6" in out.out                    # dbt's report of the first attempt, scrubbed
+    assert "Rejected landed file northwind/northwind_claims_001.csv is not valid CSV at line 6" in out.err + out.out
     folders = sorted((DBT_PROJECT_DIR / "target").glob("medflow_dbt_bronze_silver-*"), key=lambda p: p.stat().st_mtime)
-    texts = [message, out.out, out.err, (folders[-1] / "dbt.log").read_text(),
-             (folders[-1] / "run_results.json").read_text()]
+    failed_attempt = next(p for p in reversed(folders) if "CSV Error" in (p / "dbt.log").read_text())
+    texts = [check.description, out.out, out.err, (failed_attempt / "dbt.log").read_text(),
+             (failed_attempt / "run_results.json").read_text()]
     assert "Original Line: (not shown" in texts[3]
     for text in texts:
         for secret in secrets:
             assert secret not in text, secret
-    assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
-    # none of the file's rows are in bronze's shards, and silver was not built for any file of the run
-    tables = {(s, t) for s, t in query(wh, "SELECT table_schema, table_name FROM information_schema.tables")}
-    shards = [t for s, t in tables if s == "bronze" and t.startswith("bronze_claim_lines_shard_")]
-    assert shards, "the shard holding the other files was built"
-    for shard in shards:
-        assert query(wh, f"SELECT count(*) FROM bronze.{shard} "
-                         "WHERE source_file = 'northwind/northwind_claims_001.csv'") == [(0,)]
-    assert ("silver", "silver_claim_lines_validated") not in tables
+    # none of the file's rows are anywhere; the two other files went through silver to gold
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines "
+                     "WHERE source_file = 'northwind/northwind_claims_001.csv'") == [(0,)]
+    assert query(wh, "SELECT DISTINCT source_file FROM silver.silver_claim_lines_validated ORDER BY 1") == [
+        ("bluepeak/bluepeak_claims_001.csv",), ("cascade/cascade_claims_001.txt",)]
+    assert query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary ORDER BY 1") == [
+        ("bluepeak",), ("cascade",)]
+
+    # a corrected file under the same name (the bad line taken out): landing accepts it again and its run loads it
+    f.write_text("\n".join(lines[:5] + lines[6:]) + "\n")
+    result = materialize_graph(landing, wh, partitions=["northwind/northwind_claims_001.csv"])
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
+    assert check.passed
+    assert query(wh, "SELECT status FROM landing.landing_file_registry "
+                     "WHERE source_file = 'northwind/northwind_claims_001.csv'") == [("accepted",)]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines "
+                     "WHERE source_file = 'northwind/northwind_claims_001.csv'") == [(len(lines) - 2,)]
 
 
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):

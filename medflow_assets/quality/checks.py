@@ -5,8 +5,9 @@ import json
 
 import dagster as dg
 
+from medflow_assets.landing.assets import REGISTRY_TABLE
 from medflow_assets.quality import schemas as s
-from medflow_assets.quality.factory import SchemaCheck, schema_checks
+from medflow_assets.quality.factory import SchemaCheck, run_source_files, schema_checks
 from medflow_assets.transform.assets import model_key
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.10
@@ -92,6 +93,36 @@ def quarantine_rate_gate(con, context):
     )
 
 
+FILES_PARSED = dg.AssetCheckSpec(
+    "landed_files_parsed", asset=model_key("bronze_claim_lines"),
+    description="Every landed file of the run that matched its contract is valid CSV. A file that is not is "
+                "rejected whole, named with the line DuckDB could not parse (never the line's text), and the "
+                "run's other files go on to silver and gold.")
+
+
+def files_parsed(con, context):
+    files = run_source_files(context)
+    rows = con.execute(f"""
+        SELECT source_file, error FROM {REGISTRY_TABLE}
+        WHERE status = 'rejected' AND error LIKE '% is not valid CSV at line %'
+          AND (? IS NULL OR list_contains(?, source_file))
+        ORDER BY source_file""", [files, files]).fetchall()
+    yield dg.AssetCheckResult(
+        asset_key=FILES_PARSED.asset_key, check_name=FILES_PARSED.name, passed=not rows,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(error for _, error in rows) if rows else
+        ("every accepted landed file parsed" if files is None else f"all {len(files)} files of the run parsed"),
+        metadata={"files_not_parsed": len(rows), "rejected_files": ", ".join(f for f, _ in rows) or "none"})
+
+
+def bronze_silver_extra(con, context):
+    selected = context.selected_asset_check_keys
+    if QUARANTINE_GATE.key in selected:
+        yield from quarantine_rate_gate(con, context)
+    if FILES_PARSED.key in selected:
+        yield from files_parsed(con, context)
+
+
 bronze_silver_quality = schema_checks("bronze_silver_quality", BRONZE_SILVER_CHECKS,
-                                      extra_specs=[QUARANTINE_GATE], extra=quarantine_rate_gate)
+                                      extra_specs=[QUARANTINE_GATE, FILES_PARSED], extra=bronze_silver_extra)
 gold_quality = schema_checks("gold_quality", GOLD_CHECKS)

@@ -9,6 +9,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, dbt_assets, get_asset_key_for_model
 from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
+from medflow_assets.landing.assets import REGISTRY_TABLE
 from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
 from medflow_assets.resources import WAREHOUSE_POOL, DbtCoreResource, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
@@ -97,9 +98,9 @@ _CSV_ERROR = re.compile(r"CSV Error on Line: (\d+)")
 _CSV_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
 
 
-def malformed_landed_file(messages: list[str]) -> str | None:
-    """'<file> is not valid CSV at line N (what DuckDB found)' for the first CSV parse error among dbt's node
-    errors; never the line itself (DuckDB quotes it, and it holds patient data)."""
+def malformed_landed_file(messages: list[str]) -> tuple[str | None, str] | None:
+    """(location, '<file> is not valid CSV at line N (what DuckDB found)') for the first CSV parse error among
+    dbt's node errors; never the line itself (DuckDB quotes it, and it holds patient data)."""
     for text in messages:
         m = _CSV_ERROR.search(text)
         if not m:
@@ -109,9 +110,25 @@ def malformed_landed_file(messages: list[str]) -> str | None:
         what = lines[after[0]] if after and after[0] < len(lines) else ""
         what = "" if what.startswith("Original Line") else what
         f = _CSV_FILE.search(text)
-        return (f"{f.group(1).strip() if f else 'a landed file'} is not valid CSV at line {m.group(1)}"
-                + (f" ({what})" if what else "") + "; the line itself is not shown (it holds patient data)")
+        location = f.group(1).strip() if f else None
+        return location, (f"{location or 'a landed file'} is not valid CSV at line {m.group(1)}"
+                          + (f" ({what})" if what else "") + "; the line itself is not shown (it holds patient data)")
     return None
+
+
+def reject_malformed_file(warehouse: WarehouseResource, location: str | None, reason: str) -> str | None:
+    """Mark the accepted landed file at `location` rejected in the landing registry, with `reason` (its source
+    file name in place of the location); returns its source file, or None when no accepted file is there."""
+    if location is None:
+        return None
+    with warehouse.connect() as con:
+        row = con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE path = ? AND status = 'accepted'",
+                          [location]).fetchone()
+        if row is None:
+            return None
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'rejected', error = ? WHERE source_file = ?",
+                    [reason.replace(location, row[0]), row[0]])
+    return row[0]
 
 
 def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
@@ -136,7 +153,19 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
         with warehouse.connect():  # waits while another process still holds the file (open_warehouse)
             pass
     # profiles.yml reads MEDFLOW_* (warehouse, memory, key) from the environment while dbt runs.
-    build = dbt.build(context, env={**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path})
+    env = {**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}
+    build = dbt.build(context, env=env)
+    # A landed file that is not valid CSV is rejected whole, like a file that breaks its contract, and the
+    # build runs again without it, so the run's other files go on (the bronze_files_parsed check names it).
+    # Its rows from an earlier good version stay: a failed shard statement rolls back its delete.
+    while not build.success and not build.error and (context.has_partition_key_range or context.has_partition_key):
+        malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
+        source_file = reject_malformed_file(warehouse, *malformed) if malformed else None
+        if source_file is None:
+            break
+        context.log.error(f"Rejected landed file {malformed[1].replace(malformed[0], source_file)}; dbt runs "
+                          "again without it")
+        build = dbt.build(context, env=env)
     # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
     # to each materialization before it is reported.
     metadata = _table_metadata(warehouse, _relations(context.assets_def, TRANSLATOR))
@@ -157,12 +186,10 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
         # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
         raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
     malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
-    if malformed:
-        raise dg.Failure(
-            description=f"dbt could not parse a landed file: {malformed}. None of that file's rows were loaded "
-                        "(bronze replaces a file's rows in one transaction) and silver was not updated for any "
-                        "file of this run; land a corrected file under the same name and rerun this run's "
-                        "partitions.", allow_retries=False)
+    if malformed:  # not a file of this run's registry (rejected above otherwise)
+        raise dg.Failure(description=f"dbt could not parse a landed file: {malformed[1]}. None of that file's rows "
+                                     "were loaded (bronze replaces a file's rows in one transaction).",
+                         allow_retries=False)
     # Node ids and statuses only: a database error message can quote row values (PII).
     failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])
     raise dg.Failure(
