@@ -156,7 +156,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
     env = {**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}
     build = dbt.build(context, env=env)
     # A landed file that is not valid CSV is rejected whole, like a file that breaks its contract, and the
-    # build runs again without it, so the run's other files go on (the bronze_files_parsed check names it).
+    # build runs again without it, so the run's other files go on (the landed_files_parsed check names it).
     # Its rows from an earlier good version stay: a failed shard statement rolls back its delete.
     while not build.success and not build.error and (context.has_partition_key_range or context.has_partition_key):
         malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
