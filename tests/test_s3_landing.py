@@ -1,5 +1,7 @@
 """The S3 landing zone against a real S3-API server (SeaweedFS) on 127.0.0.1 that checks credentials."""
 
+import shutil
+
 import dagster as dg
 import pytest
 
@@ -61,6 +63,32 @@ def test_s3_landing_flows_to_gold_and_the_sensor_runs_a_new_object(s3, tmp_path)
     assert query(wh, "SELECT count(*) - count(DISTINCT (payer, claim_id, claim_line_number)) "
                      "FROM silver.silver_claim_lines") == [(0,)]
     assert _sensor(instance, s3, prefix, tick2.cursor).run_requests == []
+
+
+def test_s3_object_not_valid_csv_and_a_byte_copy_are_rejected_and_the_others_flow(s3, tmp_path):
+    prefix = "claims-bad"
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    bad = landing / "northwind" / "northwind_claims_001.csv"
+    lines = bad.read_text().splitlines()
+    bad.write_text("\n".join(lines[:5] + [lines[5] + ",EXTRA"] + lines[6:]) + "\n")  # line 6: a column too many
+    shutil.copy(landing / "cascade" / "cascade_claims_001.txt", landing / "cascade" / "cascade_claims_001_again.txt")
+    s3.upload_tree(landing, prefix)
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(tmp_path / "unused", wh, **s3.env(prefix))
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["landed_files_parsed"].passed
+    assert checks["landed_files_parsed"].description.startswith(
+        "northwind/northwind_claims_001.csv is not valid CSV at line 6")
+    assert checks["no_file_landed_twice"].description == (
+        "cascade/cascade_claims_001_again.txt is a copy of cascade/cascade_claims_001.txt (not loaded)")
+    assert query(wh, "SELECT source_file FROM landing.landing_file_registry WHERE status = 'rejected' ORDER BY 1") == [
+        ("cascade/cascade_claims_001_again.txt",), ("northwind/northwind_claims_001.csv",)]
+    assert query(wh, "SELECT DISTINCT source_file FROM silver.silver_claim_lines_validated ORDER BY 1") == [
+        ("bluepeak/bluepeak_claims_001.csv",), ("cascade/cascade_claims_001.txt",)]
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == query(
+        wh, "SELECT count(*) FROM silver.silver_claim_lines")
 
 
 def test_wrong_credentials_fail_with_a_clear_message(s3, tmp_path):
