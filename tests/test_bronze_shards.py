@@ -60,6 +60,7 @@ def test_a_file_moving_to_the_other_shard_keeps_its_rows_until_its_new_version_l
     broken[5] += ",EXTRA"
     path.write_text("\n".join(broken) + "\n")
     rejected = materialize_graph(landing, wh, partitions=[key])
+    assert rejected.success
     (check,) = [e for e in rejected.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
     assert not check.passed
     assert check.description.startswith(f"{key} is not valid CSV at line 6")

@@ -3,6 +3,7 @@
 import csv
 
 import dagster as dg
+import duckdb
 
 from tests.helpers import copy_contracts, copy_sample, materialize_graph, query, table_names
 
@@ -159,3 +160,35 @@ def test_extreme_values_are_quarantined_not_fatal(tmp_path):
     got = query(wh, "SELECT source_row_number, failed_rules FROM silver.silver_claims_quarantine ORDER BY 1")
     assert got == [(1, ["invalid_amount"]), (2, ["invalid_npi"]), (3, ["invalid_npi"])]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(len(rows) - 3,)]
+
+
+def _landed(source_file: str, checksum: str, has_rows: bool = True):
+    from medflow_assets.landing.zone import LandedFile
+    return LandedFile(payer=source_file.split("/")[0], source_file=source_file, path=f"/landing/{source_file}",
+                      size_bytes=100, checksum=checksum, header=["claim_id"], has_rows=has_rows)
+
+
+def test_a_copy_landing_in_the_same_second_as_its_original_does_not_take_its_place():
+    """first_seen_at is to the second: a copy whose name sorts first, seen in a later run within the same
+    second, is still the copy (a file of an earlier run wins the tie)."""
+    from datetime import datetime
+
+    from medflow_assets.landing.assets import write_registry
+
+    con = duckdb.connect()
+    second = datetime(2026, 11, 28, 9, 30, 0)
+    assert write_registry(con, [_landed("cascade/z_original.txt", "a" * 64)], {}, seen_at=second) == {}
+    copy = _landed("cascade/a_copy.txt", "a" * 64)
+    assert write_registry(con, [copy], {}, seen_at=second) == {"cascade/a_copy.txt": "cascade/z_original.txt"}
+    assert copy.error.startswith("cascade/a_copy.txt: same bytes (sha256 aaaaaaaaaaaa...) as cascade/z_original.txt")
+    # the same two files seen again together: still the same original
+    again = [_landed("cascade/a_copy.txt", "a" * 64), _landed("cascade/z_original.txt", "a" * 64)]
+    assert write_registry(con, again, {}, seen_at=datetime(2026, 11, 28, 10, 0, 0)) == {
+        "cascade/a_copy.txt": "cascade/z_original.txt"}
+    assert con.execute("SELECT source_file, status FROM landing.landing_file_registry ORDER BY 1").fetchall() == [
+        ("cascade/a_copy.txt", "rejected"), ("cascade/z_original.txt", "accepted")]
+    # two new files with the same bytes in one run: the first name is the original; empty files are never copies
+    both = [_landed("cascade/n2.txt", "b" * 64), _landed("cascade/n1.txt", "b" * 64),
+            _landed("cascade/e1.txt", "c" * 64, has_rows=False), _landed("cascade/e2.txt", "c" * 64, has_rows=False)]
+    assert write_registry(con, both, {}, seen_at=datetime(2026, 11, 28, 11, 0, 0)) == {
+        "cascade/n2.txt": "cascade/n1.txt"}

@@ -142,6 +142,66 @@ def test_malformed_csv_file_is_rejected_naming_file_and_line_without_quoting_it_
                      "WHERE source_file = 'northwind/northwind_claims_001.csv'") == [(len(lines) - 2,)]
 
 
+def _duckdb_csv_error(tmp_path, text: str) -> str:
+    f = tmp_path / "claims.csv"
+    f.write_text(text)
+    with pytest.raises(duckdb.Error) as err:
+        duckdb.sql(f"SELECT * FROM read_csv('{f}', delim=',', header=true, auto_detect=false, quote='\"', "
+                   "escape='\"', columns={'a': 'VARCHAR', 'b': 'VARCHAR', 'c': 'VARCHAR'})").fetchall()
+    return str(err.value)
+
+
+@pytest.mark.parametrize("text, problem", [
+    # a quoted field holding a newline: DuckDB quotes the record over two lines
+    ('a,b,c\n1,"Zebulon\nQuartermaine 999-88-7777",6,EXTRA\n2,x,y\n', "Expected Number of Columns: 3 Found: 4"),
+    # a quote never closed: DuckDB quotes everything to the end of the file
+    ('a,b,c\n1,"Zebulon,2\n3,Quartermaine 999-88-7777,9\n4,k,l\n', "Value with unterminated quote found."),
+    ('a,b,c\n1,Zebulon,Quartermaine,999-88-7777\n', "Expected Number of Columns: 3 Found: 4"),
+])
+def test_csv_errors_are_scrubbed_of_every_line_of_the_record(tmp_path, text, problem):
+    from medflow_assets.transform.assets import malformed_landed_files
+    from medflow_assets.transform.dbt_core import scrub
+
+    raw = _duckdb_csv_error(tmp_path, text)
+    assert "Zebulon" in raw and "999-88-7777" in raw      # what DuckDB says, before scrubbing
+    clean = scrub(raw)
+    for secret in ("Zebulon", "Quartermaine", "999-88-7777"):
+        assert secret not in clean
+    assert "Original Line: (not shown" in clean and problem in clean and "Possible fixes:" in clean
+    ((location, reason),) = malformed_landed_files([clean])
+    assert location == str(tmp_path / "claims.csv")
+    assert reason == (f"{location} is not valid CSV at line 2 ({problem}); the line itself is not shown "
+                      "(it holds patient data)")
+
+
+def test_a_landed_file_with_a_quote_never_closed_is_rejected_without_quoting_the_rest_of_it(tmp_path, capsys):
+    landing = copy_sample(tmp_path / "landing")
+    f = landing / "cascade" / "cascade_claims_001.txt"
+    lines = f.read_text().splitlines()
+    delimiter = "|"
+    fields = lines[5].split(delimiter)
+    secrets = [v for v in fields if len(v) > 6][:3] + [lines[7].split(delimiter)[3]]  # values after the quote too
+    fields[3] = '"' + fields[3]                                                       # opened, never closed
+    lines[5] = delimiter.join(fields)
+    f.write_text("\n".join(lines) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
+    assert not check.passed
+    assert check.description.startswith("cascade/cascade_claims_001.txt is not valid CSV at line ")
+    out = capsys.readouterr()
+    folders = sorted((DBT_PROJECT_DIR / "target").glob("medflow_dbt_bronze_silver-*"), key=lambda p: p.stat().st_mtime)
+    failed_attempt = next(p for p in reversed(folders) if "CSV Error" in (p / "dbt.log").read_text())
+    registry = query(wh, "SELECT error FROM landing.landing_file_registry WHERE status = 'rejected'")
+    assert registry == [(check.description,)]
+    texts = [check.description, out.out, out.err, (failed_attempt / "dbt.log").read_text(),
+             (failed_attempt / "run_results.json").read_text()]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text, secret
+
+
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):
     """Three-digit ZIP areas of 20,000 people or fewer (the HHS list, seeds/safe_harbor_restricted_zip3.csv)
     are reported as 000 in silver claim lines and members; other areas keep their three digits."""

@@ -3,6 +3,7 @@ recorded in the landing registry that dbt reads."""
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import dagster as dg
 
@@ -30,14 +31,17 @@ CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contrac
 """
 
 
-def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract]) -> dict[str, str]:
+def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract],
+                   seen_at: datetime | None = None) -> dict[str, str]:
     """Upsert these files into the registry and replace the contracts. A file version (same checksum)
     keeps the time it was first seen, so reprocessing unchanged input gives identical tables.
     dbt reads both tables at run time (dbt vars would force a full re-parse on every change).
 
     A file with the same bytes as another accepted file (a payer re-sending a file under a new name) is a
-    copy: loading it would count every line twice. The file first seen (ties: by name) stays the original;
+    copy: loading it would count every line twice. The file first seen stays the original (first_seen_at
+    is to the second; in a tie the file the registry already holds as accepted wins, then the first name);
     each copy is rejected here, naming its original (files with a header and no rows are never copies).
+    `seen_at` is when this scan saw the files (default: now, to the second).
     Returns {copy: original} and sets each copy's error."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
@@ -50,26 +54,29 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE merged AS
         SELECT s.*, CASE WHEN r.checksum IS NOT DISTINCT FROM s.checksum THEN r.first_seen_at
-                         ELSE date_trunc('second', now()::TIMESTAMP) END AS first_seen_at,
+                         ELSE coalesce(?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) END AS first_seen_at,
                now()::TIMESTAMP AS checked_at
-        FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""")
+        FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""", [seen_at])
+    # `held`: the registry already holds these bytes under this name as an accepted file.
     copies = dict(con.execute(f"""
         WITH candidates AS (
-          SELECT source_file, checksum, first_seen_at, true AS in_run FROM merged
-          WHERE status = 'accepted' AND list_contains(?::VARCHAR[], source_file)
+          SELECT m.source_file, m.checksum, m.first_seen_at, true AS in_run,
+                 coalesce(r.status = 'accepted' AND r.checksum = m.checksum, false) AS held
+          FROM merged m LEFT JOIN {REGISTRY_TABLE} r USING (source_file)
+          WHERE m.status = 'accepted' AND list_contains(?::VARCHAR[], m.source_file)
           UNION ALL
-          SELECT source_file, checksum, first_seen_at, false FROM {REGISTRY_TABLE}
+          SELECT source_file, checksum, first_seen_at, false, true FROM {REGISTRY_TABLE}
           WHERE status = 'accepted' AND source_file NOT IN (SELECT source_file FROM scan))
         SELECT source_file, original FROM (
           SELECT source_file, in_run, first_value(source_file) OVER (
-                   PARTITION BY checksum ORDER BY first_seen_at, source_file) AS original
+                   PARTITION BY checksum ORDER BY first_seen_at, held DESC, source_file) AS original
           FROM candidates)
         WHERE in_run AND source_file <> original ORDER BY source_file""",
         [[f.source_file for f in files if f.accepted and f.has_rows]]).fetchall())
     for f in files:
         if f.source_file in copies:
             f.error = (f"{f.source_file}: same bytes (sha256 {f.checksum[:12]}...) as "
-                       f"{copies[f.source_file]}, which is already landed; the copy is not loaded, so its lines "
+                       f"{copies[f.source_file]}, which landed first; the copy is not loaded, so its lines "
                        "are not counted twice. Remove one of the two files, or send a correction under the "
                        "original's name.")
             con.execute("UPDATE merged SET status = 'rejected', error = ? WHERE source_file = ?",
@@ -77,8 +84,9 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
     con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
-    con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
-                    [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
+    if contracts:
+        con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
+                        [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
     con.execute("COMMIT")
     return copies
 
@@ -154,7 +162,7 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(problems) if problems else
         f"all {len(files) - len(copies)} files checked match their payer contracts",
-        metadata={"files_checked": len(files), "files_rejected": len(not_matching),
+        metadata={"files_checked": len(files) - len(copies), "files_rejected": len(not_matching),
                   "rejected_files": ", ".join(f.source_file for f in not_matching) or "none"},
     )
     # A copy loses nothing (its original's rows are loaded): a warning for whoever tidies the landing zone.

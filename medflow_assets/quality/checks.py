@@ -8,7 +8,7 @@ import dagster as dg
 from medflow_assets.landing.assets import REGISTRY_TABLE
 from medflow_assets.quality import schemas as s
 from medflow_assets.quality.factory import SchemaCheck, run_source_files, schema_checks
-from medflow_assets.transform.assets import model_key
+from medflow_assets.transform.assets import NOT_VALID_CSV, model_key
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.10
 
@@ -104,14 +104,15 @@ def files_parsed(con, context):
     files = run_source_files(context)
     rows = con.execute(f"""
         SELECT source_file, error FROM {REGISTRY_TABLE}
-        WHERE status = 'rejected' AND error LIKE '% is not valid CSV at line %'
+        WHERE status = 'rejected' AND contains(error, ?)
           AND (? IS NULL OR list_contains(?, source_file))
-        ORDER BY source_file""", [files, files]).fetchall()
+        ORDER BY source_file""", [f" {NOT_VALID_CSV} ", files, files]).fetchall()
     yield dg.AssetCheckResult(
         asset_key=FILES_PARSED.asset_key, check_name=FILES_PARSED.name, passed=not rows,
         severity=dg.AssetCheckSeverity.ERROR,
         description="; ".join(error for _, error in rows) if rows else
-        ("every accepted landed file parsed" if files is None else f"all {len(files)} files of the run parsed"),
+        ("no landed file is rejected as not valid CSV" if files is None else
+         f"no file of the run's {len(files)} was rejected as not valid CSV"),
         metadata={"files_not_parsed": len(rows), "rejected_files": ", ".join(f for f, _ in rows) or "none"})
 
 

@@ -13,6 +13,7 @@ from medflow_assets.landing.assets import REGISTRY_TABLE
 from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
 from medflow_assets.resources import WAREHOUSE_POOL, DbtCoreResource, WarehouseResource
 from medflow_assets.settings import announce_key, load_settings
+from medflow_assets.transform.dbt_core import CSV_PROBLEM
 from medflow_assets.transform.project import dbt_project, ensure_manifest
 
 LAYERS = ("bronze", "silver", "gold")
@@ -96,24 +97,25 @@ def landing_read_error(messages: list[str]) -> str | None:
 
 _CSV_ERROR = re.compile(r"CSV Error on Line: (\d+)")
 _CSV_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
+NOT_VALID_CSV = "is not valid CSV at line"  # in the registry's error of such a file (quality/checks.py reads it)
 
 
-def malformed_landed_file(messages: list[str]) -> tuple[str | None, str] | None:
-    """(location, '<file> is not valid CSV at line N (what DuckDB found)') for the first CSV parse error among
-    dbt's node errors; never the line itself (DuckDB quotes it, and it holds patient data)."""
+def malformed_landed_files(messages: list[str]) -> list[tuple[str | None, str]]:
+    """(location, '<file> is not valid CSV at line N (what DuckDB found)') for each CSV parse error among dbt's
+    node errors (messages already scrubbed). Never the record itself: DuckDB quotes it, and it holds patient
+    data; of DuckDB's text only its problem is kept, and only as one of CSV_PROBLEM's fixed texts."""
+    found = []
     for text in messages:
         m = _CSV_ERROR.search(text)
         if not m:
             continue
-        lines = [line.strip() for line in text.splitlines()]
-        after = [i + 1 for i, line in enumerate(lines) if line.startswith("Original Line:")]
-        what = lines[after[0]] if after and after[0] < len(lines) else ""
-        what = "" if what.startswith("Original Line") else what
+        what = CSV_PROBLEM.search(text)
         f = _CSV_FILE.search(text)
         location = f.group(1).strip() if f else None
-        return location, (f"{location or 'a landed file'} is not valid CSV at line {m.group(1)}"
-                          + (f" ({what})" if what else "") + "; the line itself is not shown (it holds patient data)")
-    return None
+        found.append((location, f"{location or 'a landed file'} {NOT_VALID_CSV} {m.group(1)}"
+                                + (f" ({what.group(0)})" if what else "")
+                                + "; the line itself is not shown (it holds patient data)"))
+    return found
 
 
 def reject_malformed_file(warehouse: WarehouseResource, location: str | None, reason: str) -> str | None:
@@ -159,12 +161,15 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
     # build runs again without it, so the run's other files go on (the landed_files_parsed check names it).
     # Its rows from an earlier good version stay: a failed shard statement rolls back its delete.
     while not build.success and not build.error and (context.has_partition_key_range or context.has_partition_key):
-        malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
-        source_file = reject_malformed_file(warehouse, *malformed) if malformed else None
-        if source_file is None:
+        rejected = []
+        for location, reason in malformed_landed_files([msg for _, _, msg in build.failed_nodes]):
+            source_file = reject_malformed_file(warehouse, location, reason)
+            if source_file is not None:
+                rejected.append(source_file)
+                context.log.error(f"Rejected landed file {reason.replace(location, source_file)}")
+        if not rejected:
             break
-        context.log.error(f"Rejected landed file {malformed[1].replace(malformed[0], source_file)}; dbt runs "
-                          "again without it")
+        context.log.info(f"dbt runs again without {', '.join(rejected)}")
         build = dbt.build(context, env=env)
     # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
     # to each materialization before it is reported.
@@ -185,10 +190,10 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
         # A landed object could not be read (network, S3 down): worth retrying with backoff. The
         # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
         raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
-    malformed = malformed_landed_file([msg for _, _, msg in build.failed_nodes])
+    malformed = malformed_landed_files([msg for _, _, msg in build.failed_nodes])
     if malformed:  # not a file of this run's registry (rejected above otherwise)
-        raise dg.Failure(description=f"dbt could not parse a landed file: {malformed[1]}. None of that file's rows "
-                                     "were loaded (bronze replaces a file's rows in one transaction).",
+        raise dg.Failure(description=f"dbt could not parse a landed file: {malformed[0][1]}. None of that file's "
+                                     "rows were loaded (bronze replaces a file's rows in one transaction).",
                          allow_retries=False)
     # Node ids and statuses only: a database error message can quote row values (PII).
     failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])

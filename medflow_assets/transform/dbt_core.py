@@ -55,13 +55,30 @@ def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: st
     return result.result
 
 
-_ROW_TEXT = re.compile(r"^(\s*Original Line:).*$", re.MULTILINE)
+_ROW_TEXT = re.compile(r"^([ \t]*Original Line:)", re.MULTILINE)
+# What DuckDB says after the quoted record: its problem, then its fixes and the reader's options.
+_ROW_TEXT_END = re.compile(r"^(Possible fixes:|[ \t]*file = )", re.MULTILINE)
+# DuckDB's CSV problems, as fixed text and numbers only: the one part of the error kept beside the line number.
+CSV_PROBLEM = re.compile(r"Expected Number of Columns: \d+ Found: \d+|Value with unterminated quote found\."
+                         r"|Invalid unicode \(byte sequence mismatch\) detected\.|Maximum line size of \d+ bytes "
+                         r"exceeded\.|Did not find a closing quote")
 
 
 def scrub(text: str) -> str:
-    """A dbt or database message without quoted row text: DuckDB's CSV errors repeat the offending line of
-    the landed file ("Original Line: ..."), which holds patient data. The line number stays."""
-    return _ROW_TEXT.sub(r"\1 (not shown: it holds patient data; see the landed file at that line)", text)
+    """A dbt or database message without quoted row text. DuckDB's CSV errors repeat the offending record of
+    the landed file after "Original Line:" (patient data), over several lines when a quoted field holds a
+    newline or a quote is never closed (then up to the end of the file). Everything from there to DuckDB's
+    "Possible fixes:" or reader options (or to the end) goes; the line number and DuckDB's problem, when it
+    is one of CSV_PROBLEM's fixed texts, stay."""
+    out, pos = [], 0
+    while (m := _ROW_TEXT.search(text, pos)) is not None:
+        end = _ROW_TEXT_END.search(text, m.end())
+        stop = end.start() if end else len(text)
+        problems = CSV_PROBLEM.findall(text, m.end(), stop)
+        out += [text[pos:m.start()], m.group(1), " (not shown: it holds patient data; see the landed file at that line)\n",
+                *(f"{p}\n" for p in dict.fromkeys(problems))]
+        pos = stop
+    return "".join(out) + text[pos:]
 
 
 def scrub_run_results(path: Path) -> None:
