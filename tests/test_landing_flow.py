@@ -192,3 +192,21 @@ def test_a_copy_landing_in_the_same_second_as_its_original_does_not_take_its_pla
             _landed("cascade/e1.txt", "c" * 64, has_rows=False), _landed("cascade/e2.txt", "c" * 64, has_rows=False)]
     assert write_registry(con, both, {}, seen_at=datetime(2026, 11, 28, 11, 0, 0)) == {
         "cascade/n2.txt": "cascade/n1.txt"}
+
+
+def test_two_files_not_valid_csv_are_both_rejected_and_the_third_flows(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    for f in (landing / "northwind" / "northwind_claims_001.csv", landing / "bluepeak" / "bluepeak_claims_001.csv"):
+        lines = f.read_text().splitlines()
+        f.write_text("\n".join(lines[:9] + [lines[9] + ",EXTRA"] + lines[10:]) + "\n")   # line 10: a column too many
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
+    assert not check.passed and check.metadata["files_not_parsed"].value == 2
+    assert query(wh, "SELECT source_file, split_part(error, ' (', 1) FROM landing.landing_file_registry "
+                     "WHERE status = 'rejected' ORDER BY 1") == [
+        ("bluepeak/bluepeak_claims_001.csv", "bluepeak/bluepeak_claims_001.csv is not valid CSV at line 10"),
+        ("northwind/northwind_claims_001.csv", "northwind/northwind_claims_001.csv is not valid CSV at line 10")]
+    assert query(wh, "SELECT DISTINCT source_file FROM bronze.bronze_claim_lines") == [("cascade/cascade_claims_001.txt",)]
+    assert query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary") == [("cascade",)]
