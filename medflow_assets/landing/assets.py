@@ -79,8 +79,9 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                        f"{copies[f.source_file]}, which landed first; the copy is not loaded, so its lines "
                        "are not counted twice. Remove one of the two files, or send a correction under the "
                        "original's name.")
-            con.execute("UPDATE merged SET status = 'rejected', error = ? WHERE source_file = ?",
-                        [f.error, f.source_file])
+    if copies:
+        con.executemany("UPDATE merged SET status = 'rejected', error = ? WHERE source_file = ?",
+                        [(f.error, f.source_file) for f in files if f.source_file in copies])
     con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
     con.execute(f"DELETE FROM {CONTRACTS_TABLE}")

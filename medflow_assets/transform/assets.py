@@ -119,8 +119,8 @@ def malformed_landed_files(messages: list[str]) -> list[tuple[str | None, str]]:
 
 
 def reject_malformed_file(warehouse: WarehouseResource, location: str | None, reason: str) -> str | None:
-    """Mark the accepted landed file at `location` rejected in the landing registry, with `reason` (its source
-    file name in place of the location); returns its source file, or None when no accepted file is there."""
+    """Mark the accepted landed file at `location` rejected in the landing registry, with `reason` naming its
+    source file in place of the location; returns that error, or None when no accepted file is there."""
     if location is None:
         return None
     with warehouse.connect() as con:
@@ -128,9 +128,10 @@ def reject_malformed_file(warehouse: WarehouseResource, location: str | None, re
                           [location]).fetchone()
         if row is None:
             return None
+        error = reason.replace(location, row[0])
         con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'rejected', error = ? WHERE source_file = ?",
-                    [reason.replace(location, row[0]), row[0]])
-    return row[0]
+                    [error, row[0]])
+    return error
 
 
 def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
@@ -161,15 +162,13 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
     # build runs again without it, so the run's other files go on (the landed_files_parsed check names it).
     # Its rows from an earlier good version stay: a failed shard statement rolls back its delete.
     while not build.success and not build.error and (context.has_partition_key_range or context.has_partition_key):
-        rejected = []
-        for location, reason in malformed_landed_files([msg for _, _, msg in build.failed_nodes]):
-            source_file = reject_malformed_file(warehouse, location, reason)
-            if source_file is not None:
-                rejected.append(source_file)
-                context.log.error(f"Rejected landed file {reason.replace(location, source_file)}")
+        rejected = [error for location, reason in malformed_landed_files([msg for _, _, msg in build.failed_nodes])
+                    if (error := reject_malformed_file(warehouse, location, reason)) is not None]
         if not rejected:
             break
-        context.log.info(f"dbt runs again without {', '.join(rejected)}")
+        for error in rejected:
+            context.log.error(f"Rejected landed file {error}")
+        context.log.info(f"dbt runs again without the {len(rejected)} rejected file(s)")
         build = dbt.build(context, env=env)
     # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
     # to each materialization before it is reported.

@@ -64,6 +64,9 @@ CSV_PROBLEM = re.compile(r"Expected Number of Columns: \d+ Found: \d+|Value with
                          r"exceeded\.|Did not find a closing quote")
 
 
+_NOT_SHOWN = " (not shown: it holds patient data; see the landed file at that line)\n"
+
+
 def scrub(text: str) -> str:
     """A dbt or database message without quoted row text. DuckDB's CSV errors repeat the offending record of
     the landed file after "Original Line:" (patient data), over several lines when a quoted field holds a
@@ -75,8 +78,7 @@ def scrub(text: str) -> str:
         end = _ROW_TEXT_END.search(text, m.end())
         stop = end.start() if end else len(text)
         problems = CSV_PROBLEM.findall(text, m.end(), stop)
-        out += [text[pos:m.start()], m.group(1), " (not shown: it holds patient data; see the landed file at that line)\n",
-                *(f"{p}\n" for p in dict.fromkeys(problems))]
+        out += [text[pos:m.start()], m.group(1), _NOT_SHOWN, *(f"{p}\n" for p in dict.fromkeys(problems))]
         pos = stop
     return "".join(out) + text[pos:]
 
