@@ -71,3 +71,21 @@ def table_names(warehouse: Path, schemas: tuple[str, ...]) -> list[str]:
     rows = query(warehouse, "SELECT table_schema || '.' || table_name FROM information_schema.tables "
                             f"WHERE table_schema IN ({', '.join('?' for _ in schemas)}) ORDER BY 1", list(schemas))
     return [r[0] for r in rows]
+
+
+def check_result(result, name: str):
+    """The one evaluation of asset check `name` in a run's result."""
+    evals = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    assert len(evals) == 1, f"check {name} did not run"
+    return evals[0]
+
+
+def unconserved_files(warehouse: Path) -> list[tuple]:
+    """(file, bronze rows, silver + quarantined rows) of every file whose rows are not conserved."""
+    return query(warehouse, """
+        SELECT b.source_file, b.n, coalesce(s.n, 0) + coalesce(q.n, 0)
+        FROM (SELECT source_file, count(*) n FROM bronze.bronze_claim_lines GROUP BY 1) b
+        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claim_lines GROUP BY 1) s USING (source_file)
+        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claims_quarantine GROUP BY 1) q
+          USING (source_file)
+        WHERE b.n <> coalesce(s.n, 0) + coalesce(q.n, 0)""")

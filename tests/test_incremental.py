@@ -8,7 +8,7 @@ import duckdb
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor
 from medflow_assets.synth.generator import generate
-from tests.helpers import file_fingerprints, materialize_graph, query
+from tests.helpers import check_result, file_fingerprints, materialize_graph, query, unconserved_files
 
 
 def _sensor(instance, landing, cursor):
@@ -20,14 +20,6 @@ def _sensor(instance, landing, cursor):
 def _file_fingerprints(wh) -> dict[str, tuple]:
     return file_fingerprints(wh, "silver.silver_claim_lines_validated")
 
-
-def _conserved(wh) -> bool:
-    (bad,) = query(wh, """
-        SELECT count(*) FROM (SELECT source_file, count(*) n FROM bronze.bronze_claim_lines GROUP BY 1) b
-        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claim_lines GROUP BY 1) s USING (source_file)
-        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claims_quarantine GROUP BY 1) q USING (source_file)
-        WHERE b.n <> coalesce(s.n, 0) + coalesce(q.n, 0)""")[0]
-    return bad == 0
 
 
 def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
@@ -80,7 +72,7 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     gold_lines = query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary")[0][0]
     assert gold_lines == query(wh, "SELECT count(*) FROM silver.silver_claim_lines")[0][0]
     assert query(wh, f"SELECT count(*) > 0 FROM silver.silver_claim_lines WHERE source_file = '{key}'") == [(True,)]
-    assert _conserved(wh)
+    assert unconserved_files(wh) == []
 
     # a corrected version of the fourth file, same name
     fixed = generate(tmp_path / "fixed", 1500, seed=23, defect_rate=0.0, payers=["northwind"],
@@ -98,7 +90,7 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
                      "FROM silver.silver_claim_lines") == [(0,)]
     registry = query(wh, f"SELECT checksum FROM landing.landing_file_registry WHERE source_file = '{key}'")
     assert len(registry) == 1
-    assert _conserved(wh)
+    assert unconserved_files(wh) == []
     # nothing more to do
     assert _sensor(instance, landing, tick2.cursor).run_requests == []
 
@@ -116,16 +108,11 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     assert key not in emptied and emptied == before
     assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == query(
         wh, "SELECT count(*) FROM silver.silver_claim_lines")
-    assert _conserved(wh)
+    assert unconserved_files(wh) == []
 
 
 GOLD_SUMMARY = "SELECT * EXCLUDE (through_load_id) FROM gold.claims_monthly_summary ORDER BY ALL"
 
-
-def _check(result, name):
-    evals = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
-    assert len(evals) == 1, f"check {name} did not run"
-    return evals[0]
 
 
 def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_on(tmp_path):
@@ -142,10 +129,10 @@ def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_
     result = materialize_graph(landing, wh, partitions=[copy, "cascade/cascade_empty_a.txt",
                                                         "cascade/cascade_empty_b.txt"])
     assert result.success
-    check = _check(result, "no_file_landed_twice")
+    check = check_result(result, "no_file_landed_twice")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.description == f"{copy} is a copy of cascade/cascade_claims_001.txt (not loaded)"
-    assert _check(result, "files_match_payer_contracts").passed
+    assert check_result(result, "files_match_payer_contracts").passed
     assert query(wh, "SELECT source_file, status, error LIKE '%same bytes%as cascade/cascade_claims_001.txt%' "
                      "FROM landing.landing_file_registry ORDER BY 1") == [
         ("cascade/cascade_claims_001.txt", "accepted", None),
@@ -159,7 +146,7 @@ def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_
     # every file processed again in one run: the original stays the original, whatever the order
     result = materialize_graph(landing, wh)
     assert result.success
-    assert _check(result, "no_file_landed_twice").description == \
+    assert check_result(result, "no_file_landed_twice").description == \
         f"{copy} is a copy of cascade/cascade_claims_001.txt (not loaded)"
     assert query(wh, "SELECT source_file FROM landing.landing_file_registry WHERE status = 'rejected'") == [
         (copy,)]
@@ -176,7 +163,7 @@ def test_a_re_sent_file_with_other_bytes_is_quarantined_as_duplicates_not_double
     header, *lines = (landing / "cascade" / "cascade_claims_001.txt").read_text().splitlines()
     (landing / "cascade" / "cascade_claims_001_resent.txt").write_text("\n".join([header, *lines[::-1]]) + "\n")
     result = materialize_graph(landing, wh, partitions=["cascade/cascade_claims_001_resent.txt"])
-    assert _check(result, "no_file_landed_twice").passed
+    assert check_result(result, "no_file_landed_twice").passed
     # every row of the resent file duplicates an earlier line: quarantined, and the gate stops gold
     n = query(wh, "SELECT count(*), count(*) FILTER (WHERE failed_rules = ['duplicate_line']) FROM "
                   "silver.silver_claims_quarantine WHERE source_file = 'cascade/cascade_claims_001_resent.txt'")[0]

@@ -5,13 +5,14 @@ import csv
 import dagster as dg
 import duckdb
 
-from tests.helpers import copy_contracts, copy_sample, materialize_graph, query, table_names
-
-
-def _check(result, name):
-    evals = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
-    assert len(evals) == 1, f"check {name} did not run"
-    return evals[0]
+from tests.helpers import (
+    check_result,
+    copy_contracts,
+    copy_sample,
+    materialize_graph,
+    query,
+    table_names,
+)
 
 
 def test_file_not_matching_its_contract_is_rejected_and_others_flow(tmp_path):
@@ -23,7 +24,7 @@ def test_file_not_matching_its_contract_is_rejected_and_others_flow(tmp_path):
         csv.writer(f).writerows([[v for i, v in enumerate(r) if i not in drop] for r in rows[:50]])
     wh = tmp_path / "wh.duckdb"
     result = materialize_graph(landing, wh)
-    check = _check(result, "files_match_payer_contracts")
+    check = check_result(result, "files_match_payer_contracts")
     assert not check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
     assert "northwind/northwind_broken.csv" in check.description
@@ -83,7 +84,7 @@ def test_new_payer_onboarded_with_only_a_contract_and_a_file_reaches_gold(tmp_pa
     wh = tmp_path / "wh.duckdb"
     result = materialize_graph(landing, wh, contracts=contracts)
     assert result.success
-    assert _check(result, "files_match_payer_contracts").passed
+    assert check_result(result, "files_match_payer_contracts").passed
     gold = query(wh, "SELECT service_month, lines, claims, paid_amount, denied_lines FROM gold.claims_monthly_summary "
                      "WHERE payer = 'meridian' ORDER BY 1")
     assert [(str(m), n, c, str(p), d) for m, n, c, p, d in gold] == [

@@ -150,3 +150,31 @@ def test_s3_down_mid_run_retries_then_fails_naming_the_object_and_leaves_no_part
         assert again.success
     assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{key}'") == [(1502,)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated") == [(1502,)]
+
+
+def test_s3_object_names_that_are_glob_patterns_are_read_as_exactly_that_object(s3, tmp_path):
+    prefix = "claims-glob"
+    landing = tmp_path / "landing"
+    generate(landing, 300, seed=47, defect_rate=0.0, payers=["northwind"], manifest_dir=tmp_path / "m")
+    [plain] = (landing / "northwind").iterdir()
+    header, *rows = plain.read_text().splitlines()
+    plain.write_text("\n".join([header, *rows[6:]]) + "\n")
+    (landing / "northwind" / "northwind_claims_00?.csv").write_text("\n".join([header, *rows[:4]]) + "\n")
+    (landing / "northwind" / "northwind_claims_*.csv").write_text("\n".join([header, *rows[4:6]]) + "\n")
+    (landing / "northwind" / "2025").mkdir()
+    (landing / "northwind" / "2025" / "northwind_claims_009.csv").write_text(header + "\n")
+    s3.upload_tree(landing, prefix)
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(tmp_path / "unused", wh, **s3.env(prefix))
+    assert result.success
+    # '*' is read as itself; '?' cannot be read from S3 at all, so that object is rejected by name
+    assert dict(query(wh, "SELECT source_file, count(*) FROM bronze.bronze_claim_lines GROUP BY 1")) == {
+        f"northwind/{plain.name}": len(rows) - 6, "northwind/northwind_claims_*.csv": 2}
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(len(rows) - 4,)]
+    [contract] = [e for e in result.get_asset_check_evaluations() if e.check_name == "files_match_payer_contracts"]
+    assert contract.description == ("northwind/northwind_claims_00?.csv: an S3 object name with '?' cannot be read "
+                                    "(DuckDB's S3 reader takes it as the start of URL parameters). Rename the object.")
+    [unread] = [e for e in result.get_asset_check_evaluations() if e.check_name == "every_landed_file_read"]
+    assert not unread.passed
+    assert unread.description == ("northwind/2025/northwind_claims_009.csv: in a subfolder of northwind/ (only "
+                                  "files directly in a payer folder are read)")

@@ -91,10 +91,16 @@ select
   {{ sql_str(file.checksum) }} as file_checksum,
   cast(row_number() over () as bigint) as source_row_number,
   cast({{ sql_str(file.ingested_at) }} as timestamp) as ingested_at
-from read_csv({{ sql_str(file.path) }},
+from read_csv({{ sql_str(glob_literal(file.path)) }},
   delim = {{ sql_str(contract.delimiter) }}, header = true, auto_detect = false,
   quote = '"', escape = '"',
   columns = { {%- for col in file.header %}{{ sql_str(col) }}: 'VARCHAR'{{ ", " if not loop.last }}{% endfor -%} })
+{%- endmacro %}
+
+{#- A path DuckDB reads as exactly that file: read_csv treats *, ? and [ as a glob, so a landed file named
+    claims_*.csv would also read claims_001.csv. Each becomes a one-character class ([*], [?], [[]). -#}
+{% macro glob_literal(path) -%}
+{{ return(path | replace('[', '[[]') | replace('*', '[*]') | replace('?', '[?]')) }}
 {%- endmacro %}
 
 {#- An empty relation with the bronze columns (no file landed yet). -#}

@@ -18,6 +18,8 @@ REGISTRY_TABLE = "landing.landing_file_registry"
 CONTRACTS_TABLE = "landing.payer_contracts"
 CONTRACT_CHECK = "files_match_payer_contracts"
 COPY_CHECK = "no_file_landed_twice"
+UNREAD_CHECK = "every_landed_file_read"
+UNREAD_SHOWN = 20  # files named in the check's description; the metadata has the count
 _AUTH_ERRORS = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken")
 
 _REGISTRY_DDL = f"""
@@ -32,7 +34,7 @@ CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contrac
 
 
 def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract],
-                   seen_at: datetime | None = None) -> dict[str, str]:
+                   seen_at: datetime | None = None, gone: dict[str, str] | None = None) -> dict[str, str]:
     """Upsert these files into the registry and replace the contracts. A file version (same checksum)
     keeps the time it was first seen, so reprocessing unchanged input gives identical tables.
     dbt reads both tables at run time (dbt vars would force a full re-parse on every change).
@@ -42,13 +44,17 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     is to the second; in a tie the file the registry already holds as accepted wins, then the first name);
     each copy is rejected here, naming its original (files with a header and no rows are never copies).
     `seen_at` is when this scan saw the files (default: now, to the second).
+    `gone`: {file: why} for registered files no longer in the landing zone. An accepted one becomes
+    `missing`: dbt stops reading it (its rows already loaded stay), and it still counts as the original of
+    any copy of it that lands later.
     Returns {copy: original} and sets each copy's error."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
                 "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR)")
     if files:
         con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
-            (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header),
+            # a rejected file's first line may be data (no header): only accepted headers are kept
+            (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header) if f.accepted else None,
              "accepted" if f.accepted else "rejected", f.error) for f in files])
     con.execute("BEGIN TRANSACTION")
     con.execute(f"""
@@ -66,7 +72,7 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
           WHERE m.status = 'accepted' AND list_contains(?::VARCHAR[], m.source_file)
           UNION ALL
           SELECT source_file, checksum, first_seen_at, false, true FROM {REGISTRY_TABLE}
-          WHERE status = 'accepted' AND source_file NOT IN (SELECT source_file FROM scan))
+          WHERE status IN ('accepted', 'missing') AND source_file NOT IN (SELECT source_file FROM scan))
         SELECT source_file, original FROM (
           SELECT source_file, in_run, first_value(source_file) OVER (
                    PARTITION BY checksum ORDER BY first_seen_at, held DESC, source_file) AS original
@@ -84,6 +90,9 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                         [(f.error, f.source_file) for f in files if f.source_file in copies])
     con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
+    if gone:
+        con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, checked_at = now()::TIMESTAMP "
+                        "WHERE source_file = ? AND status = 'accepted'", [(why, k) for k, why in gone.items()])
     con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
     if contracts:
         con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
@@ -103,7 +112,11 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                                    description="Every landed file has the columns its payer contract names."),
                  dg.AssetCheckSpec(COPY_CHECK, asset="landing_files",
                                    description="No landed file has the same bytes as another one (a re-sent "
-                                               "file under a new name); copies are rejected, not loaded.")],
+                                               "file under a new name); copies are rejected, not loaded."),
+                 dg.AssetCheckSpec(UNREAD_CHECK, asset="landing_files",
+                                   description="Every file in the landing zone is a claim file MedFlow reads (in a "
+                                               "payer folder, named as its contract says); the others are named "
+                                               "here, never skipped without a word.")],
     description="Registry of landed files (one partition per file, key <payer>/<file>): checksum, and whether "
                 "each file matches its payer's contract. Only accepted files flow into bronze.",
 )
@@ -118,7 +131,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     wanted = sorted(context.partition_keys)
     attempt = context.retry_number + 1
     try:
-        present = {o.source_file: o for o in zone.list_objects(contracts)}
+        scan = zone.scan(contracts)
+        present = {o.source_file: o for o in scan.objects}
         # sha256 releases the GIL: files are hashed in parallel (1.9 GB in 11 files: 1.4 s -> 0.7 s on 2 cores)
         with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
             files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer)),
@@ -131,17 +145,20 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         context.log.warning(f"landing read failed (attempt {attempt} of {LANDING_RETRY.max_retries + 1}): {exc}")
         raise dg.Failure(description=f"{exc} (attempt {attempt} of {LANDING_RETRY.max_retries + 1}; retried "
                                      "with exponential backoff)") from exc
-    gone = [k for k in wanted if k not in present]
+    gone = {k: f"{k} is no longer in {zone.description}; its rows already loaded are kept"
+            for k in wanted if k not in present}
     with warehouse.connect() as con:
-        copies = write_registry(con, files, contracts)
+        copies = write_registry(con, files, contracts, gone=gone)
     rejected = [f for f in files if not f.accepted]
     for f in rejected:
         if f.source_file in copies:
             context.log.warning(f"Rejected landed file {f.error}")
         else:
             context.log.error(f"Rejected landed file {f.error}")
-    for k in gone:
-        context.log.warning(f"{k} is no longer in {zone.description}; its rows already loaded are kept")
+    for why in gone.values():
+        context.log.warning(why)
+    for why in scan.unread[:UNREAD_SHOWN]:
+        context.log.warning(f"Not read: {why}")
     accepted = [f for f in files if f.accepted]
     context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, from {zone.description}")
     yield dg.MaterializeResult(metadata={
@@ -175,4 +192,14 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         f"no file among the {len(files)} checked is a copy of another landed file",
         metadata={"copies_rejected": len(copies),
                   "copies": ", ".join(f"{c} = {o}" for c, o in copies.items()) or "none"},
+    )
+    # A file MedFlow does not read loses nothing already loaded, but someone meant it to be read.
+    more = len(scan.unread) - UNREAD_SHOWN
+    yield dg.AssetCheckResult(
+        check_name=UNREAD_CHECK,
+        passed=not scan.unread,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(scan.unread[:UNREAD_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+        if scan.unread else f"every file in {zone.description} is a claim file of a payer folder",
+        metadata={"files_not_read": len(scan.unread)},
     )

@@ -25,9 +25,10 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     the sha256, computed only when the fingerprint moved; on S3 both are the ETag."""
     previous: dict[str, list[str]] = json.loads(cursor) if cursor else {}
     contracts = load_contracts(load_settings().contracts_path)
-    objects = zone.list_objects(contracts)
-    state, requests, summary = {}, [], {"new": [], "changed": [], "unchanged": [], "deleted": []}
-    for obj in objects:
+    scan = zone.scan(contracts)
+    state, requests, summary = {}, [], {"new": [], "changed": [], "unchanged": [], "deleted": [],
+                                        "not read": scan.unread}
+    for obj in scan.objects:
         before = previous.get(obj.source_file)
         if before and before[0] == obj.fingerprint:
             state[obj.source_file] = before
@@ -62,6 +63,8 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
             zone, context.cursor, known, checksum_of=_sha256 if isinstance(zone, LocalLanding) else None)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
+        for why in summary["not read"][:20]:  # every tick, until the file is moved or renamed
+            context.log.warning(f"Not read: {why}")
         context.log.info(", ".join(f"{k}: {len(v)}" for k, v in summary.items()))
         return dg.SensorResult(
             run_requests=requests,

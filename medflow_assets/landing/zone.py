@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Protocol
 from medflow_assets.landing.contracts import PayerContract
 
 CHUNK = 8 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class LandingReadError(RuntimeError):
@@ -55,19 +57,46 @@ class LandedFile:
         return self.error is None
 
 
+@dataclass
+class Scan:
+    objects: list[LandingObject]                         # the claim files: <payer>/<file> matching a contract
+    unread: list[str] = field(default_factory=list)      # "<where>: why MedFlow does not read it"
+
+
 class LandingZone(Protocol):
     description: str
+
+    def scan(self, contracts: dict[str, PayerContract]) -> Scan: ...
 
     def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]: ...
 
     def stream(self, obj: LandingObject) -> Iterator[bytes]: ...
 
 
-def _wanted(payer: str, name: str, contracts: dict[str, PayerContract]) -> bool:
-    if name.startswith(".") or payer.startswith((".", "_")):
+def _hidden(part: str) -> bool:
+    """Names MedFlow never reads nor reports: dotfiles, and folders starting with . or _ (e.g. _archive)."""
+    return part.startswith((".", "_"))
+
+
+def _classify(rel: str, contracts: dict[str, PayerContract], unread: list[str]) -> bool:
+    """True when `rel` (a path under the landing root, / separated) is a claim file to read; otherwise it
+    is either hidden or noted in `unread` with the reason, so no file is skipped without a word."""
+    parts = rel.split("/")
+    if any(_hidden(p) for p in parts[:-1]) or parts[-1].startswith("."):
         return False
+    if len(parts) == 1:
+        unread.append(f"{rel}: not in a payer folder (files are read from <landing>/<payer>/<file>)")
+        return False
+    if len(parts) > 2:
+        unread.append(f"{rel}: in a subfolder of {parts[0]}/ (only files directly in a payer folder are read)")
+        return False
+    payer, name = parts
     contract = contracts.get(payer)
-    return contract is None or Path(name).match(contract.file_glob)
+    if contract is not None and not Path(name).match(contract.file_glob):
+        unread.append(f"{rel}: name does not match the {payer} contract's file_glob {contract.file_glob!r} "
+                      "(rename the file, or change file_glob in the contract)")
+        return False
+    return True  # a folder without a contract is read, and rejected at landing with that reason
 
 
 class LocalLanding:
@@ -75,17 +104,22 @@ class LocalLanding:
         self.root = Path(root)
         self.description = str(self.root)
 
-    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
+    def scan(self, contracts: dict[str, PayerContract]) -> Scan:
         if not self.root.is_dir():
             raise LandingReadError(f"landing folder {self.root} does not exist (set MEDFLOW_LANDING_PATH)")
-        out = []
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for path in sorted(p for p in folder.iterdir() if p.is_file()):
-                if _wanted(folder.name, path.name, contracts):
+        out, unread = [], []
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                rel = path.relative_to(self.root).as_posix()
+                if _classify(rel, contracts, unread) and path.is_file():
                     st = path.stat()
-                    out.append(LandingObject(f"{folder.name}/{path.name}", str(path.resolve()), st.st_size,
-                                             f"{st.st_size}:{st.st_mtime_ns}"))
-        return out
+                    out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}"))
+        return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
+
+    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
+        return self.scan(contracts).objects
 
     def stream(self, obj: LandingObject) -> Iterator[bytes]:
         try:
@@ -106,22 +140,22 @@ class S3Landing:
     def _key(self, source_file: str) -> str:
         return f"{self.prefix}/{source_file}" if self.prefix else source_file
 
-    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
+    def scan(self, contracts: dict[str, PayerContract]) -> Scan:
         start = f"{self.prefix}/" if self.prefix else ""
-        out = []
+        out, unread = [], []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=start):
                 for item in page.get("Contents", []):
                     rel = item["Key"][len(start):]
-                    if rel.count("/") != 1:
-                        continue
-                    payer, name = rel.split("/")
-                    if _wanted(payer, name, contracts):
+                    if rel and not rel.endswith("/") and _classify(rel, contracts, unread):
                         out.append(LandingObject(rel, f"s3://{self.bucket}/{item['Key']}", int(item["Size"]),
                                                  item["ETag"].strip('"')))
         except Exception as exc:  # botocore raises many types; the message must name the place
             raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
-        return sorted(out, key=lambda o: o.source_file)
+        return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
+
+    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
+        return self.scan(contracts).objects
 
     def stream(self, obj: LandingObject) -> Iterator[bytes]:
         key = self._key(obj.source_file)
@@ -150,7 +184,15 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
         lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
                     f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file.")
         return lf
+    if obj.location.startswith("s3://") and "?" in obj.name:
+        lf.error = (f"{obj.source_file}: an S3 object name with '?' cannot be read (DuckDB's S3 reader takes it "
+                    "as the start of URL parameters). Rename the object.")
+        return lf
     lf.checksum, first = digest_and_head(zone, obj)
+    if first.startswith(GZIP_MAGIC):
+        lf.error = (f"{obj.source_file}: is gzip-compressed; landed files must be plain text, "
+                    f"{contract.delimiter!r}-delimited. Decompress it and land it again.")
+        return lf
     head, _, rest = first.partition(b"\n")
     lf.header = read_header_line(head, contract.delimiter)
     lf.has_rows = obj.size_bytes > len(first) or rest.strip() != b""
@@ -159,10 +201,27 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
         return lf
     missing = contract.missing_columns(lf.header)
     if missing:
+        # the first line may be data (a file without a header): its values are never repeated
         lf.error = (f"{obj.source_file}: columns do not match the {obj.payer} contract; missing columns: "
                     f"{', '.join(missing)} (expected delimiter {contract.delimiter!r}, found header "
                     f"{len(lf.header)} columns).")
+    elif problem := header_name_problem(lf.header):
+        lf.error = f"{obj.source_file}: {problem}; every column needs its own name. Fix the header and land it again."
     return lf
+
+
+def header_name_problem(header: list[str]) -> str | None:
+    """Why DuckDB could not read a file with this header (None: it can). Column names are compared
+    ignoring case, as DuckDB compares them; a delimiter at the end of every line gives an unnamed column."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if not name:
+            return f"header column {i} of {len(header)} has no name (a delimiter at the end of the header line?)"
+        if name.lower() in seen:
+            return (f"header names column {name!r} twice (columns {seen[name.lower()]} and {i}; "
+                    "names are compared ignoring case)")
+        seen[name.lower()] = i
+    return None
 
 
 def read_header_line(line: bytes, delimiter: str) -> list[str]:

@@ -1,0 +1,172 @@
+"""Landed files that used to break a run, corrupt lineage or vanish without a word (found by an adversarial
+review): unusable headers, compressed files, files MedFlow does not read, deleted files, file names that are
+glob patterns, and rows whose values only the blocking silver schema used to catch."""
+
+import csv
+import gzip
+import io
+
+import dagster as dg
+
+from medflow_assets.synth.generator import generate
+from tests.helpers import check_result, copy_sample, materialize_graph, query, unconserved_files
+
+NW = "northwind/northwind_claims_001.csv"
+
+
+
+def _rows(path):
+    return list(csv.reader(path.open(newline="")))
+
+
+def _write(path, rows, line_end=""):
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator=line_end + "\n").writerows(rows)
+    path.write_text(buf.getvalue())
+
+
+
+def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest_reaches_gold(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    rows = _rows(landing / NW)
+    header = rows[0]
+    # a delimiter at the end of every line: a column without a name
+    _write(landing / "northwind" / "northwind_trailing.csv", [r + [""] for r in rows[:20]])
+    # the same column twice (names compare ignoring case, as in DuckDB)
+    _write(landing / "northwind" / "northwind_twice.csv",
+           [header + ["DEPARTMENT"]] + [r + ["x"] for r in rows[1:20]])
+    (landing / "northwind" / "northwind_zipped.csv").write_bytes(gzip.compress((landing / NW).read_bytes()))
+    # no header: the first line is patient data, and no trace of it may be kept
+    _write(landing / "northwind" / "northwind_headless.csv", rows[1:20])
+    first_row = rows[1]
+    wh = tmp_path / "wh.duckdb"
+
+    result = materialize_graph(landing, wh)
+
+    check = check_result(result, "files_match_payer_contracts")
+    assert not check.passed
+    n = len(header) + 1
+    assert (f"northwind/northwind_trailing.csv: header column {n} of {n} has no name (a delimiter at the end of "
+            "the header line?); every column needs its own name") in check.description
+    assert (f"northwind/northwind_twice.csv: header names column 'DEPARTMENT' twice (columns "
+            f"{header.index('department') + 1} and {n}; names are compared ignoring case)") in check.description
+    assert "northwind/northwind_zipped.csv: is gzip-compressed" in check.description
+    assert "northwind/northwind_headless.csv: columns do not match the northwind contract" in check.description
+    assert check.metadata["files_rejected"].value == 4
+    registry = query(wh, "SELECT source_file, status, header_json FROM landing.landing_file_registry "
+                         "WHERE source_file <> ALL(['bluepeak/bluepeak_claims_001.csv', "
+                         "'cascade/cascade_claims_001.txt', ?]) ORDER BY 1", [NW])
+    assert [(f, s) for f, s, _ in registry] == [
+        ("northwind/northwind_headless.csv", "rejected"), ("northwind/northwind_trailing.csv", "rejected"),
+        ("northwind/northwind_twice.csv", "rejected"), ("northwind/northwind_zipped.csv", "rejected")]
+    assert [h for _, _, h in registry] == [None] * 4  # a rejected file's first line is not kept
+    registry_text = str(query(wh, "SELECT * FROM landing.landing_file_registry"))
+    for value in (first_row[header.index("first_name")], first_row[header.index("ssn")],
+                  first_row[header.index("email")], first_row[header.index("member_id")]):
+        assert value not in registry_text
+    # the run went on: every accepted file reached silver and gold, and nothing of the rejected ones
+    assert result.success
+    assert query(wh, "SELECT count(DISTINCT source_file) FROM silver.silver_claim_lines") == [(3,)]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file LIKE 'northwind/%' "
+                     "AND source_file <> ?", [NW]) == [(0,)]
+    assert {r[0] for r in query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary")} == {
+        "northwind", "bluepeak", "cascade"}
+    assert unconserved_files(wh) == []
+
+
+def test_files_medflow_does_not_read_are_named_in_a_warning(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    (landing / "claims_for_nobody.csv").write_text("a,b\n1,2\n")
+    (landing / "northwind" / "2025").mkdir()
+    (landing / "northwind" / "2025" / "northwind_claims_009.csv").write_bytes((landing / NW).read_bytes())
+    (landing / "northwind" / "northwind_claims_010.CSV").write_bytes((landing / NW).read_bytes())
+    (landing / "northwind" / ".DS_Store").write_text("finder")        # hidden: neither read nor reported
+    (landing / "_archive").mkdir()
+    (landing / "_archive" / "old.csv").write_text("a\n1\n")              # a folder starting with _: the same
+    wh = tmp_path / "wh.duckdb"
+
+    result = materialize_graph(landing, wh)
+
+    assert result.success
+    check = check_result(result, "every_landed_file_read")
+    assert not check.passed
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.description == (
+        "claims_for_nobody.csv: not in a payer folder (files are read from <landing>/<payer>/<file>); "
+        "northwind/2025/northwind_claims_009.csv: in a subfolder of northwind/ (only files directly in a payer "
+        "folder are read); northwind/northwind_claims_010.CSV: name does not match the northwind contract's "
+        "file_glob '*.csv' (rename the file, or change file_glob in the contract)")
+    assert check.metadata["files_not_read"].value == 3
+    assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
+
+
+def test_a_deleted_file_keeps_its_rows_and_later_runs_still_succeed(tmp_path):
+    landing = copy_sample(tmp_path / "landing")
+    wh, instance = tmp_path / "wh.duckdb", dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    gone = "cascade/cascade_claims_001.txt"
+    kept = query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = ?", [gone])[0][0]
+    silver_before = query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?", [gone])
+    gold_before = query(wh, "SELECT payer, sum(lines), sum(paid_amount) FROM gold.claims_monthly_summary "
+                            "GROUP BY 1 ORDER BY 1")
+    original = landing / gone
+    saved = original.read_bytes()
+    original.unlink()
+    # the file's partition is still known, so a run over every partition asks for it
+    rows = _rows(landing / NW)
+    _write(landing / NW, rows[:1001])  # and another file changes in the same run
+
+    result = materialize_graph(landing, wh, instance=instance,
+                               partitions=["bluepeak/bluepeak_claims_001.csv", gone, NW])
+
+    assert result.success
+    assert f"{gone}: not found in" in check_result(result, "files_match_payer_contracts").description
+    assert query(wh, "SELECT status, error LIKE '%no longer in%kept' FROM landing.landing_file_registry "
+                     "WHERE source_file = ?", [gone]) == [("missing", True)]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = ?", [gone]) == [(kept,)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?", [gone]) == silver_before
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = ?", [NW]) == [(1000,)]
+    assert unconserved_files(wh) == []
+    gold_after = query(wh, "SELECT payer, sum(lines), sum(paid_amount) FROM gold.claims_monthly_summary "
+                           "GROUP BY 1 ORDER BY 1")
+    assert [g for g in gold_after if g[0] != "northwind"] == [g for g in gold_before if g[0] != "northwind"]
+
+    # its rows are still loaded, so a copy of it under a new name is still a copy
+    (landing / "cascade" / "cascade_claims_001_again.txt").write_bytes(saved)
+    result = materialize_graph(landing, wh, instance=instance, partitions=["cascade/cascade_claims_001_again.txt"])
+    assert result.success
+    assert check_result(result, "no_file_landed_twice").description == (
+        f"cascade/cascade_claims_001_again.txt is a copy of {gone} (not loaded)")
+    (landing / "cascade" / "cascade_claims_001_again.txt").unlink()
+
+    # put back, it is accepted again and its rows are the same
+    original.write_bytes(saved)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[gone]).success
+    assert query(wh, "SELECT status FROM landing.landing_file_registry WHERE source_file = ?", [gone]) == [
+        ("accepted",)]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = ?", [gone]) == [(kept,)]
+
+
+def test_file_names_that_are_glob_patterns_are_read_as_exactly_that_file(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, 300, seed=41, defect_rate=0.0, payers=["northwind"], manifest_dir=tmp_path / "m")
+    [plain] = (landing / "northwind").iterdir()
+    rows = _rows(plain)
+    # names DuckDB would expand: each would also read the plain file (and [v] would read none)
+    names = {"northwind_claims_00?.csv": rows[1:4], "northwind_claims_*.csv": rows[4:6],
+             "northwind_[v2].csv": rows[6:7]}
+    lines = [r for r in rows[1:] if r not in rows[1:7]]
+    _write(plain, [rows[0], *lines])
+    for name, part in names.items():
+        _write(landing / "northwind" / name, [rows[0], *part])
+    wh = tmp_path / "wh.duckdb"
+
+    result = materialize_graph(landing, wh)
+
+    assert result.success
+    counts = dict(query(wh, "SELECT source_file, count(*) FROM bronze.bronze_claim_lines GROUP BY 1"))
+    assert counts == {f"northwind/{plain.name}": len(lines), "northwind/northwind_claims_00?.csv": 3,
+                      "northwind/northwind_claims_*.csv": 2, "northwind/northwind_[v2].csv": 1}
+    assert query(wh, "SELECT count(*) FROM silver.silver_claims_quarantine") == [(0,)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(len(rows) - 1,)]
+
