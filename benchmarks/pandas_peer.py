@@ -27,7 +27,8 @@ from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
 RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "invalid_service_date",
          "invalid_paid_date", "invalid_birth_date", "invalid_amount", "unknown_status", "invalid_npi",
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
-         "amounts_out_of_order", "duplicate_line")  # the order of dbt's failed_rules list
+         "amounts_out_of_order", "paid_before_service", "invalid_department", "invalid_denial_reason_code",
+         "duplicate_line")  # the order of dbt's failed_rules list
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
 PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
@@ -166,7 +167,9 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
     zip3 = zip_digits.str[:3]
     s["zip3"] = zip3.mask(zip3.isin(RESTRICTED_ZIP3), "000").where(zip_digits.str.len() >= 5)
     s["provider_npi"] = trim(b["provider_npi"])
-    s["department"] = nullif_empty(trim(b["department"]).str.replace(" ", "_").str.lower()).fillna("unknown")
+    # DuckDB's strip_accents + lower; every character but a-z, 0-9, _ becomes _
+    dept = trim(b["department"]).str.lower().str.normalize("NFKD").str.replace(r"[\u0300-\u036f]", "", regex=True)
+    s["department"] = nullif_empty(dept.str.replace(r"[^a-z0-9_]", "_", regex=True)).fillna("unknown")
     s["diagnosis_code"] = trim(b["diagnosis_code"]).str.replace(".", "", regex=False).str.upper()
     s["procedure_code"] = trim(b["procedure_code"]).str.upper()
     pos = trim(b["place_of_service"])
@@ -187,7 +190,8 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
         "missing_member_id": s["member_key"].isna(),
         "invalid_service_date": s["service_date"].isna(),
         "invalid_paid_date": present("paid_date") & s["paid_date"].isna(),
-        "invalid_birth_date": present("member_birth_date") & birth.isna(),
+        "invalid_birth_date": present("member_birth_date") & (
+            birth.isna() | (birth < pd.Timestamp("1900-01-01")) | (birth > s["service_date"])).fillna(True),
         "invalid_amount": billed.isna() | allowed.isna() | paid.isna(),
         "unknown_status": status.isna(),
         "invalid_npi": ~npi_is_valid(s["provider_npi"]),
@@ -196,6 +200,10 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
         "invalid_place_of_service": s["place_of_service"].notna()
                                     & ~s["place_of_service"].fillna("").str.fullmatch(r"[0-9]{2}"),
         "amounts_out_of_order": status.notna() & (status != "reversed") & out_of_order,
+        "paid_before_service": (s["paid_date"] < s["service_date"]).fillna(False),
+        "invalid_department": ~s["department"].str[:1].between("a", "z"),
+        "invalid_denial_reason_code": s["denial_reason_code"].notna()
+                                      & ~s["denial_reason_code"].fillna("").str.fullmatch(r"[0-9A-Z]{1,4}"),
     }
     for rule, failed in rules.items():
         s[rule] = np.asarray(failed, dtype=bool)

@@ -170,3 +170,48 @@ def test_file_names_that_are_glob_patterns_are_read_as_exactly_that_file(tmp_pat
     assert query(wh, "SELECT count(*) FROM silver.silver_claims_quarantine") == [(0,)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(len(rows) - 1,)]
 
+
+def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_to_block_gold(tmp_path):
+    landing = tmp_path / "landing"
+    generate(landing, 400, seed=43, defect_rate=0.0, payers=["northwind"], manifest_dir=tmp_path / "m")
+    [path] = (landing / "northwind").iterdir()
+    rows = _rows(path)
+    col = {name: i for i, name in enumerate(rows[0])}
+    paid = [i for i, r in enumerate(rows) if i and r[col["paid_date"]] and r[col["status"]] == "paid"]
+    edits = {
+        paid[0]: {"department": "OB/GYN"},                    # normalized, kept: ob_gyn
+        paid[1]: {"department": "Pédiatrie Générale"},        # accents stripped, kept: pediatrie_generale
+        paid[2]: {"department": "3rd floor"},                 # cannot be made a name: invalid_department
+        paid[3]: {"paid_date": "2001-01-01"},                 # before the service: paid_before_service
+        paid[4]: {"birth_date": "1890-05-05"},                # invalid_birth_date
+        paid[5]: {"birth_date": "2099-01-01"},                # born after the service: invalid_birth_date
+        paid[6]: {"denial_code": "N/A"},                      # invalid_denial_reason_code
+    }
+    for i, change in edits.items():
+        for field, value in change.items():
+            rows[i][col[field]] = value
+    _write(path, rows)
+    wh = tmp_path / "wh.duckdb"
+    source = f"northwind/{path.name}"
+
+    result = materialize_graph(landing, wh)
+
+    assert result.success, "one bad row each must not stop gold"
+    assert check_result(result, "pandera_SilverClaimLines").passed
+    quarantined = dict(query(wh, "SELECT source_row_number, failed_rules FROM silver.silver_claims_quarantine "
+                                 "WHERE source_file = ?", [source]))
+    assert quarantined == {paid[2]: ["invalid_department"], paid[3]: ["paid_before_service"],
+                           paid[4]: ["invalid_birth_date"], paid[5]: ["invalid_birth_date"],
+                           paid[6]: ["invalid_denial_reason_code"]}
+    assert dict(query(wh, "SELECT source_row_number, department FROM silver.silver_claim_lines "
+                          "WHERE source_row_number IN (?, ?)", [paid[0], paid[1]])) == {
+        paid[0]: "ob_gyn", paid[1]: "pediatrie_generale"}
+    log = dict(query(wh, "SELECT rule_id, rows_failed FROM silver.silver_data_quality_log WHERE rows_failed > 0"))
+    assert log == {"invalid_department": 1, "paid_before_service": 1, "invalid_birth_date": 2,
+                   "invalid_denial_reason_code": 1}
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 5,)]
+    assert unconserved_files(wh) == []
+    # a member version with an impossible birth date keeps no birth year (the members schema passes)
+    assert check_result(result, "pandera_SilverMembers").passed
+    assert query(wh, "SELECT count(*) FROM silver.silver_members WHERE birth_year < 1900 OR birth_year > 2030") == [
+        (0,)]

@@ -34,7 +34,9 @@ parsed as (
     {{ zip3_of_digits('member_zip_digits') }} as zip3,
     trim(provider_npi) as provider_npi,
     {{ npi_number('trim(provider_npi)') }} as npi_number,
-    coalesce(nullif(lower(replace(trim(department), ' ', '_')), ''), 'unknown') as department,
+    {#- lower case ASCII: accents stripped, every character but a-z, 0-9 and _ becomes _ ('OB/GYN' -> 'ob_gyn') -#}
+    coalesce(nullif(regexp_replace(lower(strip_accents(trim(department))), '[^a-z0-9_]', '_', 'g'), ''), 'unknown')
+      as department,
     upper(replace(trim(diagnosis_code), '.', '')) as diagnosis_code,
     upper(trim(procedure_code)) as procedure_code,
     case when regexp_full_match(trim(place_of_service), '[0-9]{1,2}') then lpad(trim(place_of_service), 2, '0')
@@ -96,7 +98,8 @@ select
     case when member_key is null then 'missing_member_id' end,
     case when service_date is null then 'invalid_service_date' end,
     case when nullif(trim(raw_paid_date), '') is not null and paid_date is null then 'invalid_paid_date' end,
-    case when has_birth_date and birth_date is null then 'invalid_birth_date' end,
+    case when has_birth_date and (birth_date is null or birth_date < date '1900-01-01' or birth_date > service_date)
+         then 'invalid_birth_date' end,
     case when billed_amount is null or allowed_amount is null or paid_amount is null then 'invalid_amount' end,
     case when claim_status is null then 'unknown_status' end,
     case when not {{ npi_number_is_valid('npi_number') }} then 'invalid_npi' end,
@@ -109,6 +112,11 @@ select
     case when claim_status is not null and claim_status <> 'reversed'
           and not (paid_amount <= allowed_amount and allowed_amount <= billed_amount)
          then 'amounts_out_of_order' end,
+    case when paid_date < service_date then 'paid_before_service' end,
+    {#- after the normalization above only the first character can be wrong (a digit or _) -#}
+    case when not (left(department, 1) between 'a' and 'z') then 'invalid_department' end,
+    case when denial_reason_code is not null and not regexp_full_match(denial_reason_code, '[0-9A-Z]{1,4}')
+         then 'invalid_denial_reason_code' end,
     case when claim_id is not null and claim_line_number is not null and is_duplicate
          then 'duplicate_line' end
   ], r -> r is not null) as failed_rules

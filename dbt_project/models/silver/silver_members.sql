@@ -23,7 +23,9 @@ inputs as materialized (
     {{ pseudonym_input('lower(member_email)') }} as email_ref,
     {{ pseudonym_input('right(' ~ digits('member_phone') ~ ', 10)') }} as phone_ref,
     {{ pseudonym_input(digits('member_ssn')) }} as ssn_ref,
-    year({{ by_payer(contracts, parse_date, 'member_birth_date') }}) as birth_year,
+    {#- a birth date silver quarantines as impossible (before 1900, in the future) gives no birth year -#}
+    case when {{ by_payer(contracts, parse_date, 'member_birth_date') }} between date '1900-01-01' and current_date
+         then year({{ by_payer(contracts, parse_date, 'member_birth_date') }}) end as birth_year,
     {{ gender('member_gender') }} as gender,
     {{ zip3('member_zip') }} as zip3
   from distinct_members
