@@ -24,8 +24,18 @@
   {{ return(assigned[shard]) }}
 {%- endmacro %}
 
+{#- Shard k's table, or none when this connection cannot see it. Asked of DuckDB, not of dbt's relation cache:
+    the cache learns of a shard the other thread creates during this run at once, while this thread's
+    transaction may have begun before that commit and cannot see it ("Table ... does not exist" in a first
+    build, a race between the two threads). A table only ever appears during a run, so what this query sees
+    is what this model's transaction sees. -#}
 {% macro bronze_shard_relation(k) -%}
-  {{ return(adapter.get_relation(this.database, this.schema, 'bronze_claim_lines_shard_' ~ k)) }}
+  {%- set name = 'bronze_claim_lines_shard_' ~ k -%}
+  {%- set found = run_query("select count(*) from information_schema.tables where table_catalog = "
+                            ~ sql_str(this.database) ~ " and table_schema = " ~ sql_str(this.schema)
+                            ~ " and table_name = " ~ sql_str(name)) -%}
+  {%- if found.columns[0].values()[0] == 0 -%}{{ return(none) }}{%- endif -%}
+  {{ return(api.Relation.create(database=this.database, schema=this.schema, identifier=name, type='table')) }}
 {%- endmacro %}
 
 {#- Pre-hook of a shard: inside the shard's transaction, delete the rows of the files it loads from every
