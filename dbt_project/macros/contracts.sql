@@ -16,6 +16,17 @@
   {%- endif -%}
 {%- endmacro %}
 
+{#- True when one of this run's files replaces rows silver loaded from other bytes (a corrected file; the
+    `replaces_loaded_rows` flag the Dagster step writes, transform/assets.py write_selection). -#}
+{% macro run_replaces_loaded_rows() -%}
+  {%- if not execute -%}{{ return(false) }}{%- endif -%}
+  {%- set registry = source('landing', 'landing_file_registry') -%}
+  {%- set selection = adapter.get_relation(registry.database, registry.schema, 'dbt_selection') -%}
+  {%- if selection is none -%}{{ return(false) }}{%- endif -%}
+  {%- set found = run_query("select count(*) from " ~ selection ~ " where replaces_loaded_rows") -%}
+  {{ return(found.columns[0].values()[0] > 0) }}
+{%- endmacro %}
+
 {#- True when this run's files include every file landing has registered (a first load or a full rerun);
     false while dbt only parses. -#}
 {% macro run_covers_every_file() -%}

@@ -135,12 +135,22 @@ def reject_malformed_file(warehouse: WarehouseResource, location: str | None, re
 
 
 def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
-    """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql)."""
+    """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql), and
+    for each whether it replaces rows silver loaded from other bytes (a corrected file): then silver_members
+    is rebuilt, so no member version only the old bytes had stays behind."""
     with warehouse.connect() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS landing")
-        con.execute(f"CREATE OR REPLACE TABLE {SELECTION_TABLE} (source_file VARCHAR PRIMARY KEY)")
+        con.execute(f"CREATE OR REPLACE TABLE {SELECTION_TABLE} "
+                    "(source_file VARCHAR PRIMARY KEY, replaces_loaded_rows BOOLEAN NOT NULL)")
+        replaced: set[str] = set()
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'silver' "
+                       "AND table_name = 'silver_data_quality_log'").fetchone()[0]:
+            replaced = {r[0] for r in con.execute(f"""
+                SELECT DISTINCT l.source_file FROM silver.silver_data_quality_log l
+                JOIN {REGISTRY_TABLE} r USING (source_file)
+                WHERE r.status = 'accepted' AND l.file_checksum IS DISTINCT FROM r.checksum""").fetchall()}
         if source_files:
-            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?)", [(k,) for k in source_files])
+            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)", [(k, k in replaced) for k in source_files])
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: WarehouseResource):
