@@ -71,6 +71,23 @@ def _land(tmp_path, landing, tag, payer, lines, seed, offset):
     return f"{payer}/{f.path.name}"
 
 
+MARK = 1_000_000  # added to gold.claims_monthly_summary.lines: no real month has that many lines here
+
+
+def _mark(wh) -> None:
+    with duckdb.connect(str(wh)) as con:
+        con.execute(f"UPDATE gold.claims_monthly_summary SET lines = lines + {MARK}")
+
+
+def _unmark(wh) -> set[str]:
+    """Payers whose gold rows still carry the mark (not recomputed since _mark); removes the mark."""
+    with duckdb.connect(str(wh)) as con:
+        marked = {r[0] for r in con.execute(
+            f"SELECT DISTINCT payer FROM gold.claims_monthly_summary WHERE lines >= {MARK}").fetchall()}
+        con.execute(f"UPDATE gold.claims_monthly_summary SET lines = lines - {MARK} WHERE lines >= {MARK}")
+    return marked
+
+
 def test_gold_follows_silver_per_payer_including_loads_whose_run_skipped_gold(tmp_path):
     landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
     generate(landing, 6000, seed=31, defect_rate=0.02, manifest_dir=tmp_path / "m0")
@@ -87,9 +104,12 @@ def test_gold_follows_silver_per_payer_including_loads_whose_run_skipped_gold(tm
     assert _through(wh) == first
     assert query(wh, f"SELECT count(*) > 0 FROM silver.silver_claim_lines WHERE source_file = '{nw}'") == [(True,)]
 
-    # a cascade file's run reaches gold: both changed payers are recomputed, bluepeak is left alone
+    # a cascade file's run reaches gold: both changed payers are recomputed, bluepeak is left alone (a mark
+    # put on every payer's gold rows survives only where gold was not recomputed)
     cas = _land(tmp_path, landing, "next", "cascade", 1200, 33, 3_000_000)
+    _mark(wh)
     assert materialize_graph(landing, wh, instance=instance, partitions=[cas]).success
+    assert _unmark(wh) == {"bluepeak"}
     assert_gold_equals_a_rebuild(wh)
     second = _through(wh)
     assert second["bluepeak"] == first["bluepeak"]
@@ -107,8 +127,10 @@ def test_gold_follows_silver_per_payer_including_loads_whose_run_skipped_gold(tm
     assert min(third["cascade"]) > max(second["cascade"])
 
     # a run with nothing new for gold recomputes no payer
+    _mark(wh)
     assert materialize_graph(landing, wh, instance=instance, partitions=[],
                              selection=dg.AssetSelection.groups("gold")).success
+    assert _unmark(wh) == {"bluepeak", "cascade", "northwind"}
     assert _through(wh) == third
 
     # silver rebuilt without a payer (here: its rows removed by hand): the next gold build drops its rows too

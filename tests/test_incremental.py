@@ -1,5 +1,6 @@
 """File-driven incremental runs, end to end on the local landing zone: a new file, then a corrected one."""
 
+import csv
 import shutil
 
 import dagster as dg
@@ -172,3 +173,59 @@ def test_a_re_sent_file_with_other_bytes_is_quarantined_as_duplicates_not_double
     assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before
     with duckdb.connect(str(wh), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM silver.silver_claim_lines").fetchone()[0] == 3000
+
+
+def test_a_corrected_file_leaves_no_member_version_only_its_old_bytes_had(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 4000, seed=51, defect_rate=0.0, payers=["northwind", "cascade"], manifest_dir=tmp_path / "m")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    members_before = query(wh, "SELECT count(*) FROM silver.silver_members")[0][0]
+    [path] = (landing / "northwind").iterdir()
+    header, *lines = list(csv.reader(path.open(newline="")))
+    kept = lines[: len(lines) // 2]
+    kept[0][header.index("phone")] = "555-010-9999"  # a kept line's member gets a new phone: a new version
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *kept])
+
+    result = materialize_graph(landing, wh, instance=instance, partitions=[f"northwind/{path.name}"])
+
+    assert result.success
+    # the same members as a warehouse built from scratch from what is landed now: none of the dropped lines'
+    # members, no old phone version that only the old bytes had
+    fresh = tmp_path / "fresh.duckdb"
+    assert materialize_graph(landing, fresh).success
+    members = "SELECT * FROM silver.silver_members ORDER BY ALL"
+    assert query(wh, members) == query(fresh, members)
+    assert query(wh, "SELECT count(*) FROM silver.silver_members")[0][0] < members_before
+    assert query(wh, "SELECT count(DISTINCT payer) FROM silver.silver_members") == [(2,)]
+
+
+def test_the_quarantine_gate_keeps_gold_held_back_while_any_landed_file_is_over_its_limit(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 2000, seed=53, defect_rate=0.0, payers=["northwind", "cascade"], manifest_dir=tmp_path / "m")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    gold_before = query(wh, GOLD_SUMMARY)
+    # a northwind file with every status unknown: all its rows quarantined (northwind allows 10%)
+    [nw] = (landing / "northwind").iterdir()
+    header, *lines = list(csv.reader(nw.open(newline="")))
+    status = header.index("status")
+    with (landing / "northwind" / "northwind_bad.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *[[*r[:status], "lost", *r[status + 1:]] for r in lines[:50]]])
+    bad = materialize_graph(landing, wh, instance=instance, partitions=["northwind/northwind_bad.csv"])
+    assert not bad.success
+    assert check_result(bad, "quarantine_rate_gate").description.startswith(
+        "northwind/northwind_bad.csv: 100.00% quarantined > 10% (top rules: ")
+    # a clean file of another payer: the gate still looks at every file, so gold stays held back
+    generate(tmp_path / "more", 300, seed=54, defect_rate=0.0, payers=["cascade"], file_tag="later", row_offset=100_000,
+             manifest_dir=tmp_path / "m2")
+    [later] = (tmp_path / "more" / "cascade").iterdir()
+    shutil.copy(later, landing / "cascade" / later.name)
+    clean = materialize_graph(landing, wh, instance=instance, partitions=[f"cascade/{later.name}"])
+    assert not clean.success
+    gate = check_result(clean, "quarantine_rate_gate")
+    assert not gate.passed and gate.description.startswith("northwind/northwind_bad.csv: 100.00% quarantined")
+    assert query(wh, GOLD_SUMMARY) == gold_before
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?",
+                 [f"cascade/{later.name}"]) == [(300,)]

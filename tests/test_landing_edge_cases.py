@@ -186,6 +186,9 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
         paid[4]: {"birth_date": "1890-05-05"},                # invalid_birth_date
         paid[5]: {"birth_date": "2099-01-01"},                # born after the service: invalid_birth_date
         paid[6]: {"denial_code": "N/A"},                      # invalid_denial_reason_code
+        paid[7]: {"paid_date": "soon"},                       # invalid_paid_date
+        paid[8]: {"birth_date": "1990-02-31"},                # invalid_birth_date (does not parse)
+        paid[9]: {"line_number": "0"},                        # invalid_claim_line_number
     }
     for i, change in edits.items():
         for field, value in change.items():
@@ -202,14 +205,15 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
                                  "WHERE source_file = ?", [source]))
     assert quarantined == {paid[2]: ["invalid_department"], paid[3]: ["paid_before_service"],
                            paid[4]: ["invalid_birth_date"], paid[5]: ["invalid_birth_date"],
-                           paid[6]: ["invalid_denial_reason_code"]}
+                           paid[6]: ["invalid_denial_reason_code"], paid[7]: ["invalid_paid_date"],
+                           paid[8]: ["invalid_birth_date"], paid[9]: ["invalid_claim_line_number"]}
     assert dict(query(wh, "SELECT source_row_number, department FROM silver.silver_claim_lines "
                           "WHERE source_row_number IN (?, ?)", [paid[0], paid[1]])) == {
         paid[0]: "ob_gyn", paid[1]: "pediatrie_generale"}
     log = dict(query(wh, "SELECT rule_id, rows_failed FROM silver.silver_data_quality_log WHERE rows_failed > 0"))
-    assert log == {"invalid_department": 1, "paid_before_service": 1, "invalid_birth_date": 2,
-                   "invalid_denial_reason_code": 1}
-    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 5,)]
+    assert log == {"invalid_department": 1, "paid_before_service": 1, "invalid_birth_date": 3,
+                   "invalid_denial_reason_code": 1, "invalid_paid_date": 1, "invalid_claim_line_number": 1}
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 8,)]
     assert unconserved_files(wh) == []
     # a member version with an impossible birth date keeps no birth year (the members schema passes)
     assert check_result(result, "pandera_SilverMembers").passed

@@ -1,5 +1,6 @@
 """No clear PII planted by the generator appears in silver, gold, the run's logs or asset metadata."""
 
+import hmac
 import re
 
 import dagster as dg
@@ -7,6 +8,7 @@ import duckdb
 import pytest
 
 from medflow_assets.settings import DBT_PROJECT_DIR
+from medflow_assets.transform.connection_plugin import hmac_pads
 from tests.helpers import copy_sample, materialize_graph, query, table_names
 
 TOKEN = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+|\(\d{3}\) \d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{2}-\d{4}"
@@ -233,3 +235,29 @@ def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):
     # the Pandera schemas hold the same rule, and passed
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["pandera_SilverMembers"].passed and checks["pandera_SilverClaimLines"].passed
+
+
+def test_the_pii_key_is_never_stored_in_the_warehouse_dbt_artifacts_logs_or_events(tmp_path, capsys):
+    key = "privacy-test-key-7f3a9c51"
+    ipad, opad = hmac_pads(key)
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(copy_sample(tmp_path / "landing"), wh, pii_key=key)
+    assert result.success
+    with duckdb.connect(str(wh), read_only=True) as con:
+        # the HMAC macro lived only in dbt's sessions (a TEMP macro): not in the warehouse's catalog
+        assert con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'medflow_pii_hmac'"
+                           ).fetchone() == (0,)
+        # and the key was used: a member key is the HMAC of its normalized member id under this key
+        member_id, member_key = con.execute(
+            "SELECT b.member_id, s.member_key FROM bronze.bronze_claim_lines b JOIN "
+            "silver.silver_claim_lines_validated s USING (source_file, source_row_number) "
+            "WHERE s.member_key IS NOT NULL LIMIT 1").fetchone()
+    assert member_key == hmac.new(key.encode(), f"member:{member_id.upper()}".encode(), "sha256").hexdigest()
+    targets = [p for p in (DBT_PROJECT_DIR / "target").glob(f"*-{result.run_id[:8]}-*") if p.is_dir()]
+    assert len(targets) == 2  # the bronze + silver and the gold invocations
+    blobs = {str(wh): wh.read_bytes(), "stdout+stderr": "".join(capsys.readouterr()).encode(),
+             "events": "\n".join(str(e) for e in result.all_events).encode()}
+    blobs.update({str(f): f.read_bytes() for t in targets for f in t.rglob("*") if f.is_file()})
+    for name, blob in blobs.items():
+        for secret in (key, ipad, opad):
+            assert secret.encode() not in blob, f"{secret[:12]}... found in {name}"
