@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
 
+from medflow_assets.settings import DBT_PROJECT_DIR
 from medflow_assets.synth.generator import generate
 from tests.helpers import SAMPLE_LANDING, materialize_graph
 
@@ -19,8 +21,12 @@ def generated_100k(tmp_path_factory) -> dict:
     instance = DagsterInstance.ephemeral()
     result = materialize_graph(landing, warehouse, instance=instance)
     assert result.success, "materializing the generated 100K set failed"
+    # this run's dbt artifacts and logs, kept here: dbt_project/target keeps only the newest invocations
+    targets = root / "dbt_targets"
+    for folder in (DBT_PROJECT_DIR / "target").glob(f"*-{result.run_id[:8]}-*"):
+        shutil.copytree(folder, targets / folder.name)
     return {"landing": landing, "manifest": manifest, "warehouse": warehouse, "result": result,
-            "instance": instance}
+            "instance": instance, "dbt_targets": targets}
 
 
 @pytest.fixture(scope="session")

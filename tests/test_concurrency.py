@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -41,10 +42,14 @@ def test_two_runs_for_different_files_at_once_both_succeed(tmp_path):
     add = ("import sys, dagster as dg; i = dg.DagsterInstance.get(); "
            "i.add_dynamic_partitions('landing_file', sys.argv[1:])")
     subprocess.run([sys.executable, "-c", add, *keys], env=env, check=True, timeout=120)
+    # output to files, not pipes: a run blocked on a full pipe while holding the pool slot would stall both
+    logs = [tmp_path / f"run{i}.log" for i in range(len(keys))]
     procs = [subprocess.Popen([DAGSTER, "asset", "materialize", "--select", "*", "--partition", key, "-m",
                                "medflow_assets.definitions"], env=env, cwd=PROJECT_ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for key in keys]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+                              stdout=log.open("w"), stderr=subprocess.STDOUT) for key, log in zip(keys, logs)]
+    for p in procs:
+        p.wait(timeout=600)
+    outputs = [log.read_text() for log in logs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
         assert "RUN_SUCCESS" in out
@@ -60,15 +65,24 @@ def test_a_step_waits_while_another_process_still_holds_the_warehouse(tmp_path, 
     to wait."""
     wh = tmp_path / "wh.duckdb"
     duckdb.connect(str(wh)).close()
-    hold = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(1.5)"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdout=subprocess.PIPE, text=True)
+    # the holder keeps the lock until told to let go (no timing: the order of events is what is asserted)
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(duckdb.IOException, match="lock"):
         open_warehouse(str(wh), wait_s=0)
-    t0 = time.monotonic()
-    con = open_warehouse(str(wh), wait_s=30)
-    waited = time.monotonic() - t0
+    released = threading.Event()
+
+    def release():
+        time.sleep(1.0)
+        released.set()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+
+    threading.Thread(target=release, daemon=True).start()
+    con = open_warehouse(str(wh), wait_s=60)
     con.close()
     holder.wait(timeout=30)
-    assert 0.3 < waited < 30
+    assert released.is_set()  # it opened only after the holder let go: it waited
     assert any("held by another process; waiting" in r.getMessage() for r in caplog.records)

@@ -77,9 +77,9 @@ def test_cli_rejects_bad_arguments_with_message(tmp_path, capsys):
     assert "lines must be at least 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("rows_per_file, expected_files", [(1000, 3), (10_000, 1)])
+@pytest.mark.parametrize("rows_per_file, expected_files", [(1000, 7), (10_000, 1)])
 def test_rows_per_file_bounds_file_size(tmp_path, rows_per_file, expected_files):
     files = generate(tmp_path / "l", 7000, seed=2, rows_per_file=rows_per_file, payers=["northwind"],
                      manifest_dir=tmp_path / "m")
-    assert len(files) == max(expected_files, -(-7000 // rows_per_file))
+    assert len(files) == expected_files
     assert all(f.lines <= rows_per_file + 50 for f in files)

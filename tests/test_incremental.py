@@ -1,6 +1,7 @@
 """File-driven incremental runs, end to end on the local landing zone: a new file, then a corrected one."""
 
 import csv
+import hashlib
 import shutil
 
 import dagster as dg
@@ -89,8 +90,8 @@ def test_new_file_runs_alone_and_a_corrected_file_replaces_its_rows(tmp_path):
     assert query(wh, f"SELECT count(*) FROM silver.silver_claims_quarantine WHERE source_file = '{key}'") == [(0,)]
     assert query(wh, "SELECT count(*) - count(DISTINCT (payer, claim_id, claim_line_number)) "
                      "FROM silver.silver_claim_lines") == [(0,)]
-    registry = query(wh, f"SELECT checksum FROM landing.landing_file_registry WHERE source_file = '{key}'")
-    assert len(registry) == 1
+    assert query(wh, f"SELECT checksum FROM landing.landing_file_registry WHERE source_file = '{key}'") == [
+        (hashlib.sha256((landing / key).read_bytes()).hexdigest(),)]  # the corrected bytes'
     assert unconserved_files(wh) == []
     # nothing more to do
     assert _sensor(instance, landing, tick2.cursor).run_requests == []

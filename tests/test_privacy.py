@@ -1,12 +1,16 @@
 """No clear PII planted by the generator appears in silver, gold, the run's logs or asset metadata."""
 
 import hmac
+import logging
 import re
+import shutil
 
 import dagster as dg
 import duckdb
+import ibis
 import pytest
 
+from medflow_assets.quality.checks import BRONZE_SILVER_CHECKS
 from medflow_assets.settings import DBT_PROJECT_DIR
 from medflow_assets.transform.connection_plugin import hmac_pads
 from tests.helpers import copy_sample, materialize_graph, query, table_names
@@ -83,10 +87,38 @@ def test_no_clear_pii_in_run_logs_or_metadata(generated_100k, planted):
     assert leaks_in_text(text, planted) == set()
 
 
+
+def test_failing_rows_are_named_by_lineage_or_grain_never_by_pii(generated_100k, planted, tmp_path):
+    """Break a rule on rows of every bronze and silver table (in a copy of the warehouse): each check fails,
+    and its failing keys and description carry no planted value."""
+    wh = tmp_path / "broken.duckdb"
+    shutil.copy(generated_100k["warehouse"], wh)
+    with duckdb.connect(str(wh)) as con:
+        con.execute("UPDATE bronze.bronze_claim_lines_shard_0 SET payer = upper(member_email) "
+                    "WHERE source_row_number <= 5")
+        con.execute("UPDATE silver.silver_claim_lines_validated SET department = '#' || member_key, "
+                    "claim_status = 'lost' WHERE source_row_number <= 5")
+        con.execute("UPDATE silver.silver_claim_lines_validated SET failed_rules = NULL "
+                    "WHERE source_row_number BETWEEN 6 AND 8")
+        con.execute("UPDATE silver.silver_members SET gender = 'X' WHERE member_key IN "
+                    "(SELECT member_key FROM silver.silver_members LIMIT 5)")
+        con.execute("UPDATE silver.silver_data_quality_log SET rows_failed = rows_checked + 1 "
+                    "WHERE rule_id = 'invalid_npi'")
+        ibis_con = ibis.duckdb.from_connection(con)
+        results = {c.name: c.run(ibis_con, logging.getLogger("test")) for c in BRONZE_SILVER_CHECKS}
+    failed = {name for name, r in results.items() if not r.passed}
+    assert {"pandera_BronzeClaimLines", "pandera_SilverClaimLinesValidated", "pandera_SilverClaimLines",
+            "pandera_SilverMembers", "pandera_SilverDataQualityLog"} <= failed
+    shown = "\n".join(f"{r.description}\n{r.metadata}" for r in results.values())
+    assert "failing_keys" in shown and "source_row_number=1" in shown and "claim_id=" in shown
+    assert leaks_in_text(shown, planted) == set()
+
 def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):
-    files = [p for p in (DBT_PROJECT_DIR / "target").rglob("*") if p.is_file()
+    targets = sorted(p.name.split("-")[0] for p in generated_100k["dbt_targets"].iterdir())
+    assert targets == ["medflow_dbt_bronze_silver", "medflow_dbt_gold"]  # the run's two dbt invocations
+    files = [p for p in generated_100k["dbt_targets"].rglob("*") if p.is_file()
              and p.suffix in (".log", ".json", ".sql")]
-    assert files
+    assert {"dbt.log", "run_results.json"} <= {p.name for p in files}
     leaks = set()
     for p in files:
         leaks |= leaks_in_text(p.read_text(errors="replace"), planted)
