@@ -1,6 +1,7 @@
 """The S3 landing zone against a real S3-API server (SeaweedFS) on 127.0.0.1 that checks credentials."""
 
 import shutil
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -23,6 +24,24 @@ def _sensor(instance, server, prefix, cursor):
     res = LandingResource(bucket=BUCKET, prefix=prefix, endpoint_url=server.endpoint,
                           access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY)
     return s3_landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"landing": res}))
+
+
+@contextmanager
+def _resources(wh, env):
+    with medflow_env(warehouse_path=wh, **env):
+        from medflow_assets.resources import build_resources
+        from medflow_assets.settings import load_settings
+        yield build_resources(load_settings())
+
+
+def _cascade_on_s3(s3, tmp_path, prefix):
+    """The sample's cascade file under prefix, its partition registered: (key, instance, warehouse, a context
+    manager giving the resources with the S3 settings in the environment)."""
+    s3.upload_tree(SAMPLE_LANDING / "cascade", f"{prefix}/cascade")
+    key = "cascade/cascade_claims_001.txt"
+    instance, wh = dg.DagsterInstance.ephemeral(), tmp_path / "wh.duckdb"
+    instance.add_dynamic_partitions("landing_file", [key])
+    return key, instance, wh, _resources(wh, s3.env(prefix))
 
 
 def test_s3_landing_flows_to_gold_and_the_sensor_runs_a_new_object(s3, tmp_path):
@@ -114,16 +133,8 @@ def test_wrong_credentials_fail_with_a_clear_message(s3, tmp_path):
 
 
 def test_s3_down_mid_run_retries_then_fails_naming_the_object_and_leaves_no_partial_rows(s3, tmp_path):
-    prefix = "claims-fault"
-    s3.upload_tree(SAMPLE_LANDING / "cascade", f"{prefix}/cascade")
-    key = "cascade/cascade_claims_001.txt"
-    instance, wh = dg.DagsterInstance.ephemeral(), tmp_path / "wh.duckdb"
-    instance.add_dynamic_partitions("landing_file", [key])
-    env = s3.env(prefix)
-    with medflow_env(warehouse_path=wh, **env):
-        from medflow_assets.resources import build_resources
-        from medflow_assets.settings import load_settings
-        resources = build_resources(load_settings())
+    key, instance, wh, with_resources = _cascade_on_s3(s3, tmp_path, "claims-fault")
+    with with_resources as resources:
         # the landing step reads the object while the server is up ...
         ok = dg.materialize(ALL_ASSETS, resources=resources, instance=instance, partition_key=key,
                             selection=dg.AssetSelection.assets("landing_files"), raise_on_error=False)
@@ -183,14 +194,8 @@ def test_s3_object_names_that_are_glob_patterns_are_read_as_exactly_that_object(
 
 def test_s3_down_during_landing_is_retried_with_backoff_then_fails_naming_the_zone(s3, tmp_path):
     prefix = "claims-landing-down"
-    s3.upload_tree(SAMPLE_LANDING / "cascade", f"{prefix}/cascade")
-    key = "cascade/cascade_claims_001.txt"
-    instance, wh = dg.DagsterInstance.ephemeral(), tmp_path / "wh.duckdb"
-    instance.add_dynamic_partitions("landing_file", [key])
-    with medflow_env(warehouse_path=wh, **s3.env(prefix)):
-        from medflow_assets.resources import build_resources
-        from medflow_assets.settings import load_settings
-        resources = build_resources(load_settings())
+    key, instance, wh, with_resources = _cascade_on_s3(s3, tmp_path, prefix)
+    with with_resources as resources:
         s3.stop()
         try:
             failed = dg.materialize(ALL_ASSETS, resources=resources, instance=instance, partition_key=key,
