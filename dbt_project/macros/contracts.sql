@@ -16,15 +16,16 @@
   {%- endif -%}
 {%- endmacro %}
 
-{#- True when one of this run's files replaces rows silver loaded from other bytes (a corrected file; the
+{#- The payers of this run's files that replace rows silver loaded from other bytes (a corrected file; the
     `replaces_loaded_rows` flag the Dagster step writes, transform/assets.py write_selection). -#}
-{% macro run_replaces_loaded_rows() -%}
-  {%- if not execute -%}{{ return(false) }}{%- endif -%}
+{% macro payers_reloaded() -%}
+  {%- if not execute -%}{{ return([]) }}{%- endif -%}
   {%- set registry = source('landing', 'landing_file_registry') -%}
   {%- set selection = adapter.get_relation(registry.database, registry.schema, 'dbt_selection') -%}
-  {%- if selection is none -%}{{ return(false) }}{%- endif -%}
-  {%- set found = run_query("select count(*) from " ~ selection ~ " where replaces_loaded_rows") -%}
-  {{ return(found.columns[0].values()[0] > 0) }}
+  {%- if selection is none -%}{{ return([]) }}{%- endif -%}
+  {%- set found = run_query("select distinct r.payer from " ~ selection ~ " s join " ~ registry
+                            ~ " r using (source_file) where s.replaces_loaded_rows order by 1") -%}
+  {{ return(found.columns[0].values() | list) }}
 {%- endmacro %}
 
 {#- True when this run's files include every file landing has registered (a first load or a full rerun);
@@ -83,6 +84,11 @@ delete from {{ this }} where source_file in {{ files if files is not none else a
 
 {% macro sql_str(value) -%}
   '{{ value | string | replace("'", "''") }}'
+{%- endmacro %}
+
+{#- ('a', 'b') for a non-empty list of values. -#}
+{% macro sql_list(values) -%}
+  ({%- for v in values %}{{ sql_str(v) }}{{ ", " if not loop.last }}{% endfor -%})
 {%- endmacro %}
 
 {#- One landed file read as text, its columns renamed to canonical fields, plus lineage. -#}

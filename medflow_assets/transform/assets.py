@@ -137,7 +137,7 @@ def reject_malformed_file(warehouse: WarehouseResource, location: str | None, re
 def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
     """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql), and
     for each whether it replaces rows silver loaded from other bytes (a corrected file): then silver_members
-    is rebuilt, so no member version only the old bytes had stays behind."""
+    rebuilds that file's payer, so no member version only the old bytes had stays behind."""
     with warehouse.connect() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS landing")
         con.execute(f"CREATE OR REPLACE TABLE {SELECTION_TABLE} "

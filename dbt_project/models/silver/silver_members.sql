@@ -2,12 +2,14 @@
     "first last" name, email, phone digits and SSN digits, plus birth year, gender and zip3 (never the exact
     values). Hashed once per distinct member version (names and emails once per distinct value), not once
     per claim line. One row per distinct combination (a member whose phone changed has two rows).
-    Incremental: a run appends the member versions its files bring that are not there yet. A run that
-    replaces rows loaded from other bytes (a corrected file) rebuilds the table from all of bronze instead,
-    so a version only the old bytes had does not stay (cost: the whole table, ~8.5 s at 10M lines). -#}
+    Incremental: a run appends the member versions its files bring that are not there yet. For the payer
+    of a file that replaces rows loaded from other bytes (a corrected file), the run rebuilds that payer's
+    rows from all of its bronze instead (payer is part of every row), so a version only the old bytes had
+    does not stay. -#}
 {{ config(materialized='incremental', incremental_strategy='append',
-          pre_hook="{% if is_incremental() and run_replaces_loaded_rows() %}delete from {{ this }}{% endif %}") }}
-{%- set rebuild = is_incremental() and run_replaces_loaded_rows() %}
+          pre_hook="{% if is_incremental() and payers_reloaded() %}delete from {{ this }} where payer in "
+                   "{{ sql_list(payers_reloaded()) }}{% endif %}") }}
+{%- set reloaded = payers_reloaded() if is_incremental() else [] %}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
 with distinct_members as (
@@ -15,7 +17,8 @@ with distinct_members as (
          member_phone, member_ssn, member_birth_date, member_gender, member_zip
   from {{ ref('bronze_claim_lines') }}
   where nullif(trim(member_id), '') is not null
-  {%- if not rebuild %} and source_file in {{ selected_files() }}{% endif %}
+    and (source_file in {{ selected_files() }}
+         {%- if reloaded %} or payer in {{ sql_list(reloaded) }}{% endif %})
 ),
 {#- each pseudonym's exact input (pseudonym_input) and the generalized fields, once per distinct combination:
     raw versions that differ only in case, spaces or punctuation hash once, and no distinct over the
@@ -58,7 +61,7 @@ keyed as materialized (
   left join email_keys e using (email_ref)
 )
 select * from keyed
-{%- if is_incremental() and not rebuild %}
+{%- if is_incremental() %}
 except
 {#- only the stored versions of this run's members: a semi-join on member_key, not a compare of every row #}
 select * from {{ this }} where member_key in (select member_key from keyed)
