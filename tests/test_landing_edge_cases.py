@@ -79,6 +79,7 @@ def test_files_medflow_does_not_read_are_named_in_a_warning(tmp_path):
     (landing / "claims_for_nobody.csv").write_text("a,b\n1,2\n")
     (landing / "northwind" / "2025").mkdir()
     (landing / "northwind" / "2025" / "northwind_claims_009.csv").write_bytes((landing / NW).read_bytes())
+    (landing / "northwind" / "2025" / "again").symlink_to(landing / "northwind")  # a link loop: not followed
     (landing / "northwind" / "northwind_claims_010.CSV").write_bytes((landing / NW).read_bytes())
     (landing / "northwind" / ".DS_Store").write_text("finder")        # hidden: neither read nor reported
     (landing / "_archive").mkdir()

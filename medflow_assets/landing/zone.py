@@ -108,15 +108,27 @@ class LocalLanding:
         if not self.root.is_dir():
             raise LandingReadError(f"landing folder {self.root} does not exist (set MEDFLOW_LANDING_PATH)")
         out, unread = [], []
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                rel = path.relative_to(self.root).as_posix()
-                if _classify(rel, contracts, unread) and path.is_file():
-                    st = path.stat()
-                    out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}"))
+        for path in self._files():
+            rel = path.relative_to(self.root).as_posix()
+            if _classify(rel, contracts, unread):
+                st = path.stat()
+                out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}"))
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
+
+    def _files(self) -> Iterator[Path]:
+        """Files in the root and in payer folders (a symlinked payer folder is followed), and below those
+        (not following links there, so a link loop cannot trap the scan); hidden folders are skipped."""
+        for entry in sorted(self.root.iterdir()):
+            if entry.is_file():
+                yield entry
+            elif entry.is_dir() and not _hidden(entry.name):
+                for sub in sorted(entry.iterdir()):
+                    if sub.is_file():
+                        yield sub
+                    elif sub.is_dir() and not _hidden(sub.name):
+                        for dirpath, dirnames, filenames in os.walk(sub):
+                            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+                            yield from (Path(dirpath) / n for n in sorted(filenames))
 
     def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
         return self.scan(contracts).objects
