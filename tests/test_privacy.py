@@ -111,6 +111,9 @@ def test_failing_rows_are_named_by_lineage_or_grain_never_by_pii(generated_100k,
             "pandera_SilverMembers", "pandera_SilverDataQualityLog"} <= failed
     shown = "\n".join(f"{r.description}\n{r.metadata}" for r in results.values())
     assert "failing_keys" in shown and "source_row_number=1" in shown and "claim_id=" in shown
+    # a failing claim line is named with its file too
+    [silver] = [r for name, r in results.items() if name == "pandera_SilverClaimLines"]
+    assert "source_file=" in str(silver.metadata["failing_keys"])
     assert leaks_in_text(shown, planted) == set()
 
 def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):

@@ -22,7 +22,8 @@ LINEAGE_KEY = ("source_file", "source_row_number")
 BRONZE_SILVER_CHECKS = [
     _check("bronze_claim_lines", "bronze", s.BronzeClaimLines, LINEAGE_KEY, False),
     _check("silver_claim_lines_validated", "silver", s.SilverClaimLinesValidated, LINEAGE_KEY, False),
-    _check("silver_claim_lines", "silver", s.SilverClaimLines, ("payer", "claim_id", "claim_line_number"), True),
+    _check("silver_claim_lines", "silver", s.SilverClaimLines, ("payer", "claim_id", "claim_line_number", "source_file"),
+           True),
     # silver_members has no source_file: a run checks the members its files' claim lines refer to
     _check("silver_members", "silver", s.SilverMembers, ("payer", "member_key"), False,
            scope_through=("member_key", "silver.silver_claim_lines_validated")),
