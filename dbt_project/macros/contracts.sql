@@ -6,24 +6,28 @@
 {#- The files this run processes: the partition keys Dagster writes to landing.dbt_selection before it
     starts dbt; every registered file when the table is absent (dbt run by hand). -#}
 {% macro selected_files() -%}
-  {%- set registry = source('landing', 'landing_file_registry') -%}
-  {%- set selection = api.Relation.create(database=registry.database, schema=registry.schema,
-                                          identifier='dbt_selection') -%}
-  {%- if execute and adapter.get_relation(registry.database, registry.schema, 'dbt_selection') is not none -%}
+  {%- set selection = selection_relation() -%}
+  {%- if selection is not none -%}
   (select source_file from {{ selection }})
   {%- else -%}
-  (select source_file from {{ registry }})
+  (select source_file from {{ source('landing', 'landing_file_registry') }})
   {%- endif -%}
+{%- endmacro %}
+
+{#- landing.dbt_selection (written by the Dagster step), or none when it is absent or dbt only parses. -#}
+{% macro selection_relation() -%}
+  {%- if not execute -%}{{ return(none) }}{%- endif -%}
+  {%- set registry = source('landing', 'landing_file_registry') -%}
+  {{ return(adapter.get_relation(registry.database, registry.schema, 'dbt_selection')) }}
 {%- endmacro %}
 
 {#- The payers of this run's files that replace rows silver loaded from other bytes (a corrected file; the
     `replaces_loaded_rows` flag the Dagster step writes, transform/assets.py write_selection). -#}
 {% macro payers_reloaded() -%}
-  {%- if not execute -%}{{ return([]) }}{%- endif -%}
-  {%- set registry = source('landing', 'landing_file_registry') -%}
-  {%- set selection = adapter.get_relation(registry.database, registry.schema, 'dbt_selection') -%}
+  {%- set selection = selection_relation() -%}
   {%- if selection is none -%}{{ return([]) }}{%- endif -%}
-  {%- set found = run_query("select distinct r.payer from " ~ selection ~ " s join " ~ registry
+  {%- set found = run_query("select distinct r.payer from " ~ selection ~ " s join "
+                            ~ source('landing', 'landing_file_registry')
                             ~ " r using (source_file) where s.replaces_loaded_rows order by 1") -%}
   {{ return(found.columns[0].values() | list) }}
 {%- endmacro %}

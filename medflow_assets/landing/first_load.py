@@ -20,7 +20,7 @@ def register_landed_files(instance: dg.DagsterInstance, settings: Settings | Non
     """Add a partition for each landed file not registered yet; returns all partition keys, in order."""
     settings = settings or load_settings()
     zone = landing_resource(settings).process_config_and_initialize().zone()
-    keys = [o.source_file for o in zone.list_objects(load_contracts(settings.contracts_path))]
+    keys = [o.source_file for o in zone.scan(load_contracts(settings.contracts_path)).objects]
     known = instance.get_dynamic_partitions(landing_file_partitions.name)
     new = [k for k in keys if k not in set(known)]
     if new:

@@ -68,8 +68,6 @@ class LandingZone(Protocol):
 
     def scan(self, contracts: dict[str, PayerContract]) -> Scan: ...
 
-    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]: ...
-
     def stream(self, obj: LandingObject) -> Iterator[bytes]: ...
 
 
@@ -130,9 +128,6 @@ class LocalLanding:
                             dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
                             yield from (Path(dirpath) / n for n in sorted(filenames))
 
-    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
-        return self.scan(contracts).objects
-
     def stream(self, obj: LandingObject) -> Iterator[bytes]:
         try:
             with open(obj.location, "rb") as f:
@@ -165,9 +160,6 @@ class S3Landing:
         except Exception as exc:  # botocore raises many types; the message must name the place
             raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
-
-    def list_objects(self, contracts: dict[str, PayerContract]) -> list[LandingObject]:
-        return self.scan(contracts).objects
 
     def stream(self, obj: LandingObject) -> Iterator[bytes]:
         key = self._key(obj.source_file)

@@ -7,8 +7,8 @@
     rows from all of its bronze instead (payer is part of every row), so a version only the old bytes had
     does not stay. -#}
 {{ config(materialized='incremental', incremental_strategy='append',
-          pre_hook="{% if is_incremental() and payers_reloaded() %}delete from {{ this }} where payer in "
-                   "{{ sql_list(payers_reloaded()) }}{% endif %}") }}
+          pre_hook="{% set reloaded = payers_reloaded() if is_incremental() else [] %}"
+                   "{% if reloaded %}delete from {{ this }} where payer in {{ sql_list(reloaded) }}{% endif %}") }}
 {%- set reloaded = payers_reloaded() if is_incremental() else [] %}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
