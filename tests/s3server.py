@@ -18,10 +18,22 @@ from botocore.exceptions import ClientError
 ACCESS_KEY, SECRET_KEY, BUCKET = "medflow-test-key", "medflow-test-secret", "landing"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free on 127.0.0.1 (all held open while choosing, so none is chosen twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# Every listener `weed mini` opens, each moved to a free port (its defaults are fixed ports, so two servers on
+# one host would collide); the Iceberg and Lance endpoints are off.
+_LISTENERS = ("s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+              "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc", "webdav.port")
 
 
 def _port_open(port: int) -> bool:
@@ -34,7 +46,8 @@ class S3Server:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.data = workdir / "data"
-        self.port = _free_port()
+        self.ports = dict(zip(_LISTENERS, _free_ports(len(_LISTENERS)), strict=True))
+        self.port = self.ports["s3.port"]
         self.proc: subprocess.Popen | None = None
         self.weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
         if not self.weed:
@@ -48,11 +61,13 @@ class S3Server:
         self.data.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                "S3_BUCKET": BUCKET}
-        # -s3.port moves S3 to a free port; the other ports weed opens follow its defaults.
+        # No telemetry: the master would report cluster statistics over the network (on by default).
+        args = [self.weed, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                *(f"-{flag}={port}" for flag, port in self.ports.items())]
         with open(self.workdir / "weed.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.weed, "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                 f"-s3.port={self.port}"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

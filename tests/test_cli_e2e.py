@@ -1,21 +1,47 @@
 """The README's first command on this checkout: install (idempotent) and materialize the whole graph with
 `dagster asset materialize --select '*'` on the committed sample, no environment variable set."""
 
+import contextlib
 import os
+import shutil
 import subprocess
 
 from medflow_assets.settings import PROJECT_ROOT
 from tests.helpers import query
 
 
+@contextlib.contextmanager
+def set_aside(paths, keep):
+    """Move these files of the working tree into `keep` for the duration, and put them back afterwards (what
+    the test made in their place goes), so a developer's own warehouse and manifest survive the test."""
+    moved = []
+    try:
+        for i, path in enumerate(paths):
+            if path.exists():
+                moved.append((path, keep / f"{i}-{path.name}"))
+                shutil.move(path, moved[-1][1])
+        yield
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        for path, kept in moved:
+            shutil.move(kept, path)
+
+
 def test_readme_materialize_command_builds_gold_from_the_sample(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDFLOW_")}
-    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
     warehouse = PROJECT_ROOT / "data" / "warehouse" / "medflow.duckdb"
-    warehouse.unlink(missing_ok=True)
     # a fresh clone has no dbt manifest: the definitions must prepare it themselves
     manifest = PROJECT_ROOT / "dbt_project" / "target" / "manifest.json"
-    manifest.unlink(missing_ok=True)
+    keep = tmp_path / "kept"
+    keep.mkdir()
+    with set_aside([warehouse, warehouse.with_name(warehouse.name + ".wal"), manifest], keep):
+        run_readme_command_and_check(tmp_path, warehouse, manifest)
+
+
+def run_readme_command_and_check(tmp_path, warehouse, manifest):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDFLOW_")}
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster_home")
+    assert not warehouse.exists() and not manifest.exists()
     proc = subprocess.run(["bash", ".ci/materialize"], check=False, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

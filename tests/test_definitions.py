@@ -1,10 +1,12 @@
 """The Definitions object: what the graph contains and how it is grouped."""
 
 import os
+import subprocess
 from types import SimpleNamespace
 
 from medflow_assets.definitions import defs
 from medflow_assets.resources import DbtCoreResource
+from tests.helpers import SAMPLE_LANDING, materialize_graph, query
 
 
 def _specs():
@@ -58,11 +60,32 @@ def test_every_silver_and_gold_asset_has_a_check_and_a_blocking_one_where_it_gat
         assert any(c.blocking and c.name.startswith("pandera_") for c in checks_by_asset[f"gold/{gold}"])
 
 
-def test_dbt_runs_in_process_and_prunes_old_target_folders(tmp_path):
-    """dbt runs through dbtRunner in the Dagster process (no subprocess per step); each invocation gets its own
-    target folder (compiled SQL, run_results.json, dbt.log) and only the newest `keep_targets` are kept."""
+def test_dbt_runs_in_process(tmp_path, monkeypatch):
+    """dbt runs through dbtRunner in the Dagster process: a run for one file builds bronze to gold and no
+    process is started (dagster-dbt's DbtCliResource would start `dbt` once per step)."""
+    assert isinstance(defs.resources["dbt"], DbtCoreResource)
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(args, *a, **kw):
+        started.append(args)
+        return real_popen(args, *a, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    warehouse = tmp_path / "wh.duckdb"
+    result = materialize_graph(SAMPLE_LANDING, warehouse, partitions=["cascade/cascade_claims_001.txt"])
+    assert result.success
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"bronze/bronze_claim_lines", "silver/silver_claim_lines_validated",
+            "gold/claims_monthly_summary"} <= materialized
+    assert query(warehouse, "SELECT count(*) FROM silver.silver_claim_lines")[0][0] > 0
+    assert started == []
+
+
+def test_dbt_prunes_old_target_folders(tmp_path):
+    """Each dbt invocation gets its own target folder (compiled SQL, run_results.json, dbt.log) and only the
+    newest `keep_targets` are kept."""
     res = defs.resources["dbt"]
-    assert isinstance(res, DbtCoreResource)
     pruned = DbtCoreResource(project_dir=res.project_dir, profiles_dir=res.profiles_dir,
                              target_root=str(tmp_path), keep_targets=5)
     for i in range(8):
