@@ -141,3 +141,43 @@ def test_gold_follows_silver_per_payer_including_loads_whose_run_skipped_gold(tm
                              selection=dg.AssetSelection.groups("gold")).success
     assert_gold_equals_a_rebuild(wh)
     assert set(_through(wh)) == {"cascade", "northwind"}
+
+
+
+def _failure_text(result) -> str:
+    return "\n".join(str(e.event_specific_data.error) for e in result.all_events
+                     if e.event_type_value == "STEP_FAILURE")
+
+
+def test_a_warehouse_whose_tables_miss_a_column_stops_with_the_model_named_and_keeps_its_rows(tmp_path, capfd):
+    """A warehouse built by an older MedFlow (here: its data-quality log has no load_id, its monthly summary
+    no through_load_id) is not patched silently: the run stops at the first such model with dbt's "out of
+    sync" error naming it, and the table keeps its rows and columns."""
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 3000, seed=41, defect_rate=0.02, manifest_dir=tmp_path / "m0")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    with duckdb.connect(str(wh)) as con:
+        con.execute("ALTER TABLE silver.silver_data_quality_log DROP COLUMN load_id")
+        con.execute("ALTER TABLE gold.claims_monthly_summary DROP COLUMN through_load_id")
+    log_before = sorted(query(wh, "SELECT * FROM silver.silver_data_quality_log"))
+    gold_before = sorted(query(wh, "SELECT * FROM gold.claims_monthly_summary"))
+    capfd.readouterr()
+
+    cas = _land(tmp_path, landing, "after", "cascade", 600, 42, 2_000_000)
+    result = materialize_graph(landing, wh, instance=instance, partitions=[cas])
+    assert not result.success
+    assert "model.medflow.silver_data_quality_log (error)" in _failure_text(result)
+    out = capfd.readouterr().out
+    assert "out of sync" in out and "silver_data_quality_log" in out
+    assert sorted(query(wh, "SELECT * FROM silver.silver_data_quality_log")) == log_before
+    assert sorted(query(wh, "SELECT * FROM gold.claims_monthly_summary")) == gold_before
+
+    # the log repaired by hand (the column added, as the README says): the gold table is next
+    with duckdb.connect(str(wh)) as con:
+        con.execute("ALTER TABLE silver.silver_data_quality_log ADD COLUMN load_id BIGINT")
+    result = materialize_graph(landing, wh, instance=instance, partitions=[cas])
+    assert not result.success
+    assert "model.medflow.claims_monthly_summary (error)" in _failure_text(result)
+    assert "out of sync" in capfd.readouterr().out
+    assert sorted(query(wh, "SELECT * FROM gold.claims_monthly_summary")) == gold_before

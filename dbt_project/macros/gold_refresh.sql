@@ -12,7 +12,7 @@
     behind, and a failed build leaves the old rows in place. -#}
 
 {% macro gold_incremental_config() -%}
-  {{ config(materialized='incremental', incremental_strategy='append', on_schema_change='append_new_columns',
+  {{ config(materialized='incremental', incremental_strategy='append',
             pre_hook="{% if is_incremental() %}delete from {{ this }} where payer in " ~
                      "(select payer from {{ changed_payers() }}){% endif %}") }}
 {%- endmacro %}
@@ -28,7 +28,8 @@
   {%- if is_incremental() -%}
 (select l.payer, l.load_id
  from {{ payer_loads() }} l
- left join (select payer, max(through_load_id) as through_load_id from {{ this }} group by payer) g using (payer)
+ left join (select payer, max({{ column_or_null(this, 'through_load_id', 'bigint') }}) as through_load_id
+            from {{ this }} group by payer) g using (payer)
  where l.load_id > coalesce(g.through_load_id, 0)
  union all
  select distinct payer, cast(null as bigint) from {{ this }}

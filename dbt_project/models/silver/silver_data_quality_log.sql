@@ -4,8 +4,7 @@
     load's start in microseconds since 1970, or the previous highest + 1 if the clock went back), so it never
     repeats, even after a file's rows are replaced. Gold recomputes exactly the payers with a load newer than
     the one it reflects (macros/gold_refresh.sql). -#}
-{{ config(materialized='incremental', incremental_strategy='append',
-          on_schema_change='append_new_columns', pre_hook="{{ replace_run_files() }}") }}
+{{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ replace_run_files() }}") }}
 with validated as (
   select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ selected_files() }}
 ),
@@ -31,7 +30,8 @@ select
   f.payer, f.source_file, f.file_checksum, r.rule_id, r.description as rule_description,
   f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined,
   {% if is_incremental() -%}
-  (select greatest(coalesce(max(load_id), 0) + 1, epoch_us(get_current_timestamp())) from {{ this }})
+  (select greatest(coalesce(max({{ column_or_null(this, 'load_id', 'bigint') }}), 0) + 1,
+                   epoch_us(get_current_timestamp())) from {{ this }})
   {%- else -%}
   epoch_us(get_current_timestamp())
   {%- endif %} as load_id
