@@ -194,6 +194,10 @@ def _duckdb_csv_error(tmp_path, text: str) -> str:
     # a quote never closed: DuckDB quotes everything to the end of the file
     ('a,b,c\n1,"Zebulon,2\n3,Quartermaine 999-88-7777,9\n4,k,l\n', "Value with unterminated quote found."),
     ('a,b,c\n1,Zebulon,Quartermaine,999-88-7777\n', "Expected Number of Columns: 3 Found: 4"),
+    # the record holds lines that look like DuckDB's own text after it (hints, reader options)
+    ('a,b,c\n1,"Zebulon\nPossible fixes:\n  file = Quartermaine 999-88-7777\n  delimiter = x",6,EXTRA\n',
+     "Expected Number of Columns: 3 Found: 4"),
+    ('a,b,c\n1,"Zebulon,2\nfile = Quartermaine 999-88-7777\n4,k,l\n', "Value with unterminated quote found."),
 ])
 def test_csv_errors_are_scrubbed_of_every_line_of_the_record(tmp_path, text, problem):
     from medflow_assets.transform.assets import malformed_landed_files
@@ -204,7 +208,7 @@ def test_csv_errors_are_scrubbed_of_every_line_of_the_record(tmp_path, text, pro
     clean = scrub(raw)
     for secret in ("Zebulon", "Quartermaine", "999-88-7777"):
         assert secret not in clean
-    assert "Original Line: (not shown" in clean and problem in clean and "Possible fixes:" in clean
+    assert "Original Line: (not shown" in clean and problem in clean and "delimiter = , (Set By User)" in clean
     ((location, reason),) = malformed_landed_files([clean])
     assert location == str(tmp_path / "claims.csv")
     assert reason == (f"{location} is not valid CSV at line 2 ({problem}); the line itself is not shown "
@@ -220,6 +224,10 @@ def test_a_landed_file_with_a_quote_never_closed_is_rejected_without_quoting_the
     secrets = [v for v in fields if len(v) > 6][:3] + [lines[7].split(delimiter)[3]]  # values after the quote too
     fields[3] = '"' + fields[3]                                                       # opened, never closed
     lines[5] = delimiter.join(fields)
+    # a later line that starts like DuckDB's reader options (it is quoted as part of the record)
+    later = lines[9].split(delimiter)
+    secrets.append(later[3])
+    lines[9] = delimiter.join([f"file = {later[0]}", *later[1:]])
     f.write_text("\n".join(lines) + "\n")
     wh = tmp_path / "wh.duckdb"
     result = materialize_graph(landing, wh)
@@ -237,6 +245,33 @@ def test_a_landed_file_with_a_quote_never_closed_is_rejected_without_quoting_the
     for text in texts:
         for secret in secrets:
             assert secret not in text, secret
+
+
+def test_a_landed_file_duckdb_cannot_parse_at_all_is_rejected_and_the_others_flow(tmp_path, capsys):
+    """A carriage return alone inside a line puts DuckDB's CSV parser in an invalid state (an error without a
+    line number): that file is rejected by name, the run's other files reach gold."""
+    landing = copy_sample(tmp_path / "landing")
+    f = landing / "northwind" / "northwind_claims_001.csv"
+    lines = f.read_text().splitlines()
+    fields = lines[5].split(",")
+    secret = fields[3]
+    fields[3] = f"Zebulon\r{secret}"
+    lines[5] = ",".join(fields)
+    f.write_text("\n".join(lines) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
+    assert not check.passed
+    assert check.description.startswith("northwind/northwind_claims_001.csv is not valid CSV (DuckDB's CSV parser "
+                                        "reached an invalid state")
+    assert query(wh, "SELECT source_file FROM landing.landing_file_registry WHERE status = 'rejected'") == [
+        ("northwind/northwind_claims_001.csv",)]
+    assert query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary ORDER BY 1") == [
+        ("bluepeak",), ("cascade",)]
+    out = capsys.readouterr()
+    assert "Zebulon" not in out.out + out.err + check.description
+    assert secret not in out.out + out.err + check.description
 
 
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):

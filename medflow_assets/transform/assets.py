@@ -95,25 +95,28 @@ def landing_read_error(messages: list[str]) -> str | None:
     return None
 
 
-_CSV_ERROR = re.compile(r"CSV Error on Line: (\d+)")
+_CSV_ERROR = re.compile(r"CSV Error on Line: (\d+)|The CSV Parser state machine reached an invalid state")
 _CSV_FILE = re.compile(r"^\s*file = (.+)$", re.MULTILINE)
-NOT_VALID_CSV = "is not valid CSV at line"  # in the registry's error of such a file (quality/checks.py reads it)
+NOT_VALID_CSV = "is not valid CSV"  # in the registry's error of such a file (quality/checks.py reads it)
 
 
 def malformed_landed_files(messages: list[str]) -> list[tuple[str | None, str]]:
     """(location, '<file> is not valid CSV at line N (what DuckDB found)') for each CSV parse error among dbt's
     node errors (messages already scrubbed). Never the record itself: DuckDB quotes it, and it holds patient
-    data; of DuckDB's text only its problem is kept, and only as one of CSV_PROBLEM's fixed texts."""
+    data; of DuckDB's text only its problem is kept, and only as one of CSV_PROBLEM's fixed texts. The
+    location is the path in DuckDB's reader options, the last "file = " of the message (after the record)."""
     found = []
     for text in messages:
         m = _CSV_ERROR.search(text)
         if not m:
             continue
         what = CSV_PROBLEM.search(text)
-        f = _CSV_FILE.search(text)
-        location = f.group(1).strip() if f else None
-        found.append((location, f"{location or 'a landed file'} {NOT_VALID_CSV} {m.group(1)}"
-                                + (f" ({what.group(0)})" if what else "")
+        files = _CSV_FILE.findall(text)
+        location = files[-1].strip() if files else None
+        where = f" at line {m.group(1)}" if m.group(1) else " (DuckDB's CSV parser reached an invalid state: " \
+            "for example a carriage return alone inside a line, or a quote inside an unquoted value)"
+        found.append((location, f"{location or 'a landed file'} {NOT_VALID_CSV}{where}"
+                                + (f" ({what.group(0)})" if what and m.group(1) else "")
                                 + "; the line itself is not shown (it holds patient data)"))
     return found
 
@@ -200,9 +203,12 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
         # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
         raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
     malformed = malformed_landed_files([msg for _, _, msg in build.failed_nodes])
-    if malformed:  # not a file of this run's registry (rejected above otherwise)
-        raise dg.Failure(description=f"dbt could not parse a landed file: {malformed[0][1]}. None of that file's "
-                                     "rows were loaded (bronze replaces a file's rows in one transaction).",
+    if malformed:  # not an accepted file of the registry (rejected above otherwise): its path is not repeated
+        location, reason = malformed[0]
+        raise dg.Failure(description="dbt could not parse a landed file that is not an accepted file of the landing "
+                                     f"registry: {reason.replace(location, 'the file') if location else reason}. "
+                                     f"The dbt log in {build.target_path} names it. None of that file's rows were "
+                                     "loaded (bronze replaces a file's rows in one transaction).",
                          allow_retries=False)
     # Node ids and statuses only: a database error message can quote row values (PII).
     failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])

@@ -56,12 +56,15 @@ def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: st
 
 
 _ROW_TEXT = re.compile(r"^([ \t]*Original Line:)", re.MULTILINE)
-# What DuckDB says after the quoted record: its problem, then its fixes and the reader's options.
-_ROW_TEXT_END = re.compile(r"^(Possible fixes:|[ \t]*file = )", re.MULTILINE)
+# DuckDB's reader options, printed after the quoted record: "  file = <path>" then "  delimiter = ...". The
+# record itself is landed data and can hold anything, lines like these included, so it ends at the LAST such
+# block after it (DuckDB's own block comes after the record).
+_OPTIONS_BLOCK = re.compile(r"^[ \t]*file = [^\n]*\n[ \t]*delimiter = ", re.MULTILINE)
 # DuckDB's CSV problems, as fixed text and numbers only: the one part of the error kept beside the line number.
 CSV_PROBLEM = re.compile(r"Expected Number of Columns: \d+ Found: \d+|Value with unterminated quote found\."
                          r"|Invalid unicode \(byte sequence mismatch\) detected\.|Maximum line size of \d+ bytes "
-                         r"exceeded\.|Did not find a closing quote")
+                         r"exceeded\.|Did not find a closing quote|The CSV Parser state machine reached an invalid "
+                         r"state\.")
 
 
 _NOT_SHOWN = " (not shown: it holds patient data; see the landed file at that line)\n"
@@ -71,12 +74,13 @@ def scrub(text: str) -> str:
     """A dbt or database message without quoted row text. DuckDB's CSV errors repeat the offending record of
     the landed file after "Original Line:" (patient data), over several lines when a quoted field holds a
     newline or a quote is never closed (then up to the end of the file). Everything from there to DuckDB's
-    "Possible fixes:" or reader options (or to the end) goes; the line number and DuckDB's problem, when it
-    is one of CSV_PROBLEM's fixed texts, stay."""
+    reader options after it (the last "file = ... delimiter = ..." block; or to the end) goes, its hints
+    included; the line number, DuckDB's problem when it is one of CSV_PROBLEM's fixed texts, and the options
+    (the file's path) stay."""
     out, pos = [], 0
     while (m := _ROW_TEXT.search(text, pos)) is not None:
-        end = _ROW_TEXT_END.search(text, m.end())
-        stop = end.start() if end else len(text)
+        ends = list(_OPTIONS_BLOCK.finditer(text, m.end()))
+        stop = ends[-1].start() if ends else len(text)
         problems = CSV_PROBLEM.findall(text, m.end(), stop)
         out += [text[pos:m.start()], m.group(1), _NOT_SHOWN, *(f"{p}\n" for p in dict.fromkeys(problems))]
         pos = stop
