@@ -27,8 +27,8 @@ from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
 RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "invalid_service_date",
          "invalid_paid_date", "invalid_birth_date", "invalid_amount", "unknown_status", "invalid_npi",
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
-         "amounts_out_of_order", "paid_before_service", "invalid_department", "invalid_denial_reason_code",
-         "duplicate_line")  # the order of dbt's failed_rules list
+         "amounts_out_of_order", "paid_before_service", "negative_amount", "future_service_date",
+         "invalid_department", "invalid_denial_reason_code", "duplicate_line")  # the order of dbt's failed_rules list
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
 PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
@@ -184,6 +184,7 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
     status = s["claim_status"]
     billed, allowed, paid = s["billed_amount"], s["allowed_amount"], s["paid_amount"]
     out_of_order = (paid > allowed).fillna(False) | (allowed > billed).fillna(False)
+    load_day = pd.Timestamp.now("UTC").tz_localize(None).normalize()  # silver compares with the load's day
     rules = {
         "missing_claim_id": s["claim_id"].isna(),
         "invalid_claim_line_number": (s["claim_line_number"] < 1).fillna(True),
@@ -201,6 +202,9 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
                                     & ~s["place_of_service"].fillna("").str.fullmatch(r"[0-9]{2}"),
         "amounts_out_of_order": status.notna() & (status != "reversed") & out_of_order,
         "paid_before_service": (s["paid_date"] < s["service_date"]).fillna(False),
+        "negative_amount": (status.notna() & (status != "reversed")
+                            & ((billed < 0) | (allowed < 0) | (paid < 0)).fillna(False)),
+        "future_service_date": (s["service_date"] > load_day + pd.Timedelta(days=1)).fillna(False),
         "invalid_department": ~s["department"].str[:1].between("a", "z"),
         "invalid_denial_reason_code": s["denial_reason_code"].notna()
                                       & ~s["denial_reason_code"].fillna("").str.fullmatch(r"[0-9A-Z]{1,4}"),

@@ -179,6 +179,7 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
     rows = _rows(path)
     col = {name: i for i, name in enumerate(rows[0])}
     paid = [i for i, r in enumerate(rows) if i and r[col["paid_date"]] and r[col["status"]] == "paid"]
+    pending = [i for i, r in enumerate(rows) if i and r[col["status"]] == "pending"]
     edits = {
         paid[0]: {"department": "OB/GYN"},                    # normalized, kept: ob_gyn
         paid[1]: {"department": "Pédiatrie Générale"},        # accents stripped, kept: pediatrie_generale
@@ -190,6 +191,10 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
         paid[7]: {"paid_date": "soon"},                       # invalid_paid_date
         paid[8]: {"birth_date": "1990-02-31"},                # invalid_birth_date (does not parse)
         paid[9]: {"line_number": "0"},                        # invalid_claim_line_number
+        paid[10]: {"service_date": "2099-01-01", "paid_date": "2099-01-05",
+                   "birth_date": "2050-01-01"},               # future_service_date (the birth date is before it)
+        pending[0]: {"billed_amount": "-1.00", "allowed_amount": "-2.00",
+                     "paid_amount": "-3.00"},                 # negative_amount (the order paid <= allowed <= billed holds)
     }
     for i, change in edits.items():
         for field, value in change.items():
@@ -207,14 +212,16 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
     assert quarantined == {paid[2]: ["invalid_department"], paid[3]: ["paid_before_service"],
                            paid[4]: ["invalid_birth_date"], paid[5]: ["invalid_birth_date"],
                            paid[6]: ["invalid_denial_reason_code"], paid[7]: ["invalid_paid_date"],
-                           paid[8]: ["invalid_birth_date"], paid[9]: ["invalid_claim_line_number"]}
+                           paid[8]: ["invalid_birth_date"], paid[9]: ["invalid_claim_line_number"],
+                           paid[10]: ["future_service_date"], pending[0]: ["negative_amount"]}
     assert dict(query(wh, "SELECT source_row_number, department FROM silver.silver_claim_lines "
                           "WHERE source_row_number IN (?, ?)", [paid[0], paid[1]])) == {
         paid[0]: "ob_gyn", paid[1]: "pediatrie_generale"}
     log = dict(query(wh, "SELECT rule_id, rows_failed FROM silver.silver_data_quality_log WHERE rows_failed > 0"))
     assert log == {"invalid_department": 1, "paid_before_service": 1, "invalid_birth_date": 3,
-                   "invalid_denial_reason_code": 1, "invalid_paid_date": 1, "invalid_claim_line_number": 1}
-    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 8,)]
+                   "invalid_denial_reason_code": 1, "invalid_paid_date": 1, "invalid_claim_line_number": 1,
+                   "future_service_date": 1, "negative_amount": 1}
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 10,)]
     assert unconserved_files(wh) == []
     # a member version with an impossible birth date keeps no birth year (the members schema passes)
     assert check_result(result, "pandera_SilverMembers").passed

@@ -62,7 +62,7 @@ class SilverClaimLines(_Lineage):
     claim_id: dt.String = Field(nullable=False)
     claim_line_number: dt.Int32 = Field(nullable=False, ge=1)
     member_key: dt.String = Field(nullable=False, str_matches=HMAC_HEX)
-    birth_year: dt.Int64 = Field(nullable=True, in_range={"min_value": 1900, "max_value": 2030})
+    birth_year: dt.Int64 = Field(nullable=True, ge=1900)
     gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
     zip3: dt.String = _zip3()
     provider_npi: dt.String = Field(nullable=False, str_matches=NPI)
@@ -79,15 +79,25 @@ class SilverClaimLines(_Lineage):
     denial_reason_code: dt.String = Field(nullable=True, str_matches=r"^[0-9A-Z]{1,4}$")
 
     @pa.dataframe_check
-    def paid_le_allowed_le_billed_outside_reversals(cls, data):
+    def zero_le_paid_le_allowed_le_billed_outside_reversals(cls, data):
         t = data.table
         return (t.claim_status == "reversed") | (
-            (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount))
+            (t.paid_amount >= 0) & (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount))
 
     @pa.dataframe_check
     def paid_date_not_before_service_date(cls, data):
         t = data.table
         return t.paid_date.isnull() | (t.paid_date >= t.service_date)
+
+    @pa.dataframe_check
+    def service_date_at_most_a_day_after_the_load(cls, data):
+        t = data.table
+        return t.service_date.delta(t.ingested_at.date(), unit="day") <= 1
+
+    @pa.dataframe_check
+    def born_in_or_before_the_year_of_service(cls, data):
+        t = data.table
+        return t.birth_year.isnull() | (t.birth_year <= t.service_date.year())
 
 
 class SilverClaimLinesValidated(_Lineage):
