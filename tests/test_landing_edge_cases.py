@@ -35,6 +35,9 @@ def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest
     # the same column twice (names compare ignoring case, as in DuckDB)
     _write(landing / "northwind" / "northwind_twice.csv",
            [header + ["DEPARTMENT"]] + [r + ["x"] for r in rows[1:20]])
+    # two extra cells with the same value (a data row's, say): the value is not repeated in any message
+    _write(landing / "northwind" / "northwind_twice_extra.csv",
+           [header + ["Zebulon 999-88-7777", "zebulon 999-88-7777"]] + [r + ["x", "y"] for r in rows[1:20]])
     (landing / "northwind" / "northwind_zipped.csv").write_bytes(gzip.compress((landing / NW).read_bytes()))
     # no header: the first line is patient data, and no trace of it may be kept
     _write(landing / "northwind" / "northwind_headless.csv", rows[1:20])
@@ -50,16 +53,20 @@ def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest
             "the header line?); every column needs its own name") in check.description
     assert (f"northwind/northwind_twice.csv: header names column 'DEPARTMENT' twice (columns "
             f"{header.index('department') + 1} and {n}; names are compared ignoring case)") in check.description
+    assert (f"northwind/northwind_twice_extra.csv: header names a column that is not in the contract twice "
+            f"(columns {n} and {n + 1}; names are compared ignoring case)") in check.description
+    assert "Zebulon" not in str(result.all_events) and "999-88-7777" not in str(result.all_events)
     assert "northwind/northwind_zipped.csv: is gzip-compressed" in check.description
     assert "northwind/northwind_headless.csv: columns do not match the northwind contract" in check.description
-    assert check.metadata["files_rejected"].value == 4
+    assert check.metadata["files_rejected"].value == 5
     registry = query(wh, "SELECT source_file, status, header_json FROM landing.landing_file_registry "
                          "WHERE source_file <> ALL(['bluepeak/bluepeak_claims_001.csv', "
                          "'cascade/cascade_claims_001.txt', ?]) ORDER BY 1", [NW])
     assert [(f, s) for f, s, _ in registry] == [
         ("northwind/northwind_headless.csv", "rejected"), ("northwind/northwind_trailing.csv", "rejected"),
-        ("northwind/northwind_twice.csv", "rejected"), ("northwind/northwind_zipped.csv", "rejected")]
-    assert [h for _, _, h in registry] == [None] * 4  # a rejected file's first line is not kept
+        ("northwind/northwind_twice.csv", "rejected"), ("northwind/northwind_twice_extra.csv", "rejected"),
+        ("northwind/northwind_zipped.csv", "rejected")]
+    assert [h for _, _, h in registry] == [None] * 5  # a rejected file's first line is not kept
     registry_text = str(query(wh, "SELECT * FROM landing.landing_file_registry"))
     for value in (first_row[header.index("first_name")], first_row[header.index("ssn")],
                   first_row[header.index("email")], first_row[header.index("member_id")]):

@@ -274,6 +274,38 @@ def test_a_landed_file_duckdb_cannot_parse_at_all_is_rejected_and_the_others_flo
     assert secret not in out.out + out.err + check.description
 
 
+def test_header_text_never_reaches_dbt_and_a_rejected_file_keeps_no_header(tmp_path, capsys):
+    """Bronze reads a landed file's columns by position: no header cell enters SQL, dbt's artifacts or logs.
+    Here one file's header has an extra cell that is a data value, and another's header line is joined with
+    its first row (accepted at landing, since the contract's columns are all there, then rejected as not
+    valid CSV): neither text is anywhere, and the rejected file's registry row keeps no header."""
+    landing = copy_sample(tmp_path / "landing")
+    extra = landing / "cascade" / "cascade_claims_001.txt"
+    lines = extra.read_text().splitlines()
+    extra.write_text("\n".join([lines[0] + "|ZZHDR 123-45-6789"] + [line + "|x" for line in lines[1:]]) + "\n")
+    joined = landing / "northwind" / "northwind_claims_001.csv"
+    lines = joined.read_text().splitlines()
+    first_row = lines[1].split(",")
+    secrets = ["ZZHDR", "123-45-6789", first_row[3], first_row[5]]  # the extra cell; first name, email
+    joined.write_text("\n".join([lines[0] + "," + lines[1]] + lines[2:]) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    assert query(wh, "SELECT source_file, status, header_json IS NULL FROM landing.landing_file_registry "
+                     "WHERE payer IN ('cascade', 'northwind') ORDER BY 1") == [
+        ("cascade/cascade_claims_001.txt", "accepted", False), ("northwind/northwind_claims_001.csv", "rejected", True)]
+    assert query(wh, "SELECT count(*) > 0 FROM silver.silver_claim_lines WHERE payer = 'cascade'") == [(True,)]
+    out = capsys.readouterr()
+    texts = {"stdout": out.out, "stderr": out.err}
+    for folder in (DBT_PROJECT_DIR / "target").glob(f"*-{result.run_id[:8]}-*"):
+        for f in folder.rglob("*"):
+            if f.is_file() and f.suffix in (".sql", ".json", ".log"):
+                texts[str(f)] = f.read_text(errors="replace")
+    leaks = {(name, s) for name, text in texts.items() for s in secrets if s in text}
+    assert leaks == set()
+    assert any("c1" in text for name, text in texts.items() if name.endswith("bronze_claim_lines_shard_0.sql"))
+
+
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):
     """Three-digit ZIP areas of 20,000 people or fewer (the HHS list, seeds/safe_harbor_restricted_zip3.csv)
     are reported as 000 in silver claim lines and members; other areas keep their three digits."""

@@ -95,12 +95,15 @@ delete from {{ this }} where source_file in {{ files if files is not none else a
   ({%- for v in values %}{{ sql_str(v) }}{{ ", " if not loop.last }}{% endfor -%})
 {%- endmacro %}
 
-{#- One landed file read as text, its columns renamed to canonical fields, plus lineage. -#}
+{#- One landed file read as text, its columns renamed to canonical fields, plus lineage. Columns are read by
+    position (c1 .. cN, N from the header landing accepted; the contract's names give the positions): no text
+    of the file's header line reaches SQL, dbt's artifacts or logs (a header line can be a data row, or
+    hold one, when a file is broken). -#}
 {% macro bronze_select(file, contract, fields) -%}
 select
   {%- for field in fields %}
   {%- if field in contract.columns %}
-  {{ adapter.quote(contract.columns[field]) }} as {{ field }},
+  c{{ file.header.index(contract.columns[field]) + 1 }} as {{ field }},
   {%- elif contract.defaults.get(field) is not none %}
   {{ sql_str(contract.defaults[field]) }} as {{ field }},
   {%- else %}
@@ -115,7 +118,7 @@ select
 from read_csv({{ sql_str(glob_literal(file.path)) }},
   delim = {{ sql_str(contract.delimiter) }}, header = true, auto_detect = false,
   quote = '"', escape = '"',
-  columns = { {%- for col in file.header %}{{ sql_str(col) }}: 'VARCHAR'{{ ", " if not loop.last }}{% endfor -%} })
+  columns = { {%- for col in file.header %}'c{{ loop.index }}': 'VARCHAR'{{ ", " if not loop.last }}{% endfor -%} })
 {%- endmacro %}
 
 {#- A path DuckDB reads as exactly that file: read_csv treats *, ? and [ as a glob, so a landed file named

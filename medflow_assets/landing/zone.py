@@ -209,20 +209,23 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
         lf.error = (f"{obj.source_file}: columns do not match the {obj.payer} contract; missing columns: "
                     f"{', '.join(missing)} (expected delimiter {contract.delimiter!r}, found header "
                     f"{len(lf.header)} columns).")
-    elif problem := header_name_problem(lf.header):
+    elif problem := header_name_problem(lf.header, set(contract.required_columns)):
         lf.error = f"{obj.source_file}: {problem}; every column needs its own name. Fix the header and land it again."
     return lf
 
 
-def header_name_problem(header: list[str]) -> str | None:
-    """Why DuckDB could not read a file with this header (None: it can). Column names are compared
-    ignoring case, as DuckDB compares them; a delimiter at the end of every line gives an unnamed column."""
+def header_name_problem(header: list[str], known: set[str]) -> str | None:
+    """Why the header does not name each column once (None: it does). Names are compared ignoring case; a
+    delimiter at the end of every line gives an unnamed column. A name is repeated in the message only when
+    it is one of the contract's (`known`): any other cell of a broken header line may be patient data."""
     seen: dict[str, int] = {}
     for i, name in enumerate(header, start=1):
         if not name:
             return f"header column {i} of {len(header)} has no name (a delimiter at the end of the header line?)"
         if name.lower() in seen:
-            return (f"header names column {name!r} twice (columns {seen[name.lower()]} and {i}; "
+            shown = (f"column {name!r}" if name.lower() in {k.lower() for k in known}
+                     else "a column that is not in the contract")
+            return (f"header names {shown} twice (columns {seen[name.lower()]} and {i}; "
                     "names are compared ignoring case)")
         seen[name.lower()] = i
     return None

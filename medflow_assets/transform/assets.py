@@ -132,8 +132,9 @@ def reject_malformed_file(warehouse: WarehouseResource, location: str | None, re
         if row is None:
             return None
         error = reason.replace(location, row[0])
-        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'rejected', error = ? WHERE source_file = ?",
-                    [error, row[0]])
+        # a rejected file keeps no header (as at landing): a broken file's header line can hold a data row
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'rejected', error = ?, header_json = NULL "
+                    "WHERE source_file = ?", [error, row[0]])
     return error
 
 
