@@ -87,6 +87,7 @@ class Settings:
     checks_memory_limit: str = "512MB"
     landing_url: str = ""          # "" = the local folder landing_path; "s3://bucket/prefix" = S3
     s3: S3Settings | None = None
+    landing_settle_seconds: float = 60.0  # a local file this recently modified may still be being written
 
     @property
     def landing_is_s3(self) -> bool:
@@ -160,7 +161,19 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         threads=int(env.get("MEDFLOW_DUCKDB_THREADS", str(os.cpu_count() or 2))),
         landing_url=landing_url,
         s3=s3,
+        landing_settle_seconds=_seconds(env, "MEDFLOW_LANDING_SETTLE_SECONDS", 60.0),
     )
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds.") from None
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must be 0 or more seconds.")
+    return value
 
 
 def announce_key(settings: Settings, logger: logging.Logger | None = None) -> None:

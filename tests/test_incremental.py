@@ -10,13 +10,21 @@ import duckdb
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor
 from medflow_assets.synth.generator import generate
-from tests.helpers import check_result, file_fingerprints, materialize_graph, query, unconserved_files
+from tests.helpers import (
+    check_result,
+    file_fingerprints,
+    materialize_graph,
+    medflow_env,
+    query,
+    unconserved_files,
+)
 
 
 def _sensor(instance, landing, cursor):
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
                                   resources={"landing": LandingResource(local_path=str(landing))})
-    return local_landing_sensor(ctx)
+    with medflow_env(landing_settle_seconds=0):  # files written just now count as complete
+        return local_landing_sensor(ctx)
 
 
 def _file_fingerprints(wh) -> dict[str, tuple]:

@@ -8,13 +8,14 @@ import dagster as dg
 
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor, s3_landing_sensor
-from tests.helpers import SAMPLE_LANDING
+from tests.helpers import SAMPLE_LANDING, medflow_env
 
 
-def _evaluate(sensor, instance, landing_dir, cursor):
+def _evaluate(sensor, instance, landing_dir, cursor, settle_seconds=0):
     ctx = dg.build_sensor_context(instance=instance, cursor=cursor,
                                   resources={"landing": LandingResource(local_path=str(landing_dir))})
-    result = sensor(ctx)
+    with medflow_env(landing_settle_seconds=settle_seconds):
+        result = sensor(ctx)
     if isinstance(result, dg.SensorResult):
         for req in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
@@ -31,11 +32,13 @@ def test_local_sensor_runs_exactly_what_is_new_or_changed(tmp_path):
     assert keys == ["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt",
                     "northwind/northwind_claims_001.csv"]
     assert sorted(first.dynamic_partitions_requests[0].partition_keys) == keys
-    assert all(r.run_key.startswith(r.partition_key + "@") and len(r.run_key.split("@")[1]) == 64
+    # run key: file@sha256#n, n counting the arrivals the sensor asked a run for
+    assert sorted(r.run_key.split("#")[1] for r in first.run_requests) == ["1", "2", "3"]
+    assert all(r.run_key.startswith(r.partition_key + "@") and len(r.run_key.split("@")[1].split("#")[0]) == 64
                for r in first.run_requests)
     assert {r.tags["medflow/change"] for r in first.run_requests} == {"new"}
     cursor = first.cursor
-    assert set(json.loads(cursor)) == set(keys)
+    assert set(json.loads(cursor)["files"]) == set(keys) and json.loads(cursor)["arrivals"] == 3
 
     # unchanged: nothing to do, and the cursor round-trips unchanged
     again = _evaluate(local_landing_sensor, instance, landing, cursor)
@@ -47,8 +50,8 @@ def test_local_sensor_runs_exactly_what_is_new_or_changed(tmp_path):
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10_000_000_000))
     touched = _evaluate(local_landing_sensor, instance, landing, again.cursor)
     assert touched.run_requests == []
-    assert json.loads(touched.cursor)["cascade/cascade_claims_001.txt"][1] == \
-        json.loads(cursor)["cascade/cascade_claims_001.txt"][1]
+    assert json.loads(touched.cursor)["files"]["cascade/cascade_claims_001.txt"][1] == \
+        json.loads(cursor)["files"]["cascade/cascade_claims_001.txt"][1]
 
     # changed content: one run for that file, a new run key, no new partition
     with f.open("a") as fh:
@@ -66,7 +69,7 @@ def test_local_sensor_runs_exactly_what_is_new_or_changed(tmp_path):
     mixed = _evaluate(local_landing_sensor, instance, landing, changed.cursor)
     assert [r.partition_key for r in mixed.run_requests] == ["northwind/northwind_claims_002.csv"]
     assert list(mixed.dynamic_partitions_requests[0].partition_keys) == ["northwind/northwind_claims_002.csv"]
-    state = json.loads(mixed.cursor)
+    state = json.loads(mixed.cursor)["files"]
     assert "bluepeak/bluepeak_claims_001.csv" not in state and "northwind/northwind_claims_002.csv" in state
     # deleting a file does not drop its partition (its loaded rows stay)
     assert "bluepeak/bluepeak_claims_001.csv" in instance.get_dynamic_partitions("landing_file")
@@ -77,3 +80,69 @@ def test_sensor_of_the_other_backend_skips(tmp_path):
     result = _evaluate(s3_landing_sensor, instance, SAMPLE_LANDING, None)
     assert isinstance(result, dg.SkipReason)
     assert "local folder" in result.skip_message
+
+
+def test_a_file_still_being_written_waits_and_bytes_that_come_back_run_again(tmp_path):
+    """A local file modified within the settle time is looked at again later (a half-written file is not
+    loaded); bytes that return after other bytes (a file reverted) get a run of their own, while a tick
+    evaluated twice asks for the same run key (Dagster drops the second)."""
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    instance = dg.DagsterInstance.ephemeral()
+    old = 1_000_000_000  # mtime (s) long ago: every sample file has settled
+    for f in landing.rglob("*.*"):
+        os.utime(f, (old, old))
+    first = _evaluate(local_landing_sensor, instance, landing, None, settle_seconds=60)
+    assert len(first.run_requests) == 3
+
+    f = landing / "cascade" / "cascade_claims_001.txt"
+    original = f.read_bytes()
+    f.write_bytes(original[: len(original) // 2])          # being written right now
+    writing = _evaluate(local_landing_sensor, instance, landing, first.cursor, settle_seconds=60)
+    assert writing.run_requests == []
+    assert json.loads(writing.cursor)["files"]["cascade/cascade_claims_001.txt"] == \
+        json.loads(first.cursor)["files"]["cascade/cascade_claims_001.txt"]   # still what was loaded
+    f.write_bytes(original + original.splitlines(keepends=True)[1].replace(b"CC0000000000", b"CC9999999999"))
+    os.utime(f, (old + 100, old + 100))                     # the write ended long ago
+    done = _evaluate(local_landing_sensor, instance, landing, writing.cursor, settle_seconds=60)
+    assert [r.partition_key for r in done.run_requests] == ["cascade/cascade_claims_001.txt"]
+    assert _evaluate(local_landing_sensor, instance, landing, writing.cursor, settle_seconds=60).run_requests[0] \
+        .run_key == done.run_requests[0].run_key             # the same tick again: the same run key
+
+    f.write_bytes(original)                                 # reverted to the first bytes
+    os.utime(f, (old + 200, old + 200))
+    back = _evaluate(local_landing_sensor, instance, landing, done.cursor, settle_seconds=60)
+    [again] = back.run_requests
+    first_key = next(r.run_key for r in first.run_requests if r.partition_key == again.partition_key)
+    assert again.run_key.split("#")[0] == first_key.split("#")[0]   # the same bytes as the first run...
+    assert again.run_key != first_key                               # ...and a run of their own
+
+
+def test_names_a_partition_key_cannot_hold_are_reported_not_fatal(tmp_path):
+    """A file name that is not UTF-8 (or holds what Dagster forbids in a partition key) is named in the
+    sensor's warnings; the other files still run."""
+    from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
+
+    from medflow_assets.landing.zone import PARTITION_KEY_FORBIDDEN
+
+    assert list(PARTITION_KEY_FORBIDDEN) == INVALID_PARTITION_SUBSTRINGS
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    src = landing / "northwind" / "northwind_claims_001.csv"
+    os.link(src, os.fsencode(landing / "northwind") + b"/northwind_claims_\xe9t\xe9.csv")
+    shutil.copy(src, landing / "northwind" / "northwind_claims_a...b.csv")
+    instance = dg.DagsterInstance.ephemeral()
+    result = _evaluate(local_landing_sensor, instance, landing, None)
+    assert sorted(r.partition_key for r in result.run_requests) == [
+        "bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt", "northwind/northwind_claims_001.csv"]
+    assert sorted(instance.get_dynamic_partitions("landing_file")) == sorted(
+        r.partition_key for r in result.run_requests)
+    from medflow_assets.landing.contracts import load_contracts
+    from medflow_assets.landing.zone import LocalLanding
+    from medflow_assets.settings import CONTRACTS_DIR
+
+    unread = LocalLanding(landing).scan(load_contracts(CONTRACTS_DIR)).unread
+    assert unread == [
+        ("'northwind/northwind_claims_a...b.csv': the name contains '...', which a Dagster partition key cannot "
+         "hold (rename the file)"),
+        "northwind/northwind_claims_\\xe9t\\xe9.csv: the name is not valid UTF-8 (rename the file)"]

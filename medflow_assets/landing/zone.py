@@ -31,6 +31,7 @@ class LandingObject:
     location: str         # what DuckDB reads: an absolute path or s3://bucket/key
     size_bytes: int
     fingerprint: str      # changes when the object changes (mtime+size locally, ETag on S3)
+    modified_ns: int | None = None  # last write, locally (S3 shows an object only once its upload completed)
 
     @property
     def payer(self) -> str:
@@ -76,6 +77,10 @@ def _hidden(part: str) -> bool:
     return part.startswith((".", "_"))
 
 
+# What a Dagster partition key may not contain (dagster's INVALID_PARTITION_SUBSTRINGS; a test compares them).
+PARTITION_KEY_FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
+
+
 def _classify(rel: str, contracts: dict[str, PayerContract], unread: list[str]) -> bool:
     """True when `rel` (a path under the landing root, / separated) is a claim file to read; otherwise it
     is either hidden or noted in `unread` with the reason, so no file is skipped without a word."""
@@ -89,6 +94,16 @@ def _classify(rel: str, contracts: dict[str, PayerContract], unread: list[str]) 
         unread.append(f"{rel}: in a subfolder of {parts[0]}/ (only files directly in a payer folder are read)")
         return False
     payer, name = parts
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (a Latin-1 name from an SFTP client, say)
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        unread.append(f"{shown}: the name is not valid UTF-8 (rename the file)")
+        return False
+    if bad := [s for s in PARTITION_KEY_FORBIDDEN if s in rel]:
+        unread.append(f"{rel!r}: the name contains {bad[0]!r}, which a Dagster partition key cannot hold "
+                      "(rename the file)")
+        return False
     contract = contracts.get(payer)
     if contract is not None and not Path(name).match(contract.file_glob):
         unread.append(f"{rel}: name does not match the {payer} contract's file_glob {contract.file_glob!r} "
@@ -110,7 +125,8 @@ class LocalLanding:
             rel = path.relative_to(self.root).as_posix()
             if _classify(rel, contracts, unread):
                 st = path.stat()
-                out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}"))
+                out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}",
+                                         st.st_mtime_ns))
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
 
     def _files(self) -> Iterator[Path]:
