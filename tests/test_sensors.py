@@ -8,6 +8,7 @@ import dagster as dg
 
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor, s3_landing_sensor
+from medflow_assets.settings import CONTRACTS_DIR
 from tests.helpers import SAMPLE_LANDING, medflow_env
 
 
@@ -146,3 +147,42 @@ def test_names_a_partition_key_cannot_hold_are_reported_not_fatal(tmp_path):
         ("'northwind/northwind_claims_a...b.csv': the name contains '...', which a Dagster partition key cannot "
          "hold (rename the file)"),
         "northwind/northwind_claims_\\xe9t\\xe9.csv: the name is not valid UTF-8 (rename the file)"]
+
+
+def test_a_contract_that_changes_reruns_its_payers_files_and_touching_a_failed_file_retries_it(tmp_path):
+    """A folder's files landed before its contract run again once the contract is there; a payer's files run
+    again when its contract changes; a file touched without new bytes runs again only when its last run
+    failed."""
+    landing, contracts = tmp_path / "landing", tmp_path / "contracts"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    (landing / "acme").mkdir()
+    shutil.copy(landing / "northwind" / "northwind_claims_001.csv", landing / "acme" / "acme_claims_001.csv")
+    instance = dg.DagsterInstance.ephemeral()
+    with medflow_env(contracts_path=contracts):
+        first = _evaluate(local_landing_sensor, instance, landing, None)
+        assert len(first.run_requests) == 4  # acme's file too: landing rejects it, naming the missing contract
+        (contracts / "acme.yaml").write_text(
+            (contracts / "northwind.yaml").read_text().replace("payer: northwind", "payer: acme"))
+        added = _evaluate(local_landing_sensor, instance, landing, first.cursor)
+        assert [(r.partition_key, r.tags["medflow/change"]) for r in added.run_requests] == [
+            ("acme/acme_claims_001.csv", "contract changed")]
+        assert _evaluate(local_landing_sensor, instance, landing, added.cursor).run_requests == []
+        nw = contracts / "northwind.yaml"
+        nw.write_text(nw.read_text().replace("max_quarantine_rate: 0.10", "max_quarantine_rate: 0.20"))
+        changed = _evaluate(local_landing_sensor, instance, landing, added.cursor)
+        assert [r.partition_key for r in changed.run_requests] == ["northwind/northwind_claims_001.csv"]
+
+        # the last run of the cascade file failed: touching the file retries it; touching another does not
+        @dg.asset
+        def fails():
+            raise RuntimeError("the warehouse was busy")
+
+        dg.materialize([fails], instance=instance, raise_on_error=False,
+                       tags={"medflow/landing_file": "cascade/cascade_claims_001.txt"})
+        for name in ("cascade/cascade_claims_001.txt", "bluepeak/bluepeak_claims_001.csv"):
+            f = landing / name
+            os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 5_000_000_000))
+        touched = _evaluate(local_landing_sensor, instance, landing, changed.cursor)
+        assert [(r.partition_key, r.tags["medflow/change"]) for r in touched.run_requests] == [
+            ("cascade/cascade_claims_001.txt", "retried")]

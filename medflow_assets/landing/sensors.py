@@ -6,14 +6,20 @@ n counting every arrival the sensor requested a run for: a tick evaluated twice 
 (Dagster drops the second), while bytes that come back later (a file reverted, re-landed after a failed
 run) get a run of their own. A local file modified within the last `settle_seconds` may still be being
 written: it is looked at again on a later tick, so a half-written file is not loaded (on S3 an object is
-listed only once its upload is complete)."""
+listed only once its upload is complete).
 
+Each file's entry also holds a digest of its payer's contract (none: no contract): when the contract
+changes (added for a folder whose files were rejected for lack of one, a column or date format fixed),
+every file of that payer runs again. A file touched without new bytes runs again when the last run for it
+failed (touching it is the way to retry by hand)."""
+
+import hashlib
 import json
 import time
 
 import dagster as dg
 
-from medflow_assets.landing.contracts import load_contracts
+from medflow_assets.landing.contracts import PayerContract, load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.zone import LandingObject, LandingZone, LocalLanding, digest_and_head
@@ -24,9 +30,15 @@ def _sha256(zone: LandingZone, obj: LandingObject) -> str:
     return digest_and_head(zone, obj)[0]
 
 
+def contract_digest(contract: PayerContract | None) -> str:
+    if contract is None:
+        return "none"
+    return hashlib.sha256(json.dumps(contract.as_dbt_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int]:
-    """({source_file: [fingerprint, checksum]}, arrivals so far); a cursor of earlier versions held the
-    mapping alone."""
+    """({source_file: [fingerprint, checksum, contract digest]}, arrivals so far); a cursor of earlier
+    versions held the mapping alone, without contract digests."""
     data = json.loads(cursor) if cursor else {}
     if "files" in data and "arrivals" in data:
         return data["files"], int(data["arrivals"])
@@ -34,9 +46,10 @@ def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int]:
 
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
-                     checksum_of=None, settle_seconds: float = 0.0,
-                     now_ns: int | None = None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
-    """(run requests, partitions to add, new cursor, summary). Pure apart from reading the zone.
+                     checksum_of=None, settle_seconds: float = 0.0, now_ns: int | None = None,
+                     last_run_failed=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
+    """(run requests, partitions to add, new cursor, summary). Pure apart from reading the zone (and
+    `last_run_failed(source_file)`, asked only for a file touched without new bytes).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
     moved; on S3 both are the ETag."""
@@ -45,11 +58,15 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     contracts = load_contracts(load_settings().contracts_path)
     scan = zone.scan(contracts)
     state, requests = {}, []
-    summary = {"new": [], "changed": [], "unchanged": [], "settling": [], "deleted": [], "not read": scan.unread}
+    summary = {"new": [], "changed": [], "contract changed": [], "retried": [], "unchanged": [], "settling": [],
+               "deleted": [], "not read": scan.unread}
     for obj in scan.objects:
         before = previous.get(obj.source_file)
-        if before and before[0] == obj.fingerprint:
-            state[obj.source_file] = before
+        contract = contract_digest(contracts.get(obj.payer))
+        # an entry of an older cursor has no contract digest: it takes the current one
+        contract_before = before[2] if before and len(before) > 2 else contract
+        if before and before[0] == obj.fingerprint and contract_before == contract:
+            state[obj.source_file] = [*before[:2], contract]
             summary["unchanged"].append(obj.source_file)
             continue
         if obj.modified_ns is not None and 0 <= now_ns - obj.modified_ns < settle_seconds * 1e9:
@@ -57,17 +74,25 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
                 state[obj.source_file] = before
             summary["settling"].append(obj.source_file)
             continue
-        checksum = checksum_of(zone, obj) if checksum_of else obj.fingerprint
-        state[obj.source_file] = [obj.fingerprint, checksum]
-        if before and before[1] == checksum:  # touched, same content
+        checksum = before[1] if before and before[0] == obj.fingerprint else \
+            checksum_of(zone, obj) if checksum_of else obj.fingerprint
+        state[obj.source_file] = [obj.fingerprint, checksum, contract]
+        if not before:
+            change = "new"
+        elif before[1] != checksum:
+            change = "changed"
+        elif contract_before != contract:
+            change = "contract changed"
+        elif last_run_failed is not None and last_run_failed(obj.source_file):
+            change = "retried"
+        else:  # touched, same content
             summary["unchanged"].append(obj.source_file)
             continue
         arrivals += 1
-        summary["changed" if before else "new"].append(obj.source_file)
+        summary[change].append(obj.source_file)
         requests.append(dg.RunRequest(partition_key=obj.source_file,
                                       run_key=f"{obj.source_file}@{checksum}#{arrivals}",
-                                      tags={"medflow/landing_file": obj.source_file,
-                                            "medflow/change": "changed" if before else "new"}))
+                                      tags={"medflow/landing_file": obj.source_file, "medflow/change": change}))
     summary["deleted"] = sorted(set(previous) - set(state))
     to_add = sorted({r.partition_key for r in requests} - known_partitions)
     return requests, to_add, json.dumps({"arrivals": arrivals, "files": state}, sort_keys=True), summary
@@ -85,9 +110,14 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         zone = landing.zone()
         known = set(context.instance.get_dynamic_partitions(landing_file_partitions.name))
         local = isinstance(zone, LocalLanding)
+        def last_run_failed(source_file: str) -> bool:
+            runs = context.instance.get_runs(dg.RunsFilter(tags={"medflow/landing_file": source_file}), limit=1)
+            return bool(runs) and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else None,
-            settle_seconds=load_settings().landing_settle_seconds if local else 0.0)
+            settle_seconds=load_settings().landing_settle_seconds if local else 0.0,
+            last_run_failed=last_run_failed)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:

@@ -202,7 +202,8 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
     lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes)
     if contract is None:
         lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
-                    f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file.")
+                    f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file; with the contract in "
+                    "place, the landing sensor runs the folder's files again.")
         return lf
     if obj.location.startswith("s3://") and "?" in obj.name:
         lf.error = (f"{obj.source_file}: an S3 object name with '?' cannot be read (DuckDB's S3 reader takes it "
