@@ -6,6 +6,7 @@ import shutil
 
 import dagster as dg
 
+from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor, s3_landing_sensor
 from medflow_assets.settings import CONTRACTS_DIR
@@ -29,15 +30,14 @@ def test_local_sensor_runs_exactly_what_is_new_or_changed(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
 
     first = _evaluate(local_landing_sensor, instance, landing, None)
-    keys = sorted(r.partition_key for r in first.run_requests)
-    assert keys == ["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt",
-                    "northwind/northwind_claims_001.csv"]
-    assert sorted(first.dynamic_partitions_requests[0].partition_keys) == keys
-    # run key: file@sha256#n, n counting the arrivals the sensor asked a run for
-    assert sorted(r.run_key.split("#")[1] for r in first.run_requests) == ["1", "2", "3"]
-    assert all(r.run_key.startswith(r.partition_key + "@") and len(r.run_key.split("@")[1].split("#")[0]) == 64
-               for r in first.run_requests)
-    assert {r.tags["medflow/change"] for r in first.run_requests} == {"new"}
+    keys = ["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt", "northwind/northwind_claims_001.csv"]
+    assert list(first.dynamic_partitions_requests[0].partition_keys) == keys
+    # files new to Dagster run together: one run over the range of their partitions, added in that order
+    [batch] = first.run_requests
+    assert batch.partition_key is None and batch.tags["dagster/asset_partition_range_start"] == keys[0]
+    assert batch.tags["dagster/asset_partition_range_end"] == keys[-1]
+    assert instance.get_dynamic_partitions("landing_file") == keys
+    assert batch.run_key == f"{keys[0]}...{keys[-1]}@3#3" and batch.tags["medflow/change"] == "new"
     cursor = first.cursor
     assert set(json.loads(cursor)["files"]) == set(keys) and json.loads(cursor)["arrivals"] == 3
 
@@ -60,8 +60,9 @@ def test_local_sensor_runs_exactly_what_is_new_or_changed(tmp_path):
     changed = _evaluate(local_landing_sensor, instance, landing, touched.cursor)
     assert [r.partition_key for r in changed.run_requests] == ["cascade/cascade_claims_001.txt"]
     assert changed.run_requests[0].tags["medflow/change"] == "changed"
-    old_key = next(r.run_key for r in first.run_requests if r.partition_key.startswith("cascade"))
-    assert changed.run_requests[0].run_key != old_key
+    # run key: file@sha256#n, n counting the arrivals the sensor asked a run for
+    sha = json.loads(changed.cursor)["files"]["cascade/cascade_claims_001.txt"][1]
+    assert changed.run_requests[0].run_key == f"cascade/cascade_claims_001.txt@{sha}#4" and len(sha) == 64
     assert changed.dynamic_partitions_requests == []
 
     # a new file and a deleted one in the same tick
@@ -94,7 +95,8 @@ def test_a_file_still_being_written_waits_and_bytes_that_come_back_run_again(tmp
     for f in landing.rglob("*.*"):
         os.utime(f, (old, old))
     first = _evaluate(local_landing_sensor, instance, landing, None, settle_seconds=60)
-    assert len(first.run_requests) == 3
+    assert len(first.run_requests) == 1  # the three new files together
+    first_sha = json.loads(first.cursor)["files"]["cascade/cascade_claims_001.txt"][1]
 
     f = landing / "cascade" / "cascade_claims_001.txt"
     original = f.read_bytes()
@@ -114,9 +116,7 @@ def test_a_file_still_being_written_waits_and_bytes_that_come_back_run_again(tmp
     os.utime(f, (old + 200, old + 200))
     back = _evaluate(local_landing_sensor, instance, landing, done.cursor, settle_seconds=60)
     [again] = back.run_requests
-    first_key = next(r.run_key for r in first.run_requests if r.partition_key == again.partition_key)
-    assert again.run_key.split("#")[0] == first_key.split("#")[0]   # the same bytes as the first run...
-    assert again.run_key != first_key                               # ...and a run of their own
+    assert again.run_key == f"cascade/cascade_claims_001.txt@{first_sha}#5"  # the first bytes, a run of their own
 
 
 def test_names_a_partition_key_cannot_hold_are_reported_not_fatal(tmp_path):
@@ -134,10 +134,9 @@ def test_names_a_partition_key_cannot_hold_are_reported_not_fatal(tmp_path):
     shutil.copy(src, landing / "northwind" / "northwind_claims_a...b.csv")
     instance = dg.DagsterInstance.ephemeral()
     result = _evaluate(local_landing_sensor, instance, landing, None)
-    assert sorted(r.partition_key for r in result.run_requests) == [
+    assert len(result.run_requests) == 1
+    assert instance.get_dynamic_partitions("landing_file") == [
         "bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt", "northwind/northwind_claims_001.csv"]
-    assert sorted(instance.get_dynamic_partitions("landing_file")) == sorted(
-        r.partition_key for r in result.run_requests)
     from medflow_assets.landing.contracts import load_contracts
     from medflow_assets.landing.zone import LocalLanding
     from medflow_assets.settings import CONTRACTS_DIR
@@ -161,7 +160,7 @@ def test_a_contract_that_changes_reruns_its_payers_files_and_touching_a_failed_f
     instance = dg.DagsterInstance.ephemeral()
     with medflow_env(contracts_path=contracts):
         first = _evaluate(local_landing_sensor, instance, landing, None)
-        assert len(first.run_requests) == 4  # acme's file too: landing rejects it, naming the missing contract
+        assert len(instance.get_dynamic_partitions("landing_file")) == 4  # acme's file too: landing rejects it
         (contracts / "acme.yaml").write_text(
             (contracts / "northwind.yaml").read_text().replace("payer: northwind", "payer: acme"))
         added = _evaluate(local_landing_sensor, instance, landing, first.cursor)
@@ -173,13 +172,13 @@ def test_a_contract_that_changes_reruns_its_payers_files_and_touching_a_failed_f
         changed = _evaluate(local_landing_sensor, instance, landing, added.cursor)
         assert [r.partition_key for r in changed.run_requests] == ["northwind/northwind_claims_001.csv"]
 
-        # the last run of the cascade file failed: touching the file retries it; touching another does not
-        @dg.asset
+        # the last run for the cascade file failed (its silver partition is FAILED): touching the file retries
+        # it; touching another does not
+        @dg.asset(key=["silver", "silver_claim_lines_validated"], partitions_def=landing_file_partitions)
         def fails():
             raise RuntimeError("the warehouse was busy")
 
-        dg.materialize([fails], instance=instance, raise_on_error=False,
-                       tags={"medflow/landing_file": "cascade/cascade_claims_001.txt"})
+        dg.materialize([fails], instance=instance, raise_on_error=False, partition_key="cascade/cascade_claims_001.txt")
         for name in ("cascade/cascade_claims_001.txt", "bluepeak/bluepeak_claims_001.csv"):
             f = landing / name
             os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 5_000_000_000))

@@ -11,7 +11,8 @@ listed only once its upload is complete).
 Each file's entry also holds a digest of its payer's contract (none: no contract): when the contract
 changes (added for a folder whose files were rejected for lack of one, a column or date format fixed),
 every file of that payer runs again. A file touched without new bytes runs again when the last run for it
-failed (touching it is the way to retry by hand)."""
+failed (touching it is the way to retry by hand). Files new to Dagster in one tick run as one run (a
+partition range); others run one file per run."""
 
 import hashlib
 import json
@@ -95,7 +96,20 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
                                       tags={"medflow/landing_file": obj.source_file, "medflow/change": change}))
     summary["deleted"] = sorted(set(previous) - set(state))
     to_add = sorted({r.partition_key for r in requests} - known_partitions)
+    if len(to_add) > 1:
+        # Files new to Dagster run together: their partitions are added in this order, one after the other,
+        # so the range first...last holds exactly them (one run, like medflow-load, instead of one per file).
+        added = set(to_add)
+        requests = [r for r in requests if r.partition_key not in added] + [dg.RunRequest(
+            run_key=f"{to_add[0]}...{to_add[-1]}@{len(to_add)}#{arrivals}",
+            tags={"dagster/asset_partition_range_start": to_add[0], "dagster/asset_partition_range_end": to_add[-1],
+                  "medflow/landing_files": str(len(to_add)), "medflow/change": "new"})]
     return requests, to_add, json.dumps({"arrivals": arrivals, "files": state}, sort_keys=True), summary
+
+
+# landing_files, and silver's table (the last partitioned step): a run that failed anywhere on the way
+# leaves one of them FAILED for the file's partition.
+LAST_PARTITIONED_ASSETS = (dg.AssetKey("landing_files"), dg.AssetKey(["silver", "silver_claim_lines_validated"]))
 
 
 def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
@@ -111,8 +125,11 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         known = set(context.instance.get_dynamic_partitions(landing_file_partitions.name))
         local = isinstance(zone, LocalLanding)
         def last_run_failed(source_file: str) -> bool:
-            runs = context.instance.get_runs(dg.RunsFilter(tags={"medflow/landing_file": source_file}), limit=1)
-            return bool(runs) and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+            """The last attempt to materialize this file's partition of landing or silver failed (in a run
+            for it alone, for a batch, or medflow-load's)."""
+            return any(
+                (context.instance.get_status_by_partition(key, [source_file], landing_file_partitions) or {})
+                .get(source_file) == dg.AssetPartitionStatus.FAILED for key in LAST_PARTITIONED_ASSETS)
 
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else None,
