@@ -34,6 +34,7 @@ PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
 INT32_MAX, CENTS_LIMIT = 2**31 - 1, 10**12  # integer range; DECIMAL(12, 2) holds |cents| < 10^12
 # Safe Harbor: three-digit ZIP areas reported as 000 (the dbt seed silver reads)
+DEPARTMENTS = set(pd.read_csv(DBT_PROJECT_DIR / "seeds" / "departments.csv", dtype=str)["department"])
 RESTRICTED_ZIP3 = set(pd.read_csv(DBT_PROJECT_DIR / "seeds" / "safe_harbor_restricted_zip3.csv", dtype=str)["zip3"])
 
 
@@ -205,7 +206,7 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
         "negative_amount": (status.notna() & (status != "reversed")
                             & ((billed < 0) | (allowed < 0) | (paid < 0)).fillna(False)),
         "future_service_date": (s["service_date"] > load_day + pd.Timedelta(days=1)).fillna(False),
-        "invalid_department": ~s["department"].str[:1].between("a", "z"),
+        "invalid_department": ~s["department"].isin(DEPARTMENTS),
         "invalid_denial_reason_code": s["denial_reason_code"].notna()
                                       & ~s["denial_reason_code"].fillna("").str.fullmatch(r"[0-9A-Z]{1,4}"),
     }

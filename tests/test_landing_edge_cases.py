@@ -189,8 +189,8 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
     pending = [i for i, r in enumerate(rows) if i and r[col["status"]] == "pending"]
     edits = {
         paid[0]: {"department": "OB/GYN"},                    # normalized, kept: ob_gyn
-        paid[1]: {"department": "Pédiatrie Générale"},        # accents stripped, kept: pediatrie_generale
-        paid[2]: {"department": "3rd floor"},                 # cannot be made a name: invalid_department
+        paid[1]: {"department": "Pédiatrics"},                # accents stripped, kept: pediatrics
+        paid[2]: {"department": "3rd floor"},                 # not a department of the seed: invalid_department
         paid[3]: {"paid_date": "2001-01-01"},                 # before the service: paid_before_service
         paid[4]: {"birth_date": "1890-05-05"},                # invalid_birth_date
         paid[5]: {"birth_date": "2099-01-01"},                # born after the service: invalid_birth_date
@@ -202,6 +202,7 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
                    "birth_date": "2050-01-01"},               # future_service_date (the birth date is before it)
         pending[0]: {"billed_amount": "-1.00", "allowed_amount": "-2.00",
                      "paid_amount": "-3.00"},                 # negative_amount (the order paid <= allowed <= billed holds)
+        paid[11]: {"department": "Jane Roe 222-33-4444"},     # free text: invalid_department, kept out of gold
     }
     for i, change in edits.items():
         for field, value in change.items():
@@ -220,15 +221,18 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
                            paid[4]: ["invalid_birth_date"], paid[5]: ["invalid_birth_date"],
                            paid[6]: ["invalid_denial_reason_code"], paid[7]: ["invalid_paid_date"],
                            paid[8]: ["invalid_birth_date"], paid[9]: ["invalid_claim_line_number"],
-                           paid[10]: ["future_service_date"], pending[0]: ["negative_amount"]}
+                           paid[10]: ["future_service_date"], pending[0]: ["negative_amount"],
+                           paid[11]: ["invalid_department"]}
     assert dict(query(wh, "SELECT source_row_number, department FROM silver.silver_claim_lines "
                           "WHERE source_row_number IN (?, ?)", [paid[0], paid[1]])) == {
-        paid[0]: "ob_gyn", paid[1]: "pediatrie_generale"}
+        paid[0]: "ob_gyn", paid[1]: "pediatrics"}
     log = dict(query(wh, "SELECT rule_id, rows_failed FROM silver.silver_data_quality_log WHERE rows_failed > 0"))
-    assert log == {"invalid_department": 1, "paid_before_service": 1, "invalid_birth_date": 3,
+    assert log == {"invalid_department": 2, "paid_before_service": 1, "invalid_birth_date": 3,
                    "invalid_denial_reason_code": 1, "invalid_paid_date": 1, "invalid_claim_line_number": 1,
                    "future_service_date": 1, "negative_amount": 1}
-    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 10,)]
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 11,)]
+    assert query(wh, "SELECT count(*) FROM gold.department_revenue WHERE department NOT IN "
+                     "(SELECT department FROM reference.departments)") == [(0,)]
     assert unconserved_files(wh) == []
     # a member version with an impossible birth date keeps no birth year (the members schema passes)
     assert check_result(result, "pandera_SilverMembers").passed

@@ -29,6 +29,10 @@ with (DBT_PROJECT_DIR / "seeds" / "safe_harbor_restricted_zip3.csv").open() as _
     RESTRICTED_ZIP3 = sorted(row["zip3"] for row in csv.DictReader(_f))
 
 
+with (DBT_PROJECT_DIR / "seeds" / "departments.csv").open() as _f:
+    DEPARTMENTS = sorted(row["department"] for row in csv.DictReader(_f))
+
+
 def _zip3() -> object:
     return Field(nullable=True, str_matches=r"^[0-9]{3}$", notin=RESTRICTED_ZIP3)
 
@@ -66,7 +70,7 @@ class SilverClaimLines(_Lineage):
     gender: dt.String = Field(nullable=False, isin=["F", "M", "U"])
     zip3: dt.String = _zip3()
     provider_npi: dt.String = Field(nullable=False, str_matches=NPI)
-    department: dt.String = Field(nullable=False, str_matches=r"^[a-z][a-z0-9_]*$")
+    department: dt.String = Field(nullable=False, isin=DEPARTMENTS)
     diagnosis_code: dt.String = Field(nullable=False, str_matches=ICD10_CM)
     procedure_code: dt.String = Field(nullable=False, str_matches=CPT_HCPCS)
     place_of_service: dt.String = Field(nullable=True, str_matches=PLACE_OF_SERVICE)
@@ -230,7 +234,7 @@ class PayerProviderStats(pa.DataFrameModel):
 
 class PayerDepartmentStats(pa.DataFrameModel):
     """Additive per department x payer parts of department_revenue."""
-    department: dt.String = Field(nullable=False)
+    department: dt.String = Field(nullable=False, isin=DEPARTMENTS)  # no free text in gold
     payer: dt.String = Field(nullable=False)
     visits: dt.Int64 = Field(nullable=False, ge=1)
     lines: dt.Int64 = Field(nullable=False, ge=1)
@@ -248,7 +252,7 @@ class PayerDepartmentStats(pa.DataFrameModel):
 
 
 class DepartmentRevenue(pa.DataFrameModel):
-    department: dt.String = Field(nullable=False)
+    department: dt.String = Field(nullable=False, isin=DEPARTMENTS)
     visits: dt.Int64 = Field(nullable=False, ge=1)
     lines: dt.Int64 = Field(nullable=False, ge=1)
     pending_revenue: dt.Decimal(38, 2) = Field(nullable=False, ge=0)

@@ -116,10 +116,10 @@ select
     case when claim_status is not null and claim_status <> 'reversed'
           and (billed_amount < 0 or allowed_amount < 0 or paid_amount < 0)
          then 'negative_amount' end,
-    {#- a day of slack: the payer's calendar may be a day ahead of the load's (UTC) -#}
+    {#- a day of slack: the payer's calendar may be a day ahead of the load's (UTC) #}
     case when service_date > cast(ingested_at as date) + 1 then 'future_service_date' end,
-    {#- after the normalization above only the first character can be wrong (a digit or _) -#}
-    case when not (left(department, 1) between 'a' and 'z') then 'invalid_department' end,
+    {#- a department silver does not know is free text: it stays out of silver and gold #}
+    case when department not in (select department from {{ ref('departments') }}) then 'invalid_department' end,
     case when denial_reason_code is not null and not regexp_full_match(denial_reason_code, '[0-9A-Z]{1,4}')
          then 'invalid_denial_reason_code' end,
     case when claim_id is not null and claim_line_number is not null and is_duplicate
