@@ -69,7 +69,11 @@ def test_local_sensor_runs_exactly_what_is_new_or_changed(tmp_path):
     shutil.copy(landing / "northwind" / "northwind_claims_001.csv", landing / "northwind" / "northwind_claims_002.csv")
     (landing / "bluepeak" / "bluepeak_claims_001.csv").unlink()
     mixed = _evaluate(local_landing_sensor, instance, landing, changed.cursor)
-    assert [r.partition_key for r in mixed.run_requests] == ["northwind/northwind_claims_002.csv"]
+    assert [(r.partition_key, r.tags["medflow/change"]) for r in mixed.run_requests] == [
+        ("northwind/northwind_claims_002.csv", "new"), ("bluepeak/bluepeak_claims_001.csv", "deleted")]
+    # the deleted file's run is landing alone: the registry marks it missing, its loaded rows stay
+    assert mixed.run_requests[0].asset_selection is None
+    assert mixed.run_requests[1].asset_selection == [dg.AssetKey("landing_files")]
     assert list(mixed.dynamic_partitions_requests[0].partition_keys) == ["northwind/northwind_claims_002.csv"]
     state = json.loads(mixed.cursor)["files"]
     assert "bluepeak/bluepeak_claims_001.csv" not in state and "northwind/northwind_claims_002.csv" in state

@@ -1,5 +1,6 @@
 """Arrival sensors, one per landing backend: new file -> add its partition and request a run; changed file ->
-rerun its partition; unchanged or only touched -> nothing; deleted -> forgotten (its loaded rows stay).
+rerun its partition; unchanged or only touched -> nothing; deleted -> a run of landing alone marks it
+missing in the registry (its loaded rows stay).
 
 The cursor holds each file's fingerprint and checksum and a counter of arrivals. run_key = file@checksum#n,
 n counting every arrival the sensor requested a run for: a tick evaluated twice asks for the same runs
@@ -96,6 +97,14 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
                                       tags={"medflow/landing_file": obj.source_file, "medflow/change": change}))
     summary["deleted"] = sorted(set(previous) - set(state))
     to_add = sorted({r.partition_key for r in requests} - known_partitions)
+    for source_file in summary["deleted"]:
+        if source_file in known_partitions:
+            # landing alone: the registry marks the file missing and files_match_payer_contracts says so
+            # (its loaded rows stay; bronze, silver and gold are not run)
+            arrivals += 1
+            requests.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@deleted#{arrivals}",
+                                          asset_selection=[dg.AssetKey("landing_files")],
+                                          tags={"medflow/landing_file": source_file, "medflow/change": "deleted"}))
     if len(to_add) > 1:
         # Files new to Dagster run together: their partitions are added in this order, one after the other,
         # so the range first...last holds exactly them (one run, like medflow-load, instead of one per file).
