@@ -36,6 +36,15 @@ def test_unknown_target_is_refused():
         load_settings({"MEDFLOW_TARGET": "staging"})
 
 
+def test_landing_settle_time_is_seconds_with_a_default():
+    assert load_settings({}).landing_settle_seconds == 60.0
+    assert load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "2.5"}).landing_settle_seconds == 2.5
+    with pytest.raises(SettingsError, match="MEDFLOW_LANDING_SETTLE_SECONDS='soon' is not a number of seconds"):
+        load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "soon"})
+    with pytest.raises(SettingsError, match="must be 0 or more seconds"):
+        load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "-1"})
+
+
 def test_dev_key_use_is_logged_without_the_key(caplog):
     with caplog.at_level(logging.WARNING):
         announce_key(load_settings({}))
