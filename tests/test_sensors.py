@@ -189,3 +189,23 @@ def test_a_contract_that_changes_reruns_its_payers_files_and_touching_a_failed_f
         touched = _evaluate(local_landing_sensor, instance, landing, changed.cursor)
         assert [(r.partition_key, r.tags["medflow/change"]) for r in touched.run_requests] == [
             ("cascade/cascade_claims_001.txt", "retried")]
+
+
+def test_a_file_that_vanishes_between_the_scan_and_its_checksum_is_looked_at_again(tmp_path):
+    from medflow_assets.landing.sensors import evaluate_landing
+    from medflow_assets.landing.zone import LandingReadError, LocalLanding
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+
+    def vanished(zone, obj):
+        if obj.payer == "cascade":
+            raise LandingReadError(f"cannot read landed file {obj.location}: gone")
+        return "sha-" + obj.payer
+
+    requests, to_add, cursor, summary = evaluate_landing(LocalLanding(landing), None, set(), checksum_of=vanished)
+    assert summary["settling"] == ["cascade/cascade_claims_001.txt"]
+    assert to_add == ["bluepeak/bluepeak_claims_001.csv", "northwind/northwind_claims_001.csv"]
+    assert "cascade/cascade_claims_001.txt" not in json.loads(cursor)["files"]
+    again = evaluate_landing(LocalLanding(landing), cursor, set(to_add), checksum_of=lambda z, o: "sha-" + o.payer)
+    assert [r.partition_key for r in again[0]] == ["cascade/cascade_claims_001.txt"]

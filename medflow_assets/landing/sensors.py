@@ -24,7 +24,13 @@ import dagster as dg
 from medflow_assets.landing.contracts import PayerContract, load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
-from medflow_assets.landing.zone import LandingObject, LandingZone, LocalLanding, digest_and_head
+from medflow_assets.landing.zone import (
+    LandingObject,
+    LandingReadError,
+    LandingZone,
+    LocalLanding,
+    digest_and_head,
+)
 from medflow_assets.settings import load_settings
 
 
@@ -76,8 +82,14 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
                 state[obj.source_file] = before
             summary["settling"].append(obj.source_file)
             continue
-        checksum = before[1] if before and before[0] == obj.fingerprint else \
-            checksum_of(zone, obj) if checksum_of else obj.fingerprint
+        try:
+            checksum = before[1] if before and before[0] == obj.fingerprint else \
+                checksum_of(zone, obj) if checksum_of else obj.fingerprint
+        except LandingReadError:  # gone or unreadable since the scan (moved away mid-tick): look again later
+            if before:
+                state[obj.source_file] = before
+            summary["settling"].append(obj.source_file)
+            continue
         state[obj.source_file] = [obj.fingerprint, checksum, contract]
         if not before:
             change = "new"
