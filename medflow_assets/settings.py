@@ -7,6 +7,7 @@ The defaults run the whole graph on the committed sample with no server and no v
 from __future__ import annotations
 
 import logging
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -171,8 +172,8 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
         value = float(raw) if raw else default
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number of seconds.") from None
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r} must be 0 or more seconds.")
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"{name}={raw!r} must be a finite number of seconds, 0 or more.")
     return value
 
 

@@ -204,8 +204,68 @@ def test_a_file_that_vanishes_between_the_scan_and_its_checksum_is_looked_at_aga
         return "sha-" + obj.payer
 
     requests, to_add, cursor, summary = evaluate_landing(LocalLanding(landing), None, set(), checksum_of=vanished)
-    assert summary["settling"] == ["cascade/cascade_claims_001.txt"]
+    assert len(requests) == 1 and summary["settling"] == ["cascade/cascade_claims_001.txt"]
     assert to_add == ["bluepeak/bluepeak_claims_001.csv", "northwind/northwind_claims_001.csv"]
     assert "cascade/cascade_claims_001.txt" not in json.loads(cursor)["files"]
     again = evaluate_landing(LocalLanding(landing), cursor, set(to_add), checksum_of=lambda z, o: "sha-" + o.payer)
     assert [r.partition_key for r in again[0]] == ["cascade/cascade_claims_001.txt"]
+
+
+def test_files_gone_from_the_zone_are_marked_missing_by_one_landing_run(tmp_path):
+    """A payer folder deleted (two files) is one landing-only run, which marks both missing; a file a
+    contract's file_glob no longer matches is marked missing with that reason. Loaded rows stay."""
+    from medflow_assets.synth.generator import generate
+    from tests.helpers import materialize_graph, query
+
+    landing, contracts, wh = tmp_path / "landing", tmp_path / "contracts", tmp_path / "wh.duckdb"
+    generate(landing, 3000, seed=51, files_per_payer=2, manifest_dir=tmp_path / "m")
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    instance = dg.DagsterInstance.ephemeral()
+    with medflow_env(contracts_path=contracts):
+        first = _evaluate(local_landing_sensor, instance, landing, None)
+        assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success
+        bronze = query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines")
+        shutil.rmtree(landing / "northwind")
+        bp = contracts / "bluepeak.yaml"
+        bp.write_text(bp.read_text().replace('file_glob: "*.csv"', 'file_glob: "bp_*.csv"'))
+        tick = _evaluate(local_landing_sensor, instance, landing, first.cursor)
+        [gone_run] = [r for r in tick.run_requests if r.tags["medflow/change"] == "deleted"]
+        assert gone_run.asset_selection == [dg.AssetKey("landing_files")] and gone_run.tags["medflow/files_gone"] == "4"
+        assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[gone_run.partition_key],
+                                 selection=dg.AssetSelection.assets("landing_files")).success
+    status = query(wh, "SELECT source_file, status, error FROM landing.landing_file_registry ORDER BY 1")
+    assert [(f.split("/")[0], s) for f, s, _ in status] == [("bluepeak", "missing")] * 2 + [("cascade", "accepted")] * 2 \
+        + [("northwind", "missing")] * 2
+    assert "is no longer read (name does not match the bluepeak contract's file_glob 'bp_*.csv'" in status[0][2]
+    assert "is no longer in" in status[-1][2]
+    assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == bronze  # loaded rows stay
+
+
+def test_a_future_mtime_settles_once_unchanged_for_a_tick_and_touched_files_are_asked_about_at_once(tmp_path):
+    from medflow_assets.landing.sensors import evaluate_landing
+    from medflow_assets.landing.zone import LocalLanding
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    now = 2_000_000_000 * 10**9
+    for f in landing.rglob("*.*"):
+        os.utime(f, ns=(now - 10**12, now - 10**12))           # long settled
+    ahead = landing / "cascade" / "cascade_claims_001.txt"
+    os.utime(ahead, ns=(now + 600 * 10**9, now + 600 * 10**9))  # written by a host whose clock is 10 min ahead
+    zone, sha = LocalLanding(landing), (lambda z, o: "sha-" + o.source_file)
+    reqs, to_add, cursor, summary = evaluate_landing(zone, None, set(), checksum_of=sha, settle_seconds=60, now_ns=now)
+    assert summary["settling"] == ["cascade/cascade_claims_001.txt"] and len(to_add) == 2
+    reqs, to_add, cursor, summary = evaluate_landing(zone, cursor, set(to_add), checksum_of=sha, settle_seconds=60,
+                                                     now_ns=now + 30 * 10**9)
+    assert [r.partition_key for r in reqs] == ["cascade/cascade_claims_001.txt"]   # unchanged since: settled
+
+    for f in landing.rglob("*.*"):                             # every file touched (a copy without -p)
+        os.utime(f, ns=(now, now))
+    asked = []
+    reqs, _, _, summary = evaluate_landing(
+        zone, cursor, {"bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt",
+                       "northwind/northwind_claims_001.csv"}, checksum_of=sha, settle_seconds=60,
+        now_ns=now + 120 * 10**9, failed_files=lambda keys: asked.append(keys) or {"northwind/northwind_claims_001.csv"})
+    assert asked == [["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt",
+                      "northwind/northwind_claims_001.csv"]]               # one question for all of them
+    assert [(r.partition_key, r.tags["medflow/change"]) for r in reqs] == [("northwind/northwind_claims_001.csv", "retried")]

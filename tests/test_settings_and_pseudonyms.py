@@ -41,8 +41,9 @@ def test_landing_settle_time_is_seconds_with_a_default():
     assert load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "2.5"}).landing_settle_seconds == 2.5
     with pytest.raises(SettingsError, match="MEDFLOW_LANDING_SETTLE_SECONDS='soon' is not a number of seconds"):
         load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "soon"})
-    with pytest.raises(SettingsError, match="must be 0 or more seconds"):
-        load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "-1"})
+    for bad in ("-1", "inf", "nan"):
+        with pytest.raises(SettingsError, match="must be a finite number of seconds, 0 or more"):
+            load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": bad})
 
 
 def test_dev_key_use_is_logged_without_the_key(caplog):

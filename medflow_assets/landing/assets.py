@@ -101,6 +101,13 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     return copies
 
 
+def _why_gone(source_file: str, zone, unread: list[str]) -> str:
+    not_read = next((u.split(": ", 1)[1] for u in unread if u.startswith(f"{source_file}: ")), None)
+    if not_read:  # still there, but no longer read (a contract's file_glob changed, say)
+        return f"{source_file} is no longer read ({not_read}); its rows already loaded are kept"
+    return f"{source_file} is no longer in {zone.description}; its rows already loaded are kept"
+
+
 @dg.asset(
     group_name="landing",
     kinds={"duckdb"},
@@ -145,9 +152,14 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         context.log.warning(f"landing read failed (attempt {attempt} of {LANDING_RETRY.max_retries + 1}): {exc}")
         raise dg.Failure(description=f"{exc} (attempt {attempt} of {LANDING_RETRY.max_retries + 1}; retried "
                                      "with exponential backoff)") from exc
-    gone = {k: f"{k} is no longer in {zone.description}; its rows already loaded are kept"
-            for k in wanted if k not in present}
     with warehouse.connect() as con:
+        # The run's files not in the zone, and any other file the registry holds as accepted that is gone:
+        # a run for one file keeps the whole registry true (a deleted payer folder is one run, not one per file).
+        gone = {k: _why_gone(k, zone, scan.unread) for k in wanted if k not in present}
+        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'landing' "
+                       "AND table_name = 'landing_file_registry'").fetchone()[0]:
+            gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
+                f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
         copies = write_registry(con, files, contracts, gone=gone)
     rejected = [f for f in files if not f.accepted]
     for f in rejected:

@@ -39,33 +39,38 @@ def _sha256(zone: LandingZone, obj: LandingObject) -> str:
 
 
 def contract_digest(contract: PayerContract | None) -> str:
+    """What the payer's contract says (none: no contract); the canonical fields, which belong to MedFlow and
+    not to the payer, are left out."""
     if contract is None:
         return "none"
-    return hashlib.sha256(json.dumps(contract.as_dbt_json(), sort_keys=True).encode()).hexdigest()[:16]
+    said = {k: v for k, v in contract.as_dbt_json().items() if k != "canonical_fields"}
+    return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int]:
-    """({source_file: [fingerprint, checksum, contract digest]}, arrivals so far); a cursor of earlier
-    versions held the mapping alone, without contract digests."""
+def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str, str]]:
+    """({source_file: [fingerprint, checksum, contract digest]}, arrivals so far, {source_file: fingerprint
+    of a file seen settling}); a cursor of earlier versions held the mapping alone, without digests."""
     data = json.loads(cursor) if cursor else {}
     if "files" in data and "arrivals" in data:
-        return data["files"], int(data["arrivals"])
-    return data, 0
+        return data["files"], int(data["arrivals"]), data.get("settling", {})
+    return data, 0, {}
 
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
                      checksum_of=None, settle_seconds: float = 0.0, now_ns: int | None = None,
-                     last_run_failed=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
+                     failed_files=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
     """(run requests, partitions to add, new cursor, summary). Pure apart from reading the zone (and
-    `last_run_failed(source_file)`, asked only for a file touched without new bytes).
+    `failed_files(keys)`, the files among `keys` whose last run failed, asked once, for the files touched
+    without new bytes).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
-    moved; on S3 both are the ETag."""
-    previous, arrivals = read_cursor(cursor)
+    moved; on S3 both are the ETag. A local file is settled when its last write is at least settle_seconds
+    old; one whose mtime is in the future (a writer's clock ahead) once it is unchanged since the last tick."""
+    previous, arrivals, was_settling = read_cursor(cursor)
     now_ns = time.time_ns() if now_ns is None else now_ns
     contracts = load_contracts(load_settings().contracts_path)
     scan = zone.scan(contracts)
-    state, requests = {}, []
+    state, settling, decided, touched = {}, {}, [], []
     summary = {"new": [], "changed": [], "contract changed": [], "retried": [], "unchanged": [], "settling": [],
                "deleted": [], "not read": scan.unread}
     for obj in scan.objects:
@@ -77,9 +82,12 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             state[obj.source_file] = [*before[:2], contract]
             summary["unchanged"].append(obj.source_file)
             continue
-        if obj.modified_ns is not None and 0 <= now_ns - obj.modified_ns < settle_seconds * 1e9:
+        age_ns = None if obj.modified_ns is None else now_ns - obj.modified_ns
+        if age_ns is not None and age_ns < settle_seconds * 1e9 and not (
+                age_ns < 0 and was_settling.get(obj.source_file) == obj.fingerprint):
             if before:  # what was loaded stays the state until the new bytes have settled
                 state[obj.source_file] = before
+            settling[obj.source_file] = obj.fingerprint
             summary["settling"].append(obj.source_file)
             continue
         try:
@@ -92,31 +100,36 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             continue
         state[obj.source_file] = [obj.fingerprint, checksum, contract]
         if not before:
-            change = "new"
+            decided.append((obj.source_file, checksum, "new"))
         elif before[1] != checksum:
-            change = "changed"
+            decided.append((obj.source_file, checksum, "changed"))
         elif contract_before != contract:
-            change = "contract changed"
-        elif last_run_failed is not None and last_run_failed(obj.source_file):
-            change = "retried"
-        else:  # touched, same content
-            summary["unchanged"].append(obj.source_file)
-            continue
+            decided.append((obj.source_file, checksum, "contract changed"))
+        else:  # touched, same content: run again only if its last run failed (asked below, once)
+            touched.append((obj.source_file, checksum))
+    failed = set(failed_files([k for k, _ in touched])) if touched and failed_files is not None else set()
+    for source_file, checksum in touched:
+        if source_file in failed:
+            decided.append((source_file, checksum, "retried"))
+        else:
+            summary["unchanged"].append(source_file)
+    requests = []
+    for source_file, checksum, change in decided:
         arrivals += 1
-        summary[change].append(obj.source_file)
-        requests.append(dg.RunRequest(partition_key=obj.source_file,
-                                      run_key=f"{obj.source_file}@{checksum}#{arrivals}",
-                                      tags={"medflow/landing_file": obj.source_file, "medflow/change": change}))
+        summary[change].append(source_file)
+        requests.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@{checksum}#{arrivals}",
+                                      tags={"medflow/landing_file": source_file, "medflow/change": change}))
     summary["deleted"] = sorted(set(previous) - set(state))
     to_add = sorted({r.partition_key for r in requests} - known_partitions)
-    for source_file in summary["deleted"]:
-        if source_file in known_partitions:
-            # landing alone: the registry marks the file missing and files_match_payer_contracts says so
-            # (its loaded rows stay; bronze, silver and gold are not run)
-            arrivals += 1
-            requests.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@deleted#{arrivals}",
-                                          asset_selection=[dg.AssetKey("landing_files")],
-                                          tags={"medflow/landing_file": source_file, "medflow/change": "deleted"}))
+    gone = [k for k in summary["deleted"] if k in known_partitions]
+    if gone:
+        # One run of landing alone, for the first such file: landing marks every accepted file of the registry
+        # that is no longer in the zone missing (its loaded rows stay), and files_match_payer_contracts says so.
+        arrivals += 1
+        requests.append(dg.RunRequest(partition_key=gone[0], run_key=f"{gone[0]}@deleted+{len(gone) - 1}#{arrivals}",
+                                      asset_selection=[dg.AssetKey("landing_files")],
+                                      tags={"medflow/landing_file": gone[0], "medflow/change": "deleted",
+                                            "medflow/files_gone": str(len(gone))}))
     if len(to_add) > 1:
         # Files new to Dagster run together: their partitions are added in this order, one after the other,
         # so the range first...last holds exactly them (one run, like medflow-load, instead of one per file).
@@ -125,7 +138,10 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             run_key=f"{to_add[0]}...{to_add[-1]}@{len(to_add)}#{arrivals}",
             tags={"dagster/asset_partition_range_start": to_add[0], "dagster/asset_partition_range_end": to_add[-1],
                   "medflow/landing_files": str(len(to_add)), "medflow/change": "new"})]
-    return requests, to_add, json.dumps({"arrivals": arrivals, "files": state}, sort_keys=True), summary
+    new_cursor = {"arrivals": arrivals, "files": state}
+    if settling:
+        new_cursor["settling"] = settling
+    return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
 
 
 # landing_files, and silver's table (the last partitioned step): a run that failed anywhere on the way
@@ -145,17 +161,19 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         zone = landing.zone()
         known = set(context.instance.get_dynamic_partitions(landing_file_partitions.name))
         local = isinstance(zone, LocalLanding)
-        def last_run_failed(source_file: str) -> bool:
-            """The last attempt to materialize this file's partition of landing or silver failed (in a run
-            for it alone, for a batch, or medflow-load's)."""
-            return any(
-                (context.instance.get_status_by_partition(key, [source_file], landing_file_partitions) or {})
-                .get(source_file) == dg.AssetPartitionStatus.FAILED for key in LAST_PARTITIONED_ASSETS)
+        def failed_files(keys: list[str]) -> set[str]:
+            """The files among `keys` whose last attempt to materialize their partition of landing or silver
+            failed (in a run for one file, a batch, or medflow-load's): one status query per asset."""
+            failed = set()
+            for asset in LAST_PARTITIONED_ASSETS:
+                status = context.instance.get_status_by_partition(asset, keys, landing_file_partitions) or {}
+                failed |= {k for k, s in status.items() if s == dg.AssetPartitionStatus.FAILED}
+            return failed
 
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else None,
             settle_seconds=load_settings().landing_settle_seconds if local else 0.0,
-            last_run_failed=last_run_failed)
+            failed_files=failed_files)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:
