@@ -36,7 +36,7 @@ def copy_contracts(dest: Path) -> Path:
 
 def materialize_graph(landing: Path, warehouse: Path, contracts: Path | None = None,
                       instance: dg.DagsterInstance | None = None, partitions: list[str] | None = None,
-                      selection=None, **extra_env):
+                      selection=None, tags: dict[str, str] | None = None, **extra_env):
     """Materialize the whole graph in process, like `medflow-load`: every landed file registered as a
     partition and processed in one run (or only `partitions`; or only the assets in `selection`). Returns the
     ExecuteInProcessResult."""
@@ -48,9 +48,9 @@ def materialize_graph(landing: Path, warehouse: Path, contracts: Path | None = N
         keys = register_landed_files(instance, settings)
         chosen = keys if partitions is None else partitions  # [] = no partition (unpartitioned assets only)
         return dg.materialize(ALL_ASSETS, resources=build_resources(settings), instance=instance, selection=selection,
-                              tags={"dagster/asset_partition_range_start": chosen[0],
-                                    "dagster/asset_partition_range_end": chosen[-1]}
-                              if len(chosen) > 1 else None,
+                              tags={**(tags or {}), **({"dagster/asset_partition_range_start": chosen[0],
+                                                        "dagster/asset_partition_range_end": chosen[-1]}
+                                                       if len(chosen) > 1 else {})} or None,
                               partition_key=chosen[0] if len(chosen) == 1 else None,
                               raise_on_error=False)
 

@@ -128,7 +128,7 @@ def test_a_deleted_file_keeps_its_rows_and_later_runs_still_succeed(tmp_path):
                                partitions=["bluepeak/bluepeak_claims_001.csv", gone, NW])
 
     assert result.success
-    assert f"{gone}: not found in" in check_result(result, "files_match_payer_contracts").description
+    assert f"{gone} is no longer in" in check_result(result, "files_match_payer_contracts").description
     assert query(wh, "SELECT status, error LIKE '%no longer in%kept' FROM landing.landing_file_registry "
                      "WHERE source_file = ?", [gone]) == [("missing", True)]
     assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = ?", [gone]) == [(kept,)]

@@ -200,15 +200,19 @@ def test_a_file_that_vanishes_between_the_scan_and_its_checksum_is_looked_at_aga
 
     def vanished(zone, obj):
         if obj.payer == "cascade":
-            raise LandingReadError(f"cannot read landed file {obj.location}: gone")
+            raise LandingReadError(f"cannot read landed file {obj.location}: gone") from FileNotFoundError(2, "gone")
+        if obj.payer == "bluepeak":
+            raise LandingReadError(f"cannot read landed file {obj.location}: denied") from PermissionError(13, "no")
         return "sha-" + obj.payer
 
     requests, to_add, cursor, summary = evaluate_landing(LocalLanding(landing), None, set(), checksum_of=vanished)
-    assert len(requests) == 1 and summary["settling"] == ["cascade/cascade_claims_001.txt"]
-    assert to_add == ["bluepeak/bluepeak_claims_001.csv", "northwind/northwind_claims_001.csv"]
-    assert "cascade/cascade_claims_001.txt" not in json.loads(cursor)["files"]
+    assert [r.partition_key for r in requests] == ["northwind/northwind_claims_001.csv"]
+    assert summary["settling"] == ["cascade/cascade_claims_001.txt"]
+    # a file that cannot be read (permissions) is said on every tick, not taken for one being written
+    assert [u.split(" (")[0] for u in summary["not read"]] == ["bluepeak/bluepeak_claims_001.csv: cannot be read"]
+    assert set(json.loads(cursor)["files"]) == {"northwind/northwind_claims_001.csv"}
     again = evaluate_landing(LocalLanding(landing), cursor, set(to_add), checksum_of=lambda z, o: "sha-" + o.payer)
-    assert [r.partition_key for r in again[0]] == ["cascade/cascade_claims_001.txt"]
+    assert sorted(again[1]) == ["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt"]
 
 
 def test_files_gone_from_the_zone_are_marked_missing_by_one_landing_run(tmp_path):
@@ -231,8 +235,13 @@ def test_files_gone_from_the_zone_are_marked_missing_by_one_landing_run(tmp_path
         tick = _evaluate(local_landing_sensor, instance, landing, first.cursor)
         [gone_run] = [r for r in tick.run_requests if r.tags["medflow/change"] == "deleted"]
         assert gone_run.asset_selection == [dg.AssetKey("landing_files")] and gone_run.tags["medflow/files_gone"] == "4"
-        assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[gone_run.partition_key],
+        # a run for one file that is not the sensor's run for files that left marks only its own file
+        assert materialize_graph(landing, wh, contracts=contracts, instance=instance,
+                                 partitions=[gone_run.partition_key],
                                  selection=dg.AssetSelection.assets("landing_files")).success
+        assert query(wh, "SELECT count(*) FROM landing.landing_file_registry WHERE status = 'missing'") == [(1,)]
+        assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[gone_run.partition_key],
+                                 selection=dg.AssetSelection.assets("landing_files"), tags=gone_run.tags).success
     status = query(wh, "SELECT source_file, status, error FROM landing.landing_file_registry ORDER BY 1")
     assert [(f.split("/")[0], s) for f, s, _ in status] == [("bluepeak", "missing")] * 2 + [("cascade", "accepted")] * 2 \
         + [("northwind", "missing")] * 2
@@ -269,3 +278,18 @@ def test_a_future_mtime_settles_once_unchanged_for_a_tick_and_touched_files_are_
     assert asked == [["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt",
                       "northwind/northwind_claims_001.csv"]]               # one question for all of them
     assert [(r.partition_key, r.tags["medflow/change"]) for r in reqs] == [("northwind/northwind_claims_001.csv", "retried")]
+
+
+def test_a_cursor_of_an_earlier_version_reruns_nothing(tmp_path):
+    """Cursors written before (the file mapping alone, or digests computed otherwise) read as unchanged:
+    an upgrade does not rerun every file."""
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    instance = dg.DagsterInstance.ephemeral()
+    first = _evaluate(local_landing_sensor, instance, landing, None)
+    files = json.loads(first.cursor)["files"]
+    for old in ({k: v[:2] for k, v in files.items()},                                     # stop 15's cursor
+                {"arrivals": 3, "files": {k: [*v[:2], "digest-of-before"] for k, v in files.items()}}):
+        tick = _evaluate(local_landing_sensor, instance, landing, json.dumps(old))
+        assert tick.run_requests == []
+        assert json.loads(tick.cursor)["files"] == files and json.loads(tick.cursor)["version"] == 2

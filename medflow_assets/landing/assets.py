@@ -153,11 +153,14 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         raise dg.Failure(description=f"{exc} (attempt {attempt} of {LANDING_RETRY.max_retries + 1}; retried "
                                      "with exponential backoff)") from exc
     with warehouse.connect() as con:
-        # The run's files not in the zone, and any other file the registry holds as accepted that is gone:
-        # a run for one file keeps the whole registry true (a deleted payer folder is one run, not one per file).
+        # The run's files not in the zone; in the run the landing sensor asks for when files left the zone
+        # (tag medflow/change=deleted, one run per tick however many left), also every other file the registry
+        # holds as accepted that is gone, so a deleted payer folder is one run, not one per file. Other runs
+        # mark only their own files: the sensor would not notice a file that was away only for a moment.
         gone = {k: _why_gone(k, zone, scan.unread) for k in wanted if k not in present}
-        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'landing' "
-                       "AND table_name = 'landing_file_registry'").fetchone()[0]:
+        if context.run.tags.get("medflow/change") == "deleted" and con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'landing' "
+                "AND table_name = 'landing_file_registry'").fetchone()[0]:
             gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
                 f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
         copies = write_registry(con, files, contracts, gone=gone)
@@ -167,8 +170,10 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             context.log.warning(f"Rejected landed file {f.error}")
         else:
             context.log.error(f"Rejected landed file {f.error}")
-    for why in gone.values():
+    for why in list(gone.values())[:UNREAD_SHOWN]:
         context.log.warning(why)
+    if len(gone) > UNREAD_SHOWN:
+        context.log.warning(f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone or no longer read")
     for why in scan.unread[:UNREAD_SHOWN]:
         context.log.warning(f"Not read: {why}")
     accepted = [f for f in files if f.accepted]
@@ -185,7 +190,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 for f in files[:200])),
     })
     not_matching = [f for f in rejected if f.source_file not in copies]
-    problems = [f.error for f in not_matching] + [f"{k}: not found in {zone.description}" for k in gone]
+    problems = [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
+        [f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone"] if len(gone) > UNREAD_SHOWN else [])
     yield dg.AssetCheckResult(
         check_name=CONTRACT_CHECK,
         passed=not problems,

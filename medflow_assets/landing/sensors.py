@@ -47,13 +47,19 @@ def contract_digest(contract: PayerContract | None) -> str:
     return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
 
 
+CURSOR_VERSION = 2
+
+
 def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str, str]]:
     """({source_file: [fingerprint, checksum, contract digest]}, arrivals so far, {source_file: fingerprint
     of a file seen settling}); a cursor of earlier versions held the mapping alone, without digests."""
     data = json.loads(cursor) if cursor else {}
-    if "files" in data and "arrivals" in data:
+    if data.get("version") == CURSOR_VERSION:
         return data["files"], int(data["arrivals"]), data.get("settling", {})
-    return data, 0, {}
+    # an earlier cursor: its entries' contract digests (if any) were computed otherwise; each file takes the
+    # current digest instead of counting as a contract change
+    files = data.get("files", data)
+    return {k: v[:2] for k, v in files.items()}, int(data.get("arrivals", 0)), {}
 
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
@@ -83,7 +89,7 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             summary["unchanged"].append(obj.source_file)
             continue
         age_ns = None if obj.modified_ns is None else now_ns - obj.modified_ns
-        if age_ns is not None and age_ns < settle_seconds * 1e9 and not (
+        if settle_seconds > 0 and age_ns is not None and age_ns < settle_seconds * 1e9 and not (
                 age_ns < 0 and was_settling.get(obj.source_file) == obj.fingerprint):
             if before:  # what was loaded stays the state until the new bytes have settled
                 state[obj.source_file] = before
@@ -93,10 +99,13 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         try:
             checksum = before[1] if before and before[0] == obj.fingerprint else \
                 checksum_of(zone, obj) if checksum_of else obj.fingerprint
-        except LandingReadError:  # gone or unreadable since the scan (moved away mid-tick): look again later
+        except LandingReadError as exc:
             if before:
                 state[obj.source_file] = before
-            summary["settling"].append(obj.source_file)
+            if isinstance(exc.__cause__, FileNotFoundError) or "NoSuchKey" in str(exc):
+                summary["settling"].append(obj.source_file)  # gone since the scan (moved away): look again later
+            else:  # unreadable (permissions, I/O): said on every tick until fixed
+                summary["not read"] = [*summary["not read"], f"{obj.source_file}: cannot be read ({exc})"]
             continue
         state[obj.source_file] = [obj.fingerprint, checksum, contract]
         if not before:
@@ -138,7 +147,7 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             run_key=f"{to_add[0]}...{to_add[-1]}@{len(to_add)}#{arrivals}",
             tags={"dagster/asset_partition_range_start": to_add[0], "dagster/asset_partition_range_end": to_add[-1],
                   "medflow/landing_files": str(len(to_add)), "medflow/change": "new"})]
-    new_cursor = {"arrivals": arrivals, "files": state}
+    new_cursor = {"version": CURSOR_VERSION, "arrivals": arrivals, "files": state}
     if settling:
         new_cursor["settling"] = settling
     return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
