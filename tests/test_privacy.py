@@ -13,7 +13,7 @@ import pytest
 from medflow_assets.quality.checks import BRONZE_SILVER_CHECKS
 from medflow_assets.settings import DBT_PROJECT_DIR
 from medflow_assets.transform.connection_plugin import hmac_pads
-from tests.helpers import copy_sample, materialize_graph, query, table_names
+from tests.helpers import check_result, copy_sample, materialize_graph, query, table_names
 
 TOKEN = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+|\(\d{3}\) \d{3}-\d{4}|\d{3}-\d{3}-\d{4}|\d{3}-\d{2}-\d{4}"
                    r"|\d{4}-\d{2}-\d{2}|\d{2}/\d{2}/\d{4}|\d+|[A-Za-z]+")
@@ -128,6 +128,18 @@ def test_no_clear_pii_in_dbt_logs_and_artifacts(generated_100k, planted):
     assert leaks == set()
 
 
+def _run_with_broken_file(tmp_path, landing, path, lines):
+    """Write `lines` as the landed file `path`, run the whole graph; the run succeeds and the
+    landed_files_parsed check fails. Returns (warehouse, result, check)."""
+    path.write_text("\n".join(lines) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
+    assert result.success
+    check = check_result(result, "landed_files_parsed")
+    assert not check.passed
+    return wh, result, check
+
+
 def test_malformed_csv_file_is_rejected_naming_file_and_line_without_quoting_it_and_others_flow(tmp_path, capsys):
     """DuckDB's CSV error repeats the offending line (patient data). The file is rejected whole, named with its
     line in the registry and the landed_files_parsed check; the run's output, dbt's log and run_results.json carry
@@ -136,13 +148,9 @@ def test_malformed_csv_file_is_rejected_naming_file_and_line_without_quoting_it_
     f = landing / "northwind" / "northwind_claims_001.csv"
     lines = f.read_text().splitlines()
     lines[5] += ',EXTRA,"Zebulon Quartermaine 999-88-7777"'   # line 6 of the file: one column too many
-    f.write_text("\n".join(lines) + "\n")
     secrets = [lines[5].split(",")[3], lines[5].split(",")[5], "Zebulon", "999-88-7777"]  # first name, email
-    wh = tmp_path / "wh.duckdb"
-    result = materialize_graph(landing, wh)
-    assert result.success
-    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    wh, result, check = _run_with_broken_file(tmp_path, landing, f, lines)
+    assert check.severity == dg.AssetCheckSeverity.ERROR
     assert check.description.startswith("northwind/northwind_claims_001.csv is not valid CSV at line 6 "
                                         "(Expected Number of Columns: 23 Found: 24)")
     assert query(wh, "SELECT source_file, status, error FROM landing.landing_file_registry "
@@ -228,12 +236,7 @@ def test_a_landed_file_with_a_quote_never_closed_is_rejected_without_quoting_the
     later = lines[9].split(delimiter)
     secrets.append(later[3])
     lines[9] = delimiter.join([f"file = {later[0]}", *later[1:]])
-    f.write_text("\n".join(lines) + "\n")
-    wh = tmp_path / "wh.duckdb"
-    result = materialize_graph(landing, wh)
-    assert result.success
-    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
-    assert not check.passed
+    wh, _, check = _run_with_broken_file(tmp_path, landing, f, lines)
     assert check.description.startswith("cascade/cascade_claims_001.txt is not valid CSV at line ")
     out = capsys.readouterr()
     folders = sorted((DBT_PROJECT_DIR / "target").glob("medflow_dbt_bronze_silver-*"), key=lambda p: p.stat().st_mtime)
@@ -257,12 +260,7 @@ def test_a_landed_file_duckdb_cannot_parse_at_all_is_rejected_and_the_others_flo
     secret = fields[3]
     fields[3] = f"Zebulon\r{secret}"
     lines[5] = ",".join(fields)
-    f.write_text("\n".join(lines) + "\n")
-    wh = tmp_path / "wh.duckdb"
-    result = materialize_graph(landing, wh)
-    assert result.success
-    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "landed_files_parsed"]
-    assert not check.passed
+    wh, _, check = _run_with_broken_file(tmp_path, landing, f, lines)
     assert check.description.startswith("northwind/northwind_claims_001.csv is not valid CSV (DuckDB's CSV parser "
                                         "reached an invalid state")
     assert query(wh, "SELECT source_file FROM landing.landing_file_registry WHERE status = 'rejected'") == [

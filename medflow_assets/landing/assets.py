@@ -158,9 +158,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         # holds as accepted that is gone, so a deleted payer folder is one run, not one per file. Other runs
         # mark only their own files: the sensor would not notice a file that was away only for a moment.
         gone = {k: _why_gone(k, zone, scan.unread) for k in wanted if k not in present}
-        if context.run.tags.get("medflow/change") == "deleted" and con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'landing' "
-                "AND table_name = 'landing_file_registry'").fetchone()[0]:
+        if context.run.tags.get("medflow/change") == "deleted":
+            con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
             gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
                 f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
         copies = write_registry(con, files, contracts, gone=gone)

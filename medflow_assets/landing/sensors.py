@@ -76,12 +76,13 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     now_ns = time.time_ns() if now_ns is None else now_ns
     contracts = load_contracts(load_settings().contracts_path)
     scan = zone.scan(contracts)
+    digests = {payer: contract_digest(c) for payer, c in contracts.items()}
     state, settling, decided, touched = {}, {}, [], []
     summary = {"new": [], "changed": [], "contract changed": [], "retried": [], "unchanged": [], "settling": [],
                "deleted": [], "not read": scan.unread}
     for obj in scan.objects:
         before = previous.get(obj.source_file)
-        contract = contract_digest(contracts.get(obj.payer))
+        contract = digests.get(obj.payer, contract_digest(None))
         # an entry of an older cursor has no contract digest: it takes the current one
         contract_before = before[2] if before and len(before) > 2 else contract
         if before and before[0] == obj.fingerprint and contract_before == contract:
@@ -170,6 +171,7 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         zone = landing.zone()
         known = set(context.instance.get_dynamic_partitions(landing_file_partitions.name))
         local = isinstance(zone, LocalLanding)
+        settle_seconds = load_settings().landing_settle_seconds if local else 0.0
         def failed_files(keys: list[str]) -> set[str]:
             """The files among `keys` whose last attempt to materialize their partition of landing or silver
             failed (in a run for one file, a batch, or medflow-load's): one status query per asset."""
@@ -181,12 +183,12 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
 
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else None,
-            settle_seconds=load_settings().landing_settle_seconds if local else 0.0,
+            settle_seconds=settle_seconds,
             failed_files=failed_files)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:
-            context.log.info(f"{k} was modified in the last {load_settings().landing_settle_seconds:g} s; "
+            context.log.info(f"{k} was modified in the last {settle_seconds:g} s; "
                              "it is read once it has stopped changing")
         for why in summary["not read"][:20]:  # every tick, until the file is moved or renamed
             context.log.warning(f"Not read: {why}")
