@@ -113,3 +113,65 @@ def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them():
     with dg.DagsterInstance.from_config(str(PROJECT_ROOT / "data" / "dagster_home")) as instance:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert instance.get_tick_retention_settings(InstigatorType.SENSOR)[TickStatus.SKIPPED] == 1
+
+
+def test_dbt_parse_is_kept_between_processes_and_redone_when_the_project_changes(tmp_path, monkeypatch):
+    """A run's process loads dbt's Manifest stored by the first process that parsed the same project content,
+    dbt versions and profile settings; a changed file (even put back with its old mtime), a changed
+    profile setting or an unreadable cache file means a new `dbt parse`."""
+    import shutil
+
+    from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
+    from medflow_assets.transform import dbt_core
+
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    target = project / "target"
+    env = {**load_settings().dbt_env(), "MEDFLOW_WAREHOUSE_PATH": str(tmp_path / "wh.duckdb")}
+    parses = []
+    real_parse = dbt_core.dbt_parse
+    monkeypatch.setattr(dbt_core, "dbt_parse", lambda *a, **kw: parses.append(a) or real_parse(*a, **kw))
+
+    def manifest(env_=env):
+        dbt_core._MANIFESTS.clear()  # as in a new process
+        return dbt_core.parsed_manifest(project, project, target, env_)
+
+    first = manifest()
+    assert len(parses) == 1 and "model.medflow.silver_claim_lines_validated" in first.nodes
+    again = manifest()
+    assert len(parses) == 1  # loaded from target/, not parsed
+    assert again is not first
+
+    def as_written(m):  # what dbt writes as manifest.json, without its time stamps (stored with "+00:00")
+        d = m.writable_manifest().to_dict()
+        d["metadata"].pop("generated_at")
+        d["metadata"].pop("invocation_started_at")
+        return d
+
+    assert as_written(again) == as_written(first)
+    # usable by dbt: refs resolve (a pickled Manifest failed here: "RefableLookup.find() missing 1 required
+    # positional argument"), and it is the project's flat graph
+    gold = again.nodes["model.medflow.claims_monthly_summary"]
+    silver = again.resolve_ref(gold, "silver_claim_lines", None, None, "medflow", "medflow")
+    assert silver.unique_id == "model.medflow.silver_claim_lines"
+    assert again.flat_graph == first.flat_graph and isinstance(again.fixtures, dict)
+
+    model = project / "models" / "gold" / "claims_monthly_summary.sql"
+    stat = model.stat()
+    model.write_text(model.read_text() + "\n-- changed by the test\n")
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # content changed, mtime did not
+    changed = manifest()
+    assert len(parses) == 2
+    assert "changed by the test" in changed.nodes["model.medflow.claims_monthly_summary"].raw_code
+
+    manifest({**env, "MEDFLOW_DUCKDB_MEMORY_LIMIT": "700MB"})
+    assert len(parses) == 3
+    manifest()  # the previous project content and settings: still cached
+    assert len(parses) == 3
+
+    for cached in target.glob("manifest-medflow-*.msgpack"):
+        cached.write_bytes(cached.read_bytes()[:200])  # truncated
+    assert "model.medflow.silver_claim_lines_validated" in manifest().nodes
+    assert len(parses) == 4
+    assert len(list(target.glob("manifest-medflow-*.msgpack"))) <= dbt_core._CACHE_KEEP
+    assert not list(target.glob("*.tmp"))
