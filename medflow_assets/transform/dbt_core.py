@@ -15,9 +15,7 @@ steps here run one at a time (in-process executor, and the `duckdb_warehouse` po
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import re
 import shutil
 import threading
@@ -33,7 +31,7 @@ import dagster as dg
 from medflow_assets.settings import scoped_environ
 
 _LOCK = threading.Lock()  # one dbt invocation at a time in this process
-_MANIFESTS: dict[str, Any] = {}  # project_digest -> dbt's Manifest (one entry)
+_MANIFESTS: dict[tuple, Any] = {}
 
 
 def parse_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -145,89 +143,15 @@ def release_warehouse() -> None:
             env_.close()
 
 
-_CACHE_PREFIX = "manifest-medflow-"
-_CACHE_KEEP = 4  # cached parses kept per target folder (one per project version and profile settings)
-_NOT_PARSED = ("target", "logs")  # dbt's outputs, not its inputs
-
-
-def project_digest(project_dir: str | Path, profiles_dir: str | Path, env: Mapping[str, str]) -> str:
-    """sha256 of everything a `dbt parse` of this project depends on: the bytes of every project file (models,
-    macros, seeds, tests, dbt_project.yml) and of profiles.yml, the MEDFLOW_* values profiles.yml renders,
-    where the project is, and the dbt-core and dbt-duckdb versions. Content, not modification times, like
-    dbt's own partial parsing: a file put back with an old mtime still counts. ~35 small files: a few ms."""
-    from importlib.metadata import version
-
-    root, h = Path(project_dir).resolve(), hashlib.sha256()
-    h.update(json.dumps([version("dbt-core"), version("dbt-duckdb"), str(root),
-                         sorted(parse_env(env).items())]).encode())
-    files = [Path(profiles_dir).resolve() / "profiles.yml"]
-    for top in sorted(root.iterdir()):
-        if top.name in _NOT_PARSED or top.name.startswith("."):
-            continue
-        files += [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
-    for f in dict.fromkeys(files):
-        h.update(f"{f}\0".encode() + (f.read_bytes() if f.exists() else b"<missing>") + b"\0")
-    return h.hexdigest()
-
-
-def _cache_file(target_dir: Path, digest: str) -> Path:
-    return target_dir / f"{_CACHE_PREFIX}{digest[:32]}.msgpack"
-
-
-def _load_cached(target_dir: Path, digest: str):
-    """The Manifest parsed for `digest`, or None (none stored, another version, unreadable). Serialized the way
-    dbt's partial parsing stores it (`partial_parse.msgpack`): dbt's Manifest does not survive `pickle` (its
-    `__reduce_ex__` misses a field in dbt 1.11, so the restored object fails at compile time)."""
-    from dbt.contracts.graph.manifest import Manifest
-    from dbt.parser.manifest import extended_mashumuro_decoder
-
-    path = _cache_file(target_dir, digest)
-    try:
-        with path.open("rb") as f:
-            if f.readline().strip() != digest.encode():
-                return None
-            return Manifest.from_msgpack(f.read(), decoder=extended_mashumuro_decoder)
-    except Exception:  # noqa: BLE001 - missing, truncated, another dbt's format: parse again and overwrite it
-        return None
-
-
-def _store_cached(target_dir: Path, digest: str, manifest) -> None:
-    """Write atomically (another process may read it at once); keep the newest _CACHE_KEEP files."""
-    from dbt.parser.manifest import extended_mashumaro_encoder
-
-    target_dir.mkdir(parents=True, exist_ok=True)
-    path = _cache_file(target_dir, digest)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_bytes(digest.encode() + b"\n" + manifest.to_msgpack(extended_mashumaro_encoder))
-    os.replace(tmp, path)
-    olds = sorted(target_dir.glob(f"{_CACHE_PREFIX}*.msgpack"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in olds[_CACHE_KEEP:]:
-        with contextlib.suppress(FileNotFoundError):
-            old.unlink()
-
-
-def parsed_manifest(project_dir: str | Path, profiles_dir: str | Path, target_dir: str | Path,
-                    env: Mapping[str, str], write_json: bool = False):
-    """dbt's Manifest object for this project, version and profile settings: from this process's memory, else
-    from the copy stored in `target_dir` by the first process that parsed this `project_digest`, else from
-    `dbt parse` (partial parse), which is then stored. A run's process saves the parse (~1.5 s on a slow host,
-    BENCHMARKS.md). `write_json` always parses, and also writes manifest.json (for dagster-dbt)."""
-    target_dir = Path(target_dir)
-    digest = project_digest(project_dir, profiles_dir, env)
-    if not write_json:
-        if digest in _MANIFESTS:
-            return _MANIFESTS[digest]
-        manifest = _load_cached(target_dir, digest)
-        if manifest is not None:
-            _MANIFESTS.clear()
-            _MANIFESTS[digest] = manifest
-            return manifest
-    with scoped_environ(dict(env)):
-        manifest = dbt_parse(project_dir, profiles_dir, target_dir, write_json=write_json)
-    _store_cached(target_dir, digest, manifest)
-    _MANIFESTS.clear()
-    _MANIFESTS[digest] = manifest
-    return manifest
+def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env: Mapping[str, str]):
+    """The parsed project, once per process and per project version and profile settings."""
+    manifest_json = target_dir / "manifest.json"
+    key = (project_dir, manifest_json.stat().st_mtime if manifest_json.exists() else 0.0,
+           tuple(sorted(parse_env(env).items())))
+    if key not in _MANIFESTS:
+        _MANIFESTS.clear()
+        _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, target_dir, write_json=False)
+    return _MANIFESTS[key]
 
 
 @dataclass
@@ -295,9 +219,9 @@ class DbtCoreResource(dg.ConfigurableResource):
             try:
                 preloaded = None
                 if "--selector" not in selection:  # a generated selector lives in a project copy: dbt parses it
-                    preloaded = parsed_manifest(str(project_dir), self.profiles_dir,
-                                                Path(project.manifest_path).parent if project
-                                                else Path(self.target_root), env)
+                    preloaded = _parsed_manifest(str(project_dir), self.profiles_dir,
+                                                 Path(project.manifest_path).parent if project
+                                                 else Path(self.target_root), env)
                 result = dbtRunner(manifest=preloaded, callbacks=[on_event]).invoke(args)
             finally:
                 release_warehouse()
