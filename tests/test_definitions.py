@@ -113,3 +113,43 @@ def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them():
     with dg.DagsterInstance.from_config(str(PROJECT_ROOT / "data" / "dagster_home")) as instance:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert instance.get_tick_retention_settings(InstigatorType.SENSOR)[TickStatus.SKIPPED] == 1
+
+
+def test_the_manifest_is_parsed_again_when_project_content_changes_whatever_the_mtimes(tmp_path, monkeypatch):
+    """dagster-dbt's asset graph comes from manifest.json: it is re-parsed when a project file's content
+    changes, also when the new file carries an older mtime than the manifest (a release copied with
+    `rsync -a`), and not when nothing changed."""
+    import shutil
+
+    from dagster_dbt import DbtProject
+
+    from medflow_assets.settings import DBT_PROJECT_DIR
+    from medflow_assets.transform import project as project_module
+
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    project = DbtProject(project_dir=copy, profiles_dir=copy)
+    parses = []
+    real_parse = project_module.dbt_parse
+    monkeypatch.setattr(project_module, "dbt_parse", lambda *a, **kw: parses.append(a) or real_parse(*a, **kw))
+
+    manifest = project_module.ensure_manifest(project)
+    assert len(parses) == 1 and "model.medflow.claims_monthly_summary" in manifest.read_text()
+    project_module.ensure_manifest(project)
+    assert len(parses) == 1  # unchanged: no parse
+
+    old = 946_684_800  # 2000-01-01, older than the manifest; rsync -a sets folders' mtimes too
+    gold = copy / "models" / "gold"
+    summary = gold / "claims_monthly_summary.sql"
+    summary.write_text(summary.read_text() + "\n-- released later\n")
+    os.utime(summary, (old, old))
+    os.utime(gold, (old, old))
+    project_module.ensure_manifest(project)
+    assert len(parses) == 2 and "-- released later" in manifest.read_text()
+
+    new_model = gold / "released_later.sql"
+    new_model.write_text("select 1 as one\n")
+    os.utime(new_model, (old, old))
+    os.utime(gold, (old, old))
+    project_module.ensure_manifest(project)
+    assert len(parses) == 3 and "model.medflow.released_later" in manifest.read_text()

@@ -1,8 +1,10 @@
-"""The dbt project handle, with its manifest prepared when missing or older than the project files."""
+"""The dbt project handle, with its manifest prepared when missing or parsed from other project files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 from dagster_dbt import DbtProject
@@ -13,35 +15,41 @@ from medflow_assets.transform.dbt_core import dbt_parse, parse_env
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 
-def _newest_source_mtime(project_dir: Path) -> float:
-    newest = 0.0
-    for sub in ("models", "macros", "seeds", "tests"):
-        for p in (project_dir / sub).rglob("*"):
-            newest = max(newest, p.stat().st_mtime)
-    for name in ("dbt_project.yml", "profiles.yml"):
-        newest = max(newest, (project_dir / name).stat().st_mtime)
-    return newest
+_NOT_PARSED = ("target", "logs")  # dbt's outputs, not its inputs
 
 
-def _profile_env() -> dict[str, str]:
-    """The MEDFLOW_* values profiles.yml renders."""
-    return parse_env(load_settings().dbt_env())
+def project_digest(project: DbtProject, env: dict[str, str]) -> str:
+    """sha256 of what `dbt parse` reads: the bytes of every project file (models, macros, seeds, tests,
+    dbt_project.yml) and of profiles.yml, the MEDFLOW_* values profiles.yml renders, where the project is
+    (the manifest holds its path), and the dbt-core and dbt-duckdb versions. Content, not modification times: a release copied with its files' older mtimes
+    (`rsync -a`, `cp -p`, an unpacked archive) still counts as a change. ~35 small files: a few ms."""
+    root, h = Path(project.project_dir).resolve(), hashlib.sha256()
+    h.update(json.dumps([version("dbt-core"), version("dbt-duckdb"), str(root),
+                         sorted(parse_env(env).items())]).encode())
+    files = [Path(project.profiles_dir).resolve() / "profiles.yml"]
+    for top in sorted(root.iterdir()):
+        if top.name not in _NOT_PARSED and not top.name.startswith("."):
+            files += [top] if top.is_file() else sorted(f for f in top.rglob("*") if f.is_file())
+    for f in dict.fromkeys(files):
+        h.update(f"{f.relative_to(root) if f.is_relative_to(root) else f}\0".encode() + f.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
-    """`dbt parse` (in process, offline, ~4 s) when the manifest is missing, older than the project files, or
-    was parsed for other profile settings, so a fresh clone works and every run can use dbt's partial parse
-    (dbt re-parses everything when the rendered profile differs from the one it parsed with)."""
+    """`dbt parse` (in process, offline, ~4 s) when the manifest is missing or was parsed from other project
+    files, profile settings or dbt versions (`project_digest`), so a fresh clone works, dagster-dbt's asset
+    graph matches the project, and every run can use dbt's partial parse (dbt re-parses everything when the
+    rendered profile differs from the one it parsed with)."""
     manifest = Path(project.manifest_path)
-    stamp = manifest.parent / ".medflow-profile-env.json"
-    wanted = json.dumps(_profile_env(), sort_keys=True)
-    if (manifest.exists() and manifest.stat().st_mtime >= _newest_source_mtime(Path(project.project_dir))
-            and stamp.exists() and stamp.read_text() == wanted):
+    stamp = manifest.parent / ".medflow-project-digest"
+    env = load_settings().dbt_env()
+    digest = project_digest(project, env)
+    if manifest.exists() and stamp.exists() and stamp.read_text() == digest:
         return manifest
     # The same MEDFLOW_* values the runs use, so dbt's partial parse stays valid for them.
-    with scoped_environ(load_settings().dbt_env()):
+    with scoped_environ(env):
         dbt_parse(project.project_dir, project.profiles_dir, manifest.parent, write_json=True)
     if not manifest.exists():
         raise RuntimeError(f"`dbt parse` wrote no manifest for {project.project_dir}")
-    stamp.write_text(wanted)
+    stamp.write_text(digest)
     return manifest
