@@ -101,7 +101,8 @@ def test_dbt_prunes_old_target_folders(tmp_path):
 
 def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them():
     """The landing sensors and the automation sensor start running; the instance of the README's commands
-    retries a failed run and keeps skipped sensor ticks (each holds the cursor) one day."""
+    retries a run whose process died (not one whose step failed) and keeps skipped sensor ticks (each holds
+    the cursor) one day."""
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
@@ -112,6 +113,8 @@ def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them():
         "medflow_automation": dg.DefaultSensorStatus.RUNNING}
     with dg.DagsterInstance.from_config(str(PROJECT_ROOT / "data" / "dagster_home")) as instance:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        # a step that failed (a blocking check, a dbt error) would fail the same way again: not rerun whole
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
         assert instance.get_tick_retention_settings(InstigatorType.SENSOR)[TickStatus.SKIPPED] == 1
 
 
