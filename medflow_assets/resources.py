@@ -18,14 +18,23 @@ __all__ = ["DbtCoreResource", "LandingResource", "WarehouseResource", "build_res
 
 WAREHOUSE_POOL = "duckdb_warehouse"  # every writer of the DuckDB file runs in this pool (limit 1)
 LOCK_WAIT_S = 60.0
+_LOCKED = "could not set lock on file"  # DuckDB's error when another process holds the file
+
+
+def warehouse_locked(message: str) -> bool:
+    """Whether a DuckDB (or dbt) error says another process holds the warehouse file."""
+    return _LOCKED in message.lower()
+
+
 _log = logging.getLogger("medflow.warehouse")
 
 
 def open_warehouse(path: str, read_only: bool = False, config: dict | None = None,
-                   wait_s: float = LOCK_WAIT_S) -> duckdb.DuckDBPyConnection:
+                   wait_s: float | None = None) -> duckdb.DuckDBPyConnection:
     """duckdb.connect, waiting (up to wait_s) while another process still holds the file's lock. The pool
     keeps two runs' steps apart, but a process can hold the lock for a moment after its step ended (its
     connection is released when the last reference goes); without the wait the other run's step fails."""
+    wait_s = LOCK_WAIT_S if wait_s is None else wait_s
     config = dict(config or {})
     if not read_only:
         config.setdefault("storage_compatibility_version", WAREHOUSE_STORAGE_VERSION)
@@ -34,7 +43,7 @@ def open_warehouse(path: str, read_only: bool = False, config: dict | None = Non
         try:
             return duckdb.connect(path, read_only=read_only, config=config)
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+            if not warehouse_locked(str(exc)) or time.monotonic() >= deadline:
                 raise
             if not warned:
                 _log.warning(f"the warehouse {path} is held by another process; waiting up to {wait_s:.0f} s")

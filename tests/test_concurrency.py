@@ -10,13 +10,16 @@ import threading
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
+from medflow_assets import resources
 from medflow_assets.resources import open_warehouse
 from medflow_assets.settings import PROJECT_ROOT
 from medflow_assets.synth.generator import generate
-from tests.helpers import query
+from medflow_assets.transform import assets as transform_assets
+from tests.helpers import materialize_graph, query
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 LOAD = str(Path(sys.executable).parent / "medflow-load")
@@ -86,3 +89,39 @@ def test_a_step_waits_while_another_process_still_holds_the_warehouse(tmp_path, 
     holder.wait(timeout=30)
     assert released.is_set()  # it opened only after the holder let go: it waited
     assert any("held by another process; waiting" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("held_at", ["before dbt", "when dbt connects"])
+def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_path, monkeypatch, held_at):
+    """A process outside MedFlow (a DuckDB session left open) holds the warehouse past the wait, found by the
+    step before dbt or by dbt's own connection (the file taken in between): the step fails with a message
+    saying so and its retry policy runs it again, which succeeds once the file is free. A run-level retry
+    does not do this (run retries are for runs whose process died)."""
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance).success
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    monkeypatch.setattr(resources, "LOCK_WAIT_S", 0.2)
+    held_elsewhere = transform_assets._held_elsewhere
+
+    def let_go_after_the_first_failure(warehouse):  # the holder lets go once the step has failed for it
+        if holder.poll() is None:
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            holder.wait(timeout=30)
+        return held_elsewhere(warehouse)
+
+    monkeypatch.setattr(transform_assets, "_held_elsewhere", let_go_after_the_first_failure)
+    if held_at == "when dbt connects":  # the step's own wait saw the file free
+        monkeypatch.setattr(transform_assets, "_prepare", lambda context, warehouse: None)
+    result = materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance, partitions=[],
+                               selection=dg.AssetSelection.groups("gold"))
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retried] == ["medflow_dbt_gold"]
+    assert "is held by another process" in retried[0].event_specific_data.error.to_string()
+    assert holder.returncode == 0
+    assert query(wh, "SELECT count(*) > 0 FROM gold.claims_monthly_summary") == [(True,)]

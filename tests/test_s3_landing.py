@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import dagster as dg
 import pytest
 
+from medflow_assets.landing.partitions import TRANSIENT_RETRY
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import s3_landing_sensor
 from medflow_assets.synth.generator import generate
@@ -149,7 +150,7 @@ def test_s3_down_mid_run_retries_then_fails_naming_the_object_and_leaves_no_part
             s3.start()
         assert not failed.success
         retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-        assert len(retries) == 3
+        assert len(retries) == TRANSIENT_RETRY.max_retries == 4
         message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
         assert "cascade/cascade_claims_001.txt" in message and "could not read landed data" in message
         # no table of bronze or silver holds a row of the file (whichever of them the failed build created)
@@ -204,7 +205,7 @@ def test_s3_down_during_landing_is_retried_with_backoff_then_fails_naming_the_zo
         finally:
             s3.start()
     assert not failed.success
-    assert len([e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]) == 3
+    assert len([e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]) == TRANSIENT_RETRY.max_retries
     message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
-    assert f"cannot list s3://{BUCKET}/{prefix}" in message and "(attempt 4 of 4" in message
+    assert f"cannot list s3://{BUCKET}/{prefix}" in message and "(attempt 5 of 5" in message
     assert not wh.exists()  # the landing step failed before writing anything

@@ -8,7 +8,7 @@ from datetime import datetime
 import dagster as dg
 
 from medflow_assets.landing.contracts import ContractError, PayerContract, load_contracts
-from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
+from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.zone import LandedFile, LandingReadError, inspect_object
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
@@ -114,7 +114,7 @@ def _why_gone(source_file: str, zone, unread: list[str]) -> str:
     pool=WAREHOUSE_POOL,
     partitions_def=landing_file_partitions,
     backfill_policy=single_run,
-    retry_policy=LANDING_RETRY,
+    retry_policy=TRANSIENT_RETRY,
     check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset="landing_files",
                                    description="Every landed file has the columns its payer contract names."),
                  dg.AssetCheckSpec(COPY_CHECK, asset="landing_files",
@@ -149,8 +149,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "
                                          "MEDFLOW_S3_ACCESS_KEY_ID / MEDFLOW_S3_SECRET_ACCESS_KEY (not retried)",
                              allow_retries=False) from exc
-        context.log.warning(f"landing read failed (attempt {attempt} of {LANDING_RETRY.max_retries + 1}): {exc}")
-        raise dg.Failure(description=f"{exc} (attempt {attempt} of {LANDING_RETRY.max_retries + 1}; retried "
+        context.log.warning(f"landing read failed (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}): {exc}")
+        raise dg.Failure(description=f"{exc} (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}; retried "
                                      "with exponential backoff)") from exc
     with warehouse.connect() as con:
         # The run's files not in the zone; in the run the landing sensor asks for when files left the zone

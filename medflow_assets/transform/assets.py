@@ -6,12 +6,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
+import duckdb
 from dagster_dbt import DagsterDbtTranslator, dbt_assets, get_asset_key_for_model
 from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
 from medflow_assets.landing.assets import REGISTRY_TABLE
-from medflow_assets.landing.partitions import LANDING_RETRY, landing_file_partitions, single_run
-from medflow_assets.resources import WAREHOUSE_POOL, DbtCoreResource, WarehouseResource
+from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
+from medflow_assets.resources import (
+    LOCK_WAIT_S,
+    WAREHOUSE_POOL,
+    DbtCoreResource,
+    WarehouseResource,
+    warehouse_locked,
+)
 from medflow_assets.settings import announce_key, load_settings
 from medflow_assets.transform.dbt_core import CSV_PROBLEM
 from medflow_assets.transform.project import dbt_project, ensure_manifest
@@ -157,18 +164,37 @@ def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> No
             con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)", [(k, k in replaced) for k in source_files])
 
 
+def _held_elsewhere(warehouse: WarehouseResource) -> dg.Failure:
+    """Another process (not a MedFlow step: those queue on the pool) holds the warehouse file: transient, so
+    the step's retry policy tries again."""
+    return dg.Failure(description=f"The warehouse {warehouse.path} is held by another process (a DuckDB session "
+                                  f"left open?) past the {LOCK_WAIT_S:.0f} s wait; the step tries again "
+                                  f"({TRANSIENT_RETRY.max_retries} retries with backoff).", allow_retries=True)
+
+
+def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
+    """Before dbt: the run's files in landing.dbt_selection (partitioned step), or just wait while another
+    process still holds the warehouse file (open_warehouse); held past the wait, the step is retried."""
+    try:
+        if context.has_partition_key_range or context.has_partition_key:
+            keys = sorted(context.partition_keys)
+            write_selection(warehouse, keys)
+            context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
+                             + (" ..." if len(keys) > 10 else ""))
+        else:
+            with warehouse.connect():
+                pass
+    except duckdb.IOException as exc:
+        if not warehouse_locked(str(exc)):
+            raise
+        raise _held_elsewhere(warehouse) from exc
+
+
 def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: WarehouseResource):
     """`dbt build` of this step's selection (in process), with row counts and schemas attached."""
     settings = load_settings()
     announce_key(settings, context.log)
-    if context.has_partition_key_range or context.has_partition_key:
-        keys = sorted(context.partition_keys)
-        write_selection(warehouse, keys)
-        context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
-                         + (" ..." if len(keys) > 10 else ""))
-    else:
-        with warehouse.connect():  # waits while another process still holds the file (open_warehouse)
-            pass
+    _prepare(context, warehouse)
     # profiles.yml reads MEDFLOW_* (warehouse, memory, key) from the environment while dbt runs.
     env = {**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}
     build = dbt.build(context, env=env)
@@ -184,6 +210,10 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
             context.log.error(f"Rejected landed file {error}")
         context.log.info(f"dbt runs again without the {len(rejected)} rejected file(s)")
         build = dbt.build(context, env=env)
+    # another process took the file between _prepare and dbt's own connection
+    if not build.success and any(warehouse_locked(text) for text in
+                                 [build.error or "", *(msg for _, _, msg in build.failed_nodes)]):
+        raise _held_elsewhere(warehouse)
     # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
     # to each materialization before it is reported.
     metadata = _table_metadata(warehouse, _relations(context.assets_def, TRANSLATOR))
@@ -227,7 +257,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: W
 # rebuilt from silver after them.
 @dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
             select="path:seeds path:models/bronze path:models/silver", name="medflow_dbt_bronze_silver",
-            partitions_def=landing_file_partitions, backfill_policy=single_run, retry_policy=LANDING_RETRY,
+            partitions_def=landing_file_partitions, backfill_policy=single_run, retry_policy=TRANSIENT_RETRY,
             pool=WAREHOUSE_POOL)
 def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCoreResource,
                               warehouse: WarehouseResource):
@@ -235,7 +265,8 @@ def medflow_dbt_bronze_silver(context: dg.AssetExecutionContext, dbt: DbtCoreRes
 
 
 @dbt_assets(manifest=MANIFEST_PATH, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
-            select="path:models/gold", name="medflow_dbt_gold", backfill_policy=single_run, pool=WAREHOUSE_POOL)
+            select="path:models/gold", name="medflow_dbt_gold", backfill_policy=single_run, retry_policy=TRANSIENT_RETRY,
+            pool=WAREHOUSE_POOL)
 def medflow_dbt_gold(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: WarehouseResource):
     yield from _build(context, dbt, warehouse)
 
