@@ -168,8 +168,8 @@ def _held_elsewhere(warehouse: WarehouseResource) -> dg.Failure:
     """Another process (not a MedFlow step: those queue on the pool) holds the warehouse file: transient, so
     the step's retry policy tries again."""
     return dg.Failure(description=f"The warehouse {warehouse.path} is held by another process (a DuckDB session "
-                                  f"left open?) past the {LOCK_WAIT_S:.0f} s wait; the step tries again "
-                                  f"({TRANSIENT_RETRY.max_retries} retries with backoff).", allow_retries=True)
+                                  f"left open?) past the {LOCK_WAIT_S:.0f} s wait; the step's retry policy runs it again "
+                                  f"(up to {TRANSIENT_RETRY.max_retries} retries with backoff).", allow_retries=True)
 
 
 def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
