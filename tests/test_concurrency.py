@@ -63,16 +63,22 @@ def test_two_runs_for_different_files_at_once_both_succeed(tmp_path):
     assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(5400,)]
 
 
+def hold_warehouse(wh: Path) -> subprocess.Popen:
+    """Another process holding the warehouse file's lock until a line is written to its stdin."""
+    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_a_step_waits_while_another_process_still_holds_the_warehouse(tmp_path, caplog):
     """open_warehouse waits for a lock another process holds for a moment, and fails clearly when told not
     to wait."""
     wh = tmp_path / "wh.duckdb"
     duckdb.connect(str(wh)).close()
     # the holder keeps the lock until told to let go (no timing: the order of events is what is asserted)
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_warehouse(wh)
     with pytest.raises(duckdb.IOException, match="lock"):
         open_warehouse(str(wh), wait_s=0)
     released = threading.Event()
@@ -100,10 +106,7 @@ def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_pa
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance).success
-    hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.readline()"
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(wh)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_warehouse(wh)
     monkeypatch.setattr(resources, "LOCK_WAIT_S", 0.2)
     held_elsewhere = transform_assets._held_elsewhere
 
