@@ -4,7 +4,8 @@
     rows + quarantined rows by construction. No clear PII is kept here; the member's other pseudonyms
     (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
 {{ config(materialized='incremental', incremental_strategy='append',
-          pre_hook="{{ replace_run_files(selected_files()) }}") }}
+          pre_hook=["{{ remember_run_lines() }}", "{{ replace_run_files(selected_files()) }}"],
+          post_hook="{{ recheck_duplicate_lines() }}") }}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
 {#- The run's rows, read once per use from bronze (columnar: each use reads only its columns). -#}
@@ -14,8 +15,7 @@
 {%- set claim_id_expr = "nullif(trim(claim_id), '')" %}
 {%- set line_expr = "try_cast(trim(claim_line_number) as integer)" %}
 {#- Bronze fields whose raw text the quarantine shows (as raw_<field>; no PII among these). -#}
-{%- set raw_fields = ['claim_line_number', 'service_date', 'paid_date', 'billed_amount', 'allowed_amount',
-                      'paid_amount', 'claim_status', 'diagnosis_code'] %}
+{%- set raw_fields = quarantine_raw_fields() %}
 with member_keys as (
   {#- one HMAC per distinct member id, not per line (a member has ~6 lines) -#}
   select member_ref, {{ pseudonym('member_ref', 'member') }} as member_key
@@ -55,9 +55,10 @@ parsed as (
   from {{ run_rows }} b
   left join member_keys mk on mk.member_ref = upper(member_id)
 ),
-{#- duplicate_line: the same payer + claim id + line came earlier in this run's files, or is already in a
-    file loaded before (files already in the table are earlier: they were ingested first). Found from the
-    key columns alone: a window over every column would sort the whole table (it cost 20 of 57 s at 10M). -#}
+{#- duplicate_line: the same payer + claim id + line came earlier, by (ingested_at, source_file,
+    source_row_number), in this run's files or in a file already loaded (macros/duplicates.sql: its hooks
+    decide again for the other files' copies). Found from the key columns alone: a window over every column
+    would sort the whole table (it cost 20 of 57 s at 10M). -#}
 run_keys as (
   select payer, {{ claim_id_expr }} as claim_id, {{ line_expr }} as claim_line_number,
          ingested_at, source_file, source_row_number
@@ -72,18 +73,21 @@ later_lines as (
                              order by ingested_at, source_file, source_row_number) > 1
 ),
 loaded_before as (
+  {#- the first copy of each of the run's lines in the files already loaded -#}
   {%- if is_incremental() %}
-  select distinct t.payer, t.claim_id, t.claim_line_number
+  select t.payer, t.claim_id, t.claim_line_number, min({'at': t.ingested_at, 'file': t.source_file}) as first_copy
   from {{ this }} t
   semi join run_keys n using (payer, claim_id, claim_line_number)
   where t.source_file not in {{ selected_files() }}
+  group by all
   {%- else %}
-  select payer, claim_id, claim_line_number from run_keys where false
+  select payer, claim_id, claim_line_number, {'at': ingested_at, 'file': source_file} as first_copy
+  from run_keys where false
   {%- endif %}
 ),
 flagged as (
   select p.*,
-    d.source_file is not null or l.payer is not null as is_duplicate
+    d.source_file is not null or l.first_copy < {'at': p.ingested_at, 'file': p.source_file} as is_duplicate
   from parsed p
   left join later_lines d using (source_file, source_row_number)
   left join loaded_before l using (payer, claim_id, claim_line_number)

@@ -4,9 +4,12 @@
     load's start in microseconds since 1970, or the previous highest + 1 if the clock went back), so it never
     repeats, even after a file's rows are replaced. Gold recomputes exactly the payers with a load newer than
     the one it reflects (macros/gold_refresh.sql). -#}
-{{ config(materialized='incremental', incremental_strategy='append', pre_hook="{{ replace_run_files() }}") }}
+{{ config(materialized='incremental', incremental_strategy='append',
+          pre_hook="{{ replace_run_files(files_to_count()) }}", post_hook="{{ forget_recounted_files() }}") }}
+{#- the run's files, and files whose duplicate lines the run decided again (macros/duplicates.sql) -#}
+{%- set counted = files_to_count() %}
 with validated as (
-  select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ selected_files() }}
+  select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ counted }}
 ),
 {#- every accepted file of the run, also one without data rows (rows_checked 0): its load is recorded #}
 files as (
@@ -14,7 +17,7 @@ files as (
          count(*) filter (where len(v.failed_rules) > 0) as rows_quarantined
   from {{ source('landing', 'landing_file_registry') }} r
   left join validated v using (source_file)
-  where r.source_file in {{ accepted_run_files() }}
+  where r.source_file in {{ counted }}
   group by all
 ),
 failures as (
