@@ -118,9 +118,16 @@ def read_bronze(path: Path, contract: PayerContract, source_file: str) -> pd.Dat
                                        source_row_number=np.arange(1, len(raw) + 1, dtype="int64"))
 
 
+# The texts an amount may be in, per encoding (parse_amount in dbt_project/macros/contracts.sql); any other
+# text is invalid_amount, not a rounded or re-read value.
+AMOUNT_RE = {"cents": r"-?[0-9]+", "currency": r"-?\$?-?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]{1,2})?",
+             "dollars": r"-?(?:[0-9]+(?:\.[0-9]{1,2})?|\.[0-9]{1,2})"}
+
+
 def parse_amount(s: pd.Series, encoding: str) -> pd.Series:
     """Integer cents; "cents" files already carry them, "currency" drops "$" and "," first."""
     text = trim(s)
+    text = text.where(text.str.fullmatch(AMOUNT_RE[encoding]).fillna(False).astype(bool))
     if encoding == "currency":
         text = text.str.replace("$", "", regex=False).str.replace(",", "", regex=False)
     cents = parse_number(text, 0 if encoding == "cents" else 2)
@@ -268,10 +275,10 @@ def gold_tables(silver: pd.DataFrame) -> dict[str, pd.DataFrame]:
         adjudicated=st != "pending",
         approved=st.isin(["paid", "adjusted"]),
         paid_pa=silver["paid_amount"].where(st.isin(["paid", "adjusted"])),
-        paid_rev=silver["paid_amount"].where(st.isin(["paid", "adjusted", "reversed"])),
+        paid_rev=silver["paid_amount"],
         billed_nrev=silver["billed_amount"].where(st != "reversed"),
         billed_pend=silver["billed_amount"].where(st == "pending"),
-        days=(silver["paid_date"] - silver["service_date"]).dt.days.where(st != "reversed"),
+        days=(silver["paid_date"] - silver["service_date"]).dt.days.where(st.isin(["paid", "adjusted"])),
     )
 
     m = x.groupby(["service_month", "payer"], sort=True).agg(

@@ -211,3 +211,67 @@ def test_two_files_not_valid_csv_are_both_rejected_and_the_third_flows(tmp_path)
         ("northwind/northwind_claims_001.csv", "northwind/northwind_claims_001.csv is not valid CSV at line 10")]
     assert query(wh, "SELECT DISTINCT source_file FROM bronze.bronze_claim_lines") == [("cascade/cascade_claims_001.txt",)]
     assert query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary") == [("cascade",)]
+
+
+# (billed, allowed, paid) in each payer's amount encoding: the parsed amounts, or None for invalid_amount. A
+# text that is not exactly the encoding is rejected, never rounded or read another way.
+AMOUNT_CASES = {
+    ("northwind", ","): [
+        (("1234.5", "1000", ".50"), ("1234.50", "1000.00", "0.50")),
+        (("12.345", "10.00", "5.00"), None),          # a fraction of a cent
+        (("1,234.56", "10.00", "5.00"), None),        # a thousands separator in a plain decimal
+        (("$12.50", "10.00", "5.00"), None),
+        (("(12.50)", "10.00", "5.00"), None),
+    ],
+    ("bluepeak", ","): [
+        (("$1,234.56", "1000.00", "$0.5"), ("1234.56", "1000.00", "0.50")),
+        (("$1.234,56", "$1.000,00", "$900,00"), None),  # a European format: not 1.23456
+        (("$1.234,56", "$1.000,00", "$1.000,00"), None),
+        (("$12.345", "$10.00", "$5.00"), None),
+        (("$1,23.00", "$1.00", "$0.50"), None),        # commas only between groups of three digits
+    ],
+    ("cascade", "|"): [
+        (("123456", "100000", "0"), ("1234.56", "1000.00", "0.00")),
+        (("1234.56", "1000", "900"), None),           # cents carry no decimal point
+        (("0x10", "8", "4"), None),
+        (("1_000", "800", "400"), None),
+    ],
+}
+
+
+def test_an_amount_not_exactly_in_its_payer_encoding_is_invalid_not_changed(tmp_path):
+    landing = copy_sample(tmp_path / "sample")
+    out = tmp_path / "landing"
+    expected = {}
+    for (payer, delim), cases in AMOUNT_CASES.items():
+        [path] = (landing / payer).iterdir()
+        lines = path.read_text().splitlines()
+        header = next(csv.reader([lines[0]], delimiter=delim))
+        cols = [header.index(c) for c in {"northwind": ("billed_amount", "allowed_amount", "paid_amount"),
+                                          "bluepeak": ("Billed", "Allowed", "Paid"),
+                                          "cascade": ("BILL_AMT_CENTS", "ALLOW_AMT_CENTS", "PAID_AMT_CENTS")}[payer]]
+        status = header.index({"northwind": "status", "bluepeak": "Status", "cascade": "STAT_CD"}[payer])
+        paid = [r for r in csv.reader(lines[1:], delimiter=delim) if r[status] in ("paid", "PAID", "P")]
+        rows = []
+        for i, (texts, parsed) in enumerate(cases):
+            row = list(paid[i])
+            for c, t in zip(cols, texts):
+                row[c] = t
+            rows.append(row)
+            expected[(f"{payer}/{path.name}", i + 1)] = parsed
+        (out / payer).mkdir(parents=True)
+        with (out / payer / path.name).open("w", newline="") as f:
+            csv.writer(f, delimiter=delim, lineterminator="\n").writerows([header, *rows])
+    wh = tmp_path / "wh.duckdb"
+    materialize_graph(out, wh)  # the gate stops gold (half the rows are quarantined): silver is what counts
+    got = {(f, n): (rules, amounts) for f, n, rules, *amounts in query(wh, """
+        SELECT source_file, source_row_number, failed_rules, billed_amount::VARCHAR, allowed_amount::VARCHAR,
+               paid_amount::VARCHAR FROM silver.silver_claim_lines_validated""")}
+    assert set(got) == set(expected)
+    for key, parsed in expected.items():
+        rules, amounts = got[key]
+        if parsed is None:
+            assert rules == ["invalid_amount"], (key, rules, amounts)
+            assert None in amounts, (key, amounts)
+        else:
+            assert (rules, tuple(amounts)) == ([], parsed), key

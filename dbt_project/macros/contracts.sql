@@ -151,13 +151,21 @@ end
 cast(try_strptime(trim({{ column }}), {{ sql_str(contract.date_format) }}) as date)
 {%- endmacro %}
 
+{#- An amount in the contract's encoding, or NULL (rule invalid_amount) when the text is not exactly that
+    encoding: a cast alone would change the value silently (a bigint cast rounds '1234.56' cents and reads
+    '0x10' and '1_000'; removing every comma reads '$1.234,56' as 1.23456; a DECIMAL(12,2) cast rounds
+    '12.345'). -#}
 {% macro parse_amount(column, contract) -%}
   {%- if contract.amount_encoding == 'cents' -%}
-  try_cast(try_cast(trim({{ column }}) as bigint) / 100 as decimal(12, 2))
+  case when regexp_full_match(trim({{ column }}), '-?[0-9]+')
+       then try_cast(try_cast(trim({{ column }}) as bigint) / 100 as decimal(12, 2)) end
   {%- elif contract.amount_encoding == 'currency' -%}
-  try_cast(replace(replace(trim({{ column }}), '$', ''), ',', '') as decimal(12, 2))
+  {#- $1,234.56, -$1,234.56, $-1,234.56, 1234.56: commas only between groups of three digits -#}
+  case when regexp_full_match(trim({{ column }}), '-?\$?-?([0-9]{1,3}(,[0-9]{3})+|[0-9]+)(\.[0-9]{1,2})?')
+       then try_cast(replace(replace(trim({{ column }}), '$', ''), ',', '') as decimal(12, 2)) end
   {%- else -%}
-  try_cast(trim({{ column }}) as decimal(12, 2))
+  case when regexp_full_match(trim({{ column }}), '-?([0-9]+(\.[0-9]{1,2})?|\.[0-9]{1,2})')
+       then try_cast(trim({{ column }}) as decimal(12, 2)) end
   {%- endif -%}
 {%- endmacro %}
 
