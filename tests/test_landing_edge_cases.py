@@ -41,6 +41,13 @@ def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest
     (landing / "northwind" / "northwind_zipped.csv").write_bytes(gzip.compress((landing / NW).read_bytes()))
     # no header: the first line is patient data, and no trace of it may be kept
     _write(landing / "northwind" / "northwind_headless.csv", rows[1:20])
+    # lines ended by a carriage return alone (old Mac): the header line cannot be read as CSV
+    _write(landing / "northwind" / "northwind_cr.csv", rows[:20])
+    (landing / "northwind" / "northwind_cr.csv").write_bytes(
+        (landing / "northwind" / "northwind_cr.csv").read_bytes().replace(b"\n", b"\r"))
+    # no header, and a first field longer than Python's csv module reads
+    _write(landing / "northwind" / "northwind_headless_long.csv",
+           [[*rows[1][:12], "x" * 200_000, *rows[1][13:]], *rows[2:20]])
     first_row = rows[1]
     wh = tmp_path / "wh.duckdb"
 
@@ -58,15 +65,20 @@ def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest
     assert "Zebulon" not in str(result.all_events) and "999-88-7777" not in str(result.all_events)
     assert "northwind/northwind_zipped.csv: is gzip-compressed" in check.description
     assert "northwind/northwind_headless.csv: columns do not match the northwind contract" in check.description
-    assert check.metadata["files_rejected"].value == 5
+    assert ("northwind/northwind_cr.csv: its header line cannot be read as ','-delimited CSV (new-line "
+            "character seen in unquoted field") in check.description
+    assert ("northwind/northwind_headless_long.csv: its header line cannot be read as ','-delimited CSV (field "
+            "larger than field limit") in check.description
+    assert check.metadata["files_rejected"].value == 7
     registry = query(wh, "SELECT source_file, status, header_json FROM landing.landing_file_registry "
                          "WHERE source_file <> ALL(['bluepeak/bluepeak_claims_001.csv', "
                          "'cascade/cascade_claims_001.txt', ?]) ORDER BY 1", [NW])
     assert [(f, s) for f, s, _ in registry] == [
-        ("northwind/northwind_headless.csv", "rejected"), ("northwind/northwind_trailing.csv", "rejected"),
+        ("northwind/northwind_cr.csv", "rejected"), ("northwind/northwind_headless.csv", "rejected"),
+        ("northwind/northwind_headless_long.csv", "rejected"), ("northwind/northwind_trailing.csv", "rejected"),
         ("northwind/northwind_twice.csv", "rejected"), ("northwind/northwind_twice_extra.csv", "rejected"),
         ("northwind/northwind_zipped.csv", "rejected")]
-    assert [h for _, _, h in registry] == [None] * 5  # a rejected file's first line is not kept
+    assert [h for _, _, h in registry] == [None] * 7  # a rejected file's first line is not kept
     registry_text = str(query(wh, "SELECT * FROM landing.landing_file_registry"))
     for value in (first_row[header.index("first_name")], first_row[header.index("ssn")],
                   first_row[header.index("email")], first_row[header.index("member_id")]):

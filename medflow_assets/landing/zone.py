@@ -215,7 +215,12 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
                     f"{contract.delimiter!r}-delimited. Decompress it and land it again.")
         return lf
     head, _, rest = first.partition(b"\n")
-    lf.header = read_header_line(head, contract.delimiter)
+    try:
+        lf.header = read_header_line(head, contract.delimiter)
+    except csv.Error as exc:  # Python's message names the problem, never the line's text
+        lf.error = (f"{obj.source_file}: its header line cannot be read as {contract.delimiter!r}-delimited CSV "
+                    f"({exc}); land it as UTF-8 text with one record per line, lines ending in \\n or \\r\\n.")
+        return lf
     lf.has_rows = obj.size_bytes > len(first) or rest.strip() != b""
     if not lf.header or lf.header == [""]:
         lf.error = f"{obj.source_file}: empty file or no header line (payer {obj.payer})."
