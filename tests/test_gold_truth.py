@@ -58,3 +58,40 @@ def test_department_revenue_equals_truth(generated_100k):
         FROM {t} GROUP BY 1"""))
     got = dict(query(generated_100k["warehouse"], "SELECT department, paid_revenue FROM gold.department_revenue"))
     assert got == want and all(isinstance(v, Decimal) for v in got.values())
+
+
+def test_days_to_payment_count_paid_lines_only_and_every_mart_agrees_on_total_paid(tmp_path):
+    """A denied or pending line can carry an adjudication date (and a pending one an amount): it is no
+    payment, so it does not count in days from service to payment; every mart sums the same paid amount."""
+    import csv
+
+    from tests.helpers import SAMPLE_LANDING, materialize_graph
+
+    src = SAMPLE_LANDING / "northwind" / "northwind_claims_001.csv"
+    header, *rows = list(csv.reader(src.open(newline="")))
+    col = {name: header.index(name) for name in header}
+    paid = [r for r in rows if r[col["status"]] == "paid"][:3]
+
+    def line(r, status, paid_date, paid_amount, claim):
+        r = list(r)
+        r[col["claim_id"]], r[col["line_number"]] = claim, "1"
+        r[col["rendering_npi"]], r[col["service_date"]] = "1234567893", "2025-01-01"
+        r[col["status"]], r[col["paid_date"]], r[col["paid_amount"]] = status, paid_date, paid_amount
+        r[col["denial_code"]] = "CO-45" if status == "denied" else ""
+        return r
+
+    crafted = [line(paid[0], "paid", "2025-02-10", "20.00", "XD1"),        # 40 days
+               line(paid[1], "denied", "2025-07-20", "0.00", "XD2"),       # adjudicated 200 days later
+               line(paid[2], "pending", "2025-08-26", "20.00", "XD3")]     # 237 days, and an amount
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    with (landing / "northwind" / "nw_days.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *crafted])
+    wh = tmp_path / "wh.duckdb"
+    assert materialize_graph(landing, wh).success
+    assert query(wh, "SELECT lines, avg_days_to_payment FROM gold.provider_performance "
+                     "WHERE provider_npi = '1234567893'") == [(3, Decimal("40.0"))]
+    totals = query(wh, """SELECT (SELECT sum(paid_amount) FROM gold.claims_monthly_summary),
+                                 (SELECT sum(paid_amount) FROM gold.provider_performance),
+                                 (SELECT sum(paid_revenue) FROM gold.department_revenue)""")[0]
+    assert totals == (Decimal("40.00"),) * 3

@@ -13,9 +13,10 @@ select
   sum(paid_amount) as paid_amount,
   sum(paid_amount) filter (where claim_status in ('paid', 'adjusted')) as approved_paid_amount,
   count(*) filter (where claim_status in ('paid', 'adjusted')) as approved_lines,
-  sum(paid_date - service_date) filter (where paid_date is not null and claim_status <> 'reversed')
+  {#- days to payment: lines that were paid (a denied or pending line may carry an adjudication date) -#}
+  sum(paid_date - service_date) filter (where paid_date is not null and claim_status in ('paid', 'adjusted'))
     as days_to_payment_sum,
-  count(*) filter (where paid_date is not null and claim_status <> 'reversed') as paid_lines_with_date,
+  count(*) filter (where paid_date is not null and claim_status in ('paid', 'adjusted')) as paid_lines_with_date,
   any_value(through_load_id) as through_load_id
 from {{ changed_silver_lines() }}
 group by provider_npi, payer
