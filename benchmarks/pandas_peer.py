@@ -51,6 +51,31 @@ def digits(s: pd.Series) -> pd.Series:
     return nullif_empty(s.fillna("").str.replace(r"[^0-9]", "", regex=True))
 
 
+# What names, emails, phones and SSNs are reduced to before hashing (macros/codes.sql: name_text() ...).
+WHITESPACE = r"[\s\u00a0]+"
+
+
+def name_text(s: pd.Series) -> pd.Series:
+    one_space = s.str.replace(WHITESPACE, " ", regex=True).str.strip(" ")
+    return one_space.str.normalize("NFD").str.replace(r"[\u0300-\u036f]", "", regex=True).str.normalize(
+        "NFC").str.lower()
+
+
+def email_text(s: pd.Series) -> pd.Series:
+    return s.str.replace(WHITESPACE, "", regex=True).str.lower()
+
+
+def phone_text(s: pd.Series) -> pd.Series:
+    no_extension = s.str.replace(r"(?i)[\s\u00a0]*(x|ext\.?|extension|#)[\s\u00a0]*[0-9]+[\s\u00a0]*$", "",
+                                 regex=True)
+    return digits(no_extension).str[-10:]
+
+
+def ssn_text(s: pd.Series) -> pd.Series:
+    d = digits(s)
+    return d.where(~d.str.len().between(7, 8), d.str.zfill(9))
+
+
 def parse_number(s: pd.Series, scale: int) -> pd.Series:
     """try_cast(text as integer / decimal(p, scale)) as an integer count of 10^-scale units (Int64, NA when
     it does not parse). More fraction digits than the scale round half away from zero, as DuckDB casts do."""
@@ -84,11 +109,17 @@ class Pseudonymizer:
         self.key = key.encode()
         self.cache: dict[str, dict[str, str]] = {}
 
-    def __call__(self, values: pd.Series, domain: str) -> pd.Series:
-        codes, uniques = pd.factorize(nullif_empty(trim(values)))
+    def __call__(self, values: pd.Series, domain: str, normalize=None) -> pd.Series:
+        """`normalize` (a Series -> Series function) runs once per distinct raw value, before trimming."""
+        codes, raw = pd.factorize(values)
+        texts = pd.Series(raw, dtype="str")
+        uniques = nullif_empty(trim(normalize(texts) if normalize else texts))
         cache = self.cache.setdefault(domain, {})
         hashed = np.empty(len(uniques) + 1, dtype=object)  # last slot (None) is for code -1 (missing)
         for i, u in enumerate(uniques.to_numpy(dtype=object)):
+            if u is None or u is pd.NA or u != u:
+                hashed[i] = None
+                continue
             if u not in cache:
                 cache[u] = hmac.new(self.key, f"{domain}:{u}".encode(), hashlib.sha256).hexdigest()
             hashed[i] = cache[u]
@@ -161,13 +192,15 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
     s["member_key"] = pseudo(b["member_id"].str.upper(), "member")
     if c.name_format == "last_comma_first":
         parts = b["member_full_name"].str.split(",", expand=True).reindex(columns=[0, 1])
-        name = trim(parts[1].fillna("").where(parts[0].notna())) + " " + trim(parts[0])
+        name = parts[1].fillna("").where(parts[0].notna()) + " " + parts[0]
+    elif "member_full_name" in c.columns and not {"member_first_name", "member_last_name"} & set(c.columns):
+        name = b["member_full_name"]
     else:
-        name = trim(b["member_first_name"].fillna("")) + " " + trim(b["member_last_name"].fillna(""))
-    s["name_key"] = pseudo(name.str.lower(), "name")
-    s["email_key"] = pseudo(b["member_email"].str.lower(), "email")
-    s["phone_key"] = pseudo(digits(b["member_phone"]).str[-10:], "phone")
-    s["ssn_key"] = pseudo(digits(b["member_ssn"]), "ssn")
+        name = b["member_first_name"].fillna("") + " " + b["member_last_name"].fillna("")
+    s["name_key"] = pseudo(name, "name", name_text)
+    s["email_key"] = pseudo(b["member_email"], "email", email_text)
+    s["phone_key"] = pseudo(b["member_phone"], "phone", phone_text)
+    s["ssn_key"] = pseudo(b["member_ssn"], "ssn", ssn_text)
     birth = date("member_birth_date")
     s["birth_year"] = birth.dt.year.astype("Int64")
     s["gender"] = trim(b["member_gender"]).str[:1].str.upper().map({"F": "F", "M": "M"}).fillna("U")

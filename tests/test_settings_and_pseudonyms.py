@@ -89,3 +89,75 @@ def test_silver_members_pseudonyms_are_python_hmacs_of_the_true_values(generated
     assert len(expected) > 10_000 and len({(p, m) for p, m, *_ in expected}) == len(expected)
     assert len(got) == len(set(got)) == len(expected)
     assert set(got) == expected
+
+
+def test_one_person_gets_one_pseudonym_per_field_whatever_the_payer_formatting(tmp_path):
+    """Names, emails, phones and SSNs are normalized before hashing: inner and unusual whitespace (tabs,
+    doubled and no-break spaces), composed or decomposed accents and accent-free spellings, phone
+    extensions, SSNs that lost their leading zeros, and a payer that sends "First Last" in one column."""
+    import csv
+    import shutil
+    import unicodedata
+
+    from medflow_assets.settings import CONTRACTS_DIR
+    from tests.helpers import copy_sample, materialize_graph, query
+
+    landing = copy_sample(tmp_path / "landing")
+
+    def edit(path, delim, edits):
+        rows = list(csv.reader(path.open(newline=""), delimiter=delim))
+        for i, values in edits.items():
+            for col, v in values.items():
+                rows[i][rows[0].index(col)] = v
+        with path.open("w", newline="") as f:
+            csv.writer(f, delimiter=delim, lineterminator="\n").writerows(rows)
+        return rows
+
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    nw = lambda mid, first, last, email, phone, ssn: dict(member_id=mid, first_name=first, last_name=last,  # noqa: E731
+                                                          email=email, phone=phone, ssn=ssn)
+    rows = edit(landing / "northwind" / "northwind_claims_001.csv", ",", {
+        1: nw("XM1", "Anna", "Smith", "anna.smith@example.com", "(555) 123-4567", "123-45-6789"),
+        2: nw("XM1", "Anna\t", "Smith", "anna.smith@example.com\t", "555-123-4567 x204", "123 45 6789"),
+        3: nw("XM1", "Anna", "Smith", "Anna.Smith@Example.com ", "555.123.4567 ext. 7", "123456789"),
+        4: nw("XM2", "Mary  Ann", "Jones", "m@example.com", "5551112222", "012-34-5678"),
+        5: nw("XM2", "Mary\u00a0Ann", "Jones", "m@example.com", "+1 555 111 2222", "12345678"),
+        6: nw("XM3", nfc, "Garcia", "j@example.com", "5552223333", "345-67-8901"),
+        7: nw("XM3", nfd, "Garcia", "j@example.com", "5552223333", "345-67-8901"),
+    })
+    edit(landing / "cascade" / "cascade_claims_001.txt", "|", {
+        1: dict(MBR_ID="xm3", MBR_FNAME="JOSE", MBR_LNAME="GARCIA", MBR_EMAIL=" J@EXAMPLE.COM",
+                MBR_PHONE="15552223333", MBR_SSN="345678901")})
+    # a payer with northwind's layout but the name as "First Last" in one column
+    contracts = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    text = (CONTRACTS_DIR / "northwind.yaml").read_text().replace("payer: northwind", "payer: delta")
+    text = text.replace("  member_first_name: first_name\n  member_last_name: last_name\n",
+                        "  member_full_name: patient_name\n")
+    (contracts / "delta.yaml").write_text(text)
+    header = rows[0]
+    first, last = header.index("first_name"), header.index("last_name")
+    delta_header = [c for c in header if c not in ("first_name", "last_name")] + ["patient_name"]
+    delta_row = [v for i, v in enumerate(rows[1]) if i not in (first, last)] + ["Anna  Smith"]
+    delta_row[delta_header.index("claim_id")] = "DL0000000001"
+    (landing / "delta").mkdir()
+    with (landing / "delta" / "delta_claims_001.csv").open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([delta_header, delta_row])
+
+    wh = tmp_path / "wh.duckdb"
+    materialize_graph(landing, wh, contracts=contracts)
+
+    def key(domain: str, value: str) -> str:
+        return hmac.new(DEV_PII_KEY.encode(), f"{domain}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    expected = {"XM1": ("anna smith", "anna.smith@example.com", "5551234567", "123456789"),
+                "XM2": ("mary ann jones", "m@example.com", "5551112222", "012345678"),
+                "XM3": ("jose garcia", "j@example.com", "5552223333", "345678901")}
+    for mid, (name, email, phone, ssn) in expected.items():
+        got = query(wh, "SELECT DISTINCT name_key, email_key, phone_key, ssn_key FROM silver.silver_members "
+                        "WHERE member_key = ? AND email_key IS NOT NULL", [key("member", mid)])
+        assert got == [(key("name", name), key("email", email), key("phone", phone), key("ssn", ssn))], mid
+    assert query(wh, "SELECT DISTINCT payer, name_key FROM silver.silver_members WHERE member_key = ? "
+                     "AND payer = 'delta'", [key("member", "XM1")]) == [("delta", key("name", "anna smith"))]
+    assert query(wh, "SELECT count(*) FROM silver.silver_members WHERE payer = 'delta' AND name_key IS NULL") == [
+        (0,)]

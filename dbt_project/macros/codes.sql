@@ -39,6 +39,34 @@ nullif(regexp_replace(coalesce({{ col }}, ''), '[^0-9]', '', 'g'), '')
 nullif(trim({{ expr }}), '')
 {%- endmacro %}
 
+{#- What a member's name, email, phone and SSN are reduced to before hashing, so one person gets one
+    pseudonym whatever the payer's formatting. Whitespace is any run of spaces, tabs or no-break spaces. -#}
+{% macro one_space(expr) -%}
+trim(regexp_replace({{ expr }}, '[\s\x{00A0}]+', ' ', 'g'))
+{%- endmacro %}
+
+{#- "first last": lower case, accents stripped (José, José decomposed and JOSE are one name), one space. -#}
+{% macro name_text(expr) -%}
+lower(strip_accents({{ one_space(expr) }}))
+{%- endmacro %}
+
+{% macro email_text(expr) -%}
+lower(regexp_replace({{ expr }}, '[\s\x{00A0}]+', '', 'g'))
+{%- endmacro %}
+
+{#- the last ten digits, after any extension ("x204", "ext. 204", "#204") is cut off -#}
+{% macro phone_text(expr) -%}
+{%- set no_extension -%}
+regexp_replace({{ expr }}, '(?i)[\s\x{00A0}]*(x|ext\.?|extension|#)[\s\x{00A0}]*[0-9]+[\s\x{00A0}]*$', '')
+{%- endset -%}
+right({{ digits(no_extension) }}, 10)
+{%- endmacro %}
+
+{#- nine digits: an SSN that lost its leading zeros (a spreadsheet's number format) gets them back -#}
+{% macro ssn_text(expr) -%}
+case when length({{ digits(expr) }}) between 7 and 8 then lpad({{ digits(expr) }}, 9, '0') else {{ digits(expr) }} end
+{%- endmacro %}
+
 {#- The pseudonym of a pseudonym_input() (null stays null). -#}
 {% macro pseudonym_of(input, domain) -%}
 medflow_pii_hmac({{ sql_str(domain ~ ':') }} || {{ input }})

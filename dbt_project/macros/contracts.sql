@@ -177,11 +177,15 @@ case upper(trim({{ column }}))
 end
 {%- endmacro %}
 
-{#- Normalized "first last" in lower case, whatever the payer's name layout. -#}
+{#- Normalized "first last" (name_text() in macros/codes.sql), whatever the payer's name layout: "Last,
+    First" in one column, "First Last" in one column, or first and last name columns. -#}
 {% macro parse_name(column, contract) -%}
   {%- if contract.name_format == 'last_comma_first' -%}
-  nullif(lower(trim(split_part(member_full_name, ',', 2)) || ' ' || trim(split_part(member_full_name, ',', 1))), ' ')
+  nullif({{ name_text("split_part(member_full_name, ',', 2) || ' ' || split_part(member_full_name, ',', 1)") }}, '')
+  {%- elif 'member_full_name' in contract.columns and 'member_first_name' not in contract.columns
+           and 'member_last_name' not in contract.columns -%}
+  nullif({{ name_text('member_full_name') }}, '')
   {%- else -%}
-  nullif(lower(trim(coalesce(member_first_name, '')) || ' ' || trim(coalesce(member_last_name, ''))), ' ')
+  nullif({{ name_text("coalesce(member_first_name, '') || ' ' || coalesce(member_last_name, '')") }}, '')
   {%- endif -%}
 {%- endmacro %}

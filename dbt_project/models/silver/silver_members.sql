@@ -28,9 +28,9 @@ inputs as materialized (
     payer,
     {{ pseudonym_input('upper(member_id)') }} as member_ref,
     {{ pseudonym_input(by_payer(contracts, parse_name, 'member_full_name')) }} as name_ref,
-    {{ pseudonym_input('lower(member_email)') }} as email_ref,
-    {{ pseudonym_input('right(' ~ digits('member_phone') ~ ', 10)') }} as phone_ref,
-    {{ pseudonym_input(digits('member_ssn')) }} as ssn_ref,
+    {{ pseudonym_input(email_text('member_email')) }} as email_ref,
+    {{ pseudonym_input(phone_text('member_phone')) }} as phone_ref,
+    {{ pseudonym_input(ssn_text('member_ssn')) }} as ssn_ref,
     {#- a birth date silver quarantines as impossible (before 1900, in the future) gives no birth year -#}
     case when {{ by_payer(contracts, parse_date, 'member_birth_date') }} between date '1900-01-01' and current_date
          then year({{ by_payer(contracts, parse_date, 'member_birth_date') }}) end as birth_year,
