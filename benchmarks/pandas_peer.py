@@ -117,7 +117,7 @@ class Pseudonymizer:
         cache = self.cache.setdefault(domain, {})
         hashed = np.empty(len(uniques) + 1, dtype=object)  # last slot (None) is for code -1 (missing)
         for i, u in enumerate(uniques.to_numpy(dtype=object)):
-            if u is None or u is pd.NA or u != u:
+            if pd.isna(u):
                 hashed[i] = None
                 continue
             if u not in cache:

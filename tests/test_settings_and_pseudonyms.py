@@ -114,8 +114,10 @@ def test_one_person_gets_one_pseudonym_per_field_whatever_the_payer_formatting(t
         return rows
 
     nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
-    nw = lambda mid, first, last, email, phone, ssn: dict(member_id=mid, first_name=first, last_name=last,  # noqa: E731
-                                                          email=email, phone=phone, ssn=ssn)
+    def nw(mid, first, last, email, phone, ssn):
+        return {"member_id": mid, "first_name": first, "last_name": last, "email": email, "phone": phone,
+                "ssn": ssn}
+
     rows = edit(landing / "northwind" / "northwind_claims_001.csv", ",", {
         1: nw("XM1", "Anna", "Smith", "anna.smith@example.com", "(555) 123-4567", "123-45-6789"),
         2: nw("XM1", "Anna\t", "Smith", "anna.smith@example.com\t", "555-123-4567 x204", "123 45 6789"),
@@ -126,8 +128,8 @@ def test_one_person_gets_one_pseudonym_per_field_whatever_the_payer_formatting(t
         7: nw("XM3", nfd, "Garcia", "j@example.com", "5552223333", "345-67-8901"),
     })
     edit(landing / "cascade" / "cascade_claims_001.txt", "|", {
-        1: dict(MBR_ID="xm3", MBR_FNAME="JOSE", MBR_LNAME="GARCIA", MBR_EMAIL=" J@EXAMPLE.COM",
-                MBR_PHONE="15552223333", MBR_SSN="345678901")})
+        1: {"MBR_ID": "xm3", "MBR_FNAME": "JOSE", "MBR_LNAME": "GARCIA", "MBR_EMAIL": " J@EXAMPLE.COM",
+            "MBR_PHONE": "15552223333", "MBR_SSN": "345678901"}})
     # a payer with northwind's layout but the name as "First Last" in one column
     contracts = tmp_path / "contracts"
     shutil.copytree(CONTRACTS_DIR, contracts)
