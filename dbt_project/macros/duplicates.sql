@@ -20,7 +20,7 @@
 
 {#- Pre-hook, before replace_run_files(): the lines the run's files held before this run. -#}
 {% macro remember_run_lines() -%}
-{%- if is_incremental() -%}
+{%- if is_incremental() and not run_covers_every_file() -%}
 create or replace temp table medflow_run_lines as
 select distinct payer, claim_id, claim_line_number from {{ this }}
 where source_file in {{ selected_files() }} and claim_id is not null and claim_line_number is not null
@@ -32,7 +32,8 @@ where source_file in {{ selected_files() }} and claim_id is not null and claim_l
     A row that becomes rejected gets the raw text the quarantine shows from bronze; a row that is accepted
     again keeps none (as the model stores accepted rows). -#}
 {% macro recheck_duplicate_lines() -%}
-{%- if is_incremental() -%}
+{#- a run over every landed file (a backfill of all partitions) leaves no other file to decide for -#}
+{%- if is_incremental() and not run_covers_every_file() -%}
 {%- set raw_fields = quarantine_raw_fields() -%}
 insert into medflow_run_lines
 select distinct payer, claim_id, claim_line_number from {{ this }}
