@@ -286,9 +286,20 @@ def test_a_line_in_two_files_stays_in_silver_once_whatever_is_rerun_or_corrected
     assert query(wh, lines_in_gold) == [(400,)]
 
     # 2. nw_001.csv corrected without the 10 lines: nw_002's copies are the line now, and its quality log says so
+    #    (with the checksum of the rows silver holds, although a newer nw_002.csv has landed and not loaded yet)
+    loaded_002 = query(wh, "SELECT DISTINCT file_checksum FROM bronze.bronze_claim_lines "
+                           "WHERE source_file = 'northwind/nw_002.csv'")
+    write(second, rows[190:] + rows[:1])
+    assert materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_002.csv"],
+                             selection=[dg.AssetKey("landing_files")]).success
+    assert query(wh, "SELECT checksum FROM landing.landing_file_registry "
+                     "WHERE source_file = 'northwind/nw_002.csv'") != loaded_002
     write(first, rows[:190])
     result = materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_001.csv"])
     assert result.success
+    assert query(wh, "SELECT DISTINCT file_checksum FROM silver.silver_data_quality_log "
+                     "WHERE source_file = 'northwind/nw_002.csv'") == loaded_002
+    write(second, rows[190:])  # back to the bytes silver holds
     assert sorted(verdicts()) == [("northwind/nw_002.csv", c, n, [], False) for c, n in sorted(shared)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(400,)]
     assert query(wh, "SELECT rows_failed, rows_quarantined FROM silver.silver_data_quality_log "

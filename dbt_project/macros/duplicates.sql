@@ -5,8 +5,8 @@
     or after the run:
     - a corrected file that no longer holds a line gives the line back to the next copy (it was quarantined
       because the run's file held the line first);
-    - a run that brings an earlier copy of a line (a file back to bytes first seen before) makes the copy
-      that was first a duplicate.
+    - a run whose file comes before a file already loaded (both first seen in the same second, and its
+      name sorts first) makes that file's copies of its lines duplicates.
     Files whose rows change this way are listed in landing.dq_log_recount; silver_data_quality_log counts them
     again in the same dbt invocation and empties the list (a failed invocation leaves it for the next one). -#}
 
@@ -69,19 +69,24 @@ drop table medflow_run_lines
 {%- endif -%}
 {%- endmacro %}
 
-{#- The files silver_data_quality_log counts: the run's accepted files, and the files whose rows
-    recheck_duplicate_lines() changed. -#}
+{#- The files silver_data_quality_log counts: the run's accepted files; the run's other files that have
+    rows in silver (a file rejected since, or gone from the zone, keeps its last good rows, and the run
+    decided their duplicates again); and the files whose rows recheck_duplicate_lines() changed. -#}
 {% macro files_to_count() -%}
 {%- set recount = none -%}
-{%- if execute and is_incremental() -%}
+{%- if not (execute and is_incremental()) -%}
+{#- a first build: a file landing rejected has no rows -#}
+{{ accepted_run_files() }}
+{%- else -%}
   {%- set found = run_query("select count(*) from information_schema.tables where table_schema = 'landing' "
                             ~ "and table_name = 'dq_log_recount'") -%}
   {%- if found.columns[0].values()[0] > 0 -%}{%- set recount = recount_table() -%}{%- endif -%}
-{%- endif -%}
-{%- if recount is none -%}
-{{ accepted_run_files() }}
-{%- else -%}
-(select source_file from {{ accepted_run_files() }} run_files union select source_file from {{ recount }})
+(select source_file from {{ accepted_run_files() }} accepted
+ union select distinct source_file from {{ ref('silver_claim_lines_validated') }}
+       where source_file in {{ selected_files() }}
+ {%- if recount is not none %}
+ union select source_file from {{ recount }}
+ {%- endif %})
 {%- endif -%}
 {%- endmacro %}
 

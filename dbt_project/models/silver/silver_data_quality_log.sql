@@ -13,7 +13,10 @@ with validated as (
 ),
 {#- every accepted file of the run, also one without data rows (rows_checked 0): its load is recorded #}
 files as (
-  select r.payer, r.source_file, r.checksum as file_checksum, count(v.source_file) as rows_checked,
+  {#- the checksum of the rows silver holds (a file recounted for its duplicates may have a newer version
+      landed and not loaded yet); the registry's for a file without rows -#}
+  select r.payer, r.source_file, coalesce(any_value(v.file_checksum), any_value(r.checksum)) as file_checksum,
+         count(v.source_file) as rows_checked,
          count(*) filter (where len(v.failed_rules) > 0) as rows_quarantined
   from {{ source('landing', 'landing_file_registry') }} r
   left join validated v using (source_file)
