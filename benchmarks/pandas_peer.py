@@ -15,6 +15,7 @@ import hmac
 import json
 import sys
 import time
+import unicodedata
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -52,13 +53,21 @@ def digits(s: pd.Series) -> pd.Series:
 
 
 # What names, emails, phones and SSNs are reduced to before hashing (macros/codes.sql: name_text() ...).
-WHITESPACE = r"[\s\u00a0]+"
+WHITESPACE = r"[ \t\n\v\f\r\u00a0]+"  # written out, as in the SQL (Python's \s has more)
 
 
 def name_text(s: pd.Series) -> pd.Series:
     one_space = s.str.replace(WHITESPACE, " ", regex=True).str.strip(" ")
-    return one_space.str.normalize("NFD").str.replace(r"[\u0300-\u036f]", "", regex=True).str.normalize(
-        "NFC").str.lower()
+    return one_space.map(strip_accents, na_action="ignore").str.lower()
+
+
+def strip_accents(text: str) -> str:
+    """DuckDB's strip_accents: every combining mark (Mn, Mc, Me) of the decomposed text dropped."""
+    kept = "".join(ch for ch in unicodedata.normalize("NFD", text) if unicodedata.category(ch) not in MARKS)
+    return unicodedata.normalize("NFC", kept)
+
+
+MARKS = {"Mn", "Mc", "Me"}
 
 
 def email_text(s: pd.Series) -> pd.Series:
@@ -66,14 +75,13 @@ def email_text(s: pd.Series) -> pd.Series:
 
 
 def phone_text(s: pd.Series) -> pd.Series:
-    no_extension = s.str.replace(r"(?i)[\s\u00a0]*(x|ext\.?|extension|#)[\s\u00a0]*[0-9]+[\s\u00a0]*$", "",
-                                 regex=True)
+    ws = "[ \t\n\v\f\r\u00a0]*"
+    no_extension = s.str.replace(rf"(?i){ws}(x|ext|extension|#)[.:]?{ws}[0-9]+{ws}$", "", regex=True)
     return digits(no_extension).str[-10:]
 
 
 def ssn_text(s: pd.Series) -> pd.Series:
-    d = digits(s)
-    return d.where(~d.str.len().between(7, 8), d.str.zfill(9))
+    return digits(s)
 
 
 def parse_number(s: pd.Series, scale: int) -> pd.Series:
@@ -308,7 +316,7 @@ def gold_tables(silver: pd.DataFrame) -> dict[str, pd.DataFrame]:
         adjudicated=st != "pending",
         approved=st.isin(["paid", "adjusted"]),
         paid_pa=silver["paid_amount"].where(st.isin(["paid", "adjusted"])),
-        paid_rev=silver["paid_amount"],
+        paid_rev=silver["paid_amount"].where(st.isin(["paid", "adjusted", "reversed"])),
         billed_nrev=silver["billed_amount"].where(st != "reversed"),
         billed_pend=silver["billed_amount"].where(st == "pending"),
         days=(silver["paid_date"] - silver["service_date"]).dt.days.where(st.isin(["paid", "adjusted"])),

@@ -40,9 +40,10 @@ nullif(trim({{ expr }}), '')
 {%- endmacro %}
 
 {#- What a member's name, email, phone and SSN are reduced to before hashing, so one person gets one
-    pseudonym whatever the payer's formatting. Whitespace is any run of spaces, tabs or no-break spaces. -#}
+    pseudonym whatever the payer's formatting. Whitespace: spaces, tabs, line breaks, no-break spaces
+    (written out: RE2's \s has no no-break space, Python's has more). -#}
 {% macro one_space(expr) -%}
-trim(regexp_replace({{ expr }}, '[\s\x{00A0}]+', ' ', 'g'))
+trim(regexp_replace({{ expr }}, '[ \t\n\v\f\r\x{00A0}]+', ' ', 'g'))
 {%- endmacro %}
 
 {#- "first last": lower case, accents stripped (José, José decomposed and JOSE are one name), one space. -#}
@@ -51,20 +52,21 @@ lower(strip_accents({{ one_space(expr) }}))
 {%- endmacro %}
 
 {% macro email_text(expr) -%}
-lower(regexp_replace({{ expr }}, '[\s\x{00A0}]+', '', 'g'))
+lower(regexp_replace({{ expr }}, '[ \t\n\v\f\r\x{00A0}]+', '', 'g'))
 {%- endmacro %}
 
 {#- the last ten digits, after any extension ("x204", "ext. 204", "#204") is cut off -#}
 {% macro phone_text(expr) -%}
 {%- set no_extension -%}
-regexp_replace({{ expr }}, '(?i)[\s\x{00A0}]*(x|ext\.?|extension|#)[\s\x{00A0}]*[0-9]+[\s\x{00A0}]*$', '')
+regexp_replace({{ expr }}, '(?i)[ \t\n\v\f\r\x{00A0}]*(x|ext|extension|#)[.:]?[ \t\n\v\f\r\x{00A0}]*[0-9]+[ \t\n\v\f\r\x{00A0}]*$', '')
 {%- endset -%}
 right({{ digits(no_extension) }}, 10)
 {%- endmacro %}
 
-{#- nine digits: an SSN that lost its leading zeros (a spreadsheet's number format) gets them back -#}
+{#- the digits. An SSN that lost its leading zeros keeps its own pseudonym: padding it back to nine digits
+    could give a mistyped SSN another person's. -#}
 {% macro ssn_text(expr) -%}
-case when length({{ digits(expr) }}) between 7 and 8 then lpad({{ digits(expr) }}, 9, '0') else {{ digits(expr) }} end
+{{ digits(expr) }}
 {%- endmacro %}
 
 {#- The pseudonym of a pseudonym_input() (null stays null). -#}
