@@ -8,8 +8,7 @@ select
   count(*) as lines,
   sum(billed_amount) filter (where claim_status <> 'reversed') as billed_amount_not_reversed,
   count(*) filter (where claim_status <> 'reversed') as lines_not_reversed,
-  {#- every line's paid amount, as in the other marts (reversals negative), so their totals agree -#}
-  coalesce(sum(paid_amount), 0) as paid_revenue,
+  coalesce(sum(paid_amount) filter (where claim_status in ('paid', 'adjusted', 'reversed')), 0) as paid_revenue,
   coalesce(sum(billed_amount) filter (where claim_status = 'pending'), 0) as pending_revenue,
   any_value(through_load_id) as through_load_id
 from {{ changed_silver_lines() }}
