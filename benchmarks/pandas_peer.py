@@ -325,7 +325,7 @@ def gold_tables(silver: pd.DataFrame) -> dict[str, pd.DataFrame]:
     m = x.groupby(["service_month", "payer"], sort=True).agg(
         lines=("claim_id", "size"), claims=("claim_id", "nunique"), members=("member_key", "nunique"),
         billed_amount=("billed_amount", "sum"), allowed_amount=("allowed_amount", "sum"),
-        paid_amount=("paid_amount", "sum"), denied_lines=("is_denied", "sum")).reset_index()
+        paid_amount=("paid_rev", "sum"), denied_lines=("is_denied", "sum")).reset_index()
     m["denial_rate"] = rate(m["denied_lines"], m["lines"])
 
     f = x.groupby(["payer", "service_month"], sort=True).agg(
@@ -338,7 +338,7 @@ def gold_tables(silver: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
     p = x.groupby("provider_npi", sort=True).agg(
         lines=("claim_id", "size"), claims=("visit", "nunique"), members=("member_key", "nunique"),
-        denied=("is_denied", "sum"), paid_amount=("paid_amount", "sum"), paid_pa_sum=("paid_pa", "sum"),
+        denied=("is_denied", "sum"), paid_amount=("paid_rev", "sum"), paid_pa_sum=("paid_pa", "sum"),
         paid_pa_n=("paid_pa", "count"), days=("days", "mean")).reset_index()
     p.insert(4, "denial_rate", rate(p.pop("denied"), p["lines"]))
     p["avg_paid_amount"] = avg_cents(p.pop("paid_pa_sum"), p.pop("paid_pa_n"))

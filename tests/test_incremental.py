@@ -336,3 +336,17 @@ def test_a_line_in_two_files_stays_in_silver_once_whatever_is_rerun_or_corrected
     assert len(raw) == 10 and all(q == b and q for q, b in raw)
     assert query(wh, lines_in_gold) == [(400,)]
     assert unconserved_files(wh) == []
+
+    # 5. one run over both files: nw_001.csv without the 10 lines, nw_002.csv's new version rejected (a broken
+    #    header). nw_002 keeps its loaded rows, and its copies are the line now: its quality log is counted
+    #    again although landing did not accept the file in this run
+    write(first, rows[:190])
+    second.write_text("not,the,header\n1,2,3\n")
+    result = materialize_graph(landing, wh, instance=instance,
+                               partitions=["northwind/nw_001.csv", "northwind/nw_002.csv"])
+    assert query(wh, "SELECT status FROM landing.landing_file_registry "
+                     "WHERE source_file = 'northwind/nw_002.csv'") == [("rejected",)]
+    assert sorted(verdicts()) == [("northwind/nw_002.csv", c, n, [], False) for c, n in sorted(shared)]
+    assert query(wh, "SELECT rows_checked, rows_failed FROM silver.silver_data_quality_log "
+                     "WHERE source_file = 'northwind/nw_002.csv' AND rule_id = 'duplicate_line'") == [(210, 0)]
+    assert query(wh, lines_in_gold) == [(400,)]

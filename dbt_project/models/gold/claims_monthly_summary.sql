@@ -9,7 +9,9 @@ select
   count(distinct member_key) as members,
   sum(billed_amount) as billed_amount,
   sum(allowed_amount) as allowed_amount,
-  sum(paid_amount) as paid_amount,
+  {#- paid: the amounts of paid, adjusted and reversed lines, in every mart; a denied or pending line that
+      carries an amount has not been paid -#}
+  coalesce(sum(paid_amount) filter (where claim_status in ('paid', 'adjusted', 'reversed')), 0) as paid_amount,
   count(*) filter (where claim_status = 'denied') as denied_lines,
   round(count(*) filter (where claim_status = 'denied') / count(*), 4) as denial_rate,
   any_value(through_load_id) as through_load_id

@@ -10,7 +10,8 @@ select
   count(distinct claim_id) as claims,
   count(distinct member_key) as members,
   count(*) filter (where claim_status = 'denied') as denied_lines,
-  sum(paid_amount) as paid_amount,
+  {#- paid as in every mart: paid, adjusted and reversed lines (claims_monthly_summary) -#}
+  coalesce(sum(paid_amount) filter (where claim_status in ('paid', 'adjusted', 'reversed')), 0) as paid_amount,
   sum(paid_amount) filter (where claim_status in ('paid', 'adjusted')) as approved_paid_amount,
   count(*) filter (where claim_status in ('paid', 'adjusted')) as approved_lines,
   {#- days to payment: lines that were paid (a denied or pending line may carry an adjudication date) -#}
