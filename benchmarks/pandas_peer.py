@@ -53,11 +53,11 @@ def digits(s: pd.Series) -> pd.Series:
 
 
 # What names, emails, phones and SSNs are reduced to before hashing (macros/codes.sql: name_text() ...).
-WHITESPACE = r"[ \t\n\v\f\r\u00a0]+"  # written out, as in the SQL (Python's \s has more)
+WHITESPACE = r"[ \t\n\v\f\r\u00a0]"  # written out, as in the SQL (Python's \s has more)
 
 
 def name_text(s: pd.Series) -> pd.Series:
-    one_space = s.str.replace(WHITESPACE, " ", regex=True).str.strip(" ")
+    one_space = s.str.replace(WHITESPACE + "+", " ", regex=True).str.strip(" ")
     return one_space.map(strip_accents, na_action="ignore").str.lower()
 
 
@@ -71,11 +71,11 @@ MARKS = {"Mn", "Mc", "Me"}
 
 
 def email_text(s: pd.Series) -> pd.Series:
-    return s.str.replace(WHITESPACE, "", regex=True).str.lower()
+    return s.str.replace(WHITESPACE + "+", "", regex=True).str.lower()
 
 
 def phone_text(s: pd.Series) -> pd.Series:
-    ws = "[ \t\n\v\f\r\u00a0]*"
+    ws = WHITESPACE + "*"
     no_extension = s.str.replace(rf"(?i){ws}(x|ext|extension|#)[.:]?{ws}[0-9]+{ws}$", "", regex=True)
     return digits(no_extension).str[-10:]
 

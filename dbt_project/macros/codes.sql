@@ -42,8 +42,10 @@ nullif(trim({{ expr }}), '')
 {#- What a member's name, email, phone and SSN are reduced to before hashing, so one person gets one
     pseudonym whatever the payer's formatting. Whitespace: spaces, tabs, line breaks, no-break spaces
     (written out: RE2's \s has no no-break space, Python's has more). -#}
+{% macro whitespace() -%}[ \t\n\v\f\r\x{00A0}]{%- endmacro %}
+
 {% macro one_space(expr) -%}
-trim(regexp_replace({{ expr }}, '[ \t\n\v\f\r\x{00A0}]+', ' ', 'g'))
+trim(regexp_replace({{ expr }}, '{{ whitespace() }}+', ' ', 'g'))
 {%- endmacro %}
 
 {#- "first last": lower case, accents stripped (José, José decomposed and JOSE are one name), one space. -#}
@@ -52,13 +54,13 @@ lower(strip_accents({{ one_space(expr) }}))
 {%- endmacro %}
 
 {% macro email_text(expr) -%}
-lower(regexp_replace({{ expr }}, '[ \t\n\v\f\r\x{00A0}]+', '', 'g'))
+lower(regexp_replace({{ expr }}, '{{ whitespace() }}+', '', 'g'))
 {%- endmacro %}
 
 {#- the last ten digits, after any extension ("x204", "ext. 204", "#204") is cut off -#}
 {% macro phone_text(expr) -%}
 {%- set no_extension -%}
-regexp_replace({{ expr }}, '(?i)[ \t\n\v\f\r\x{00A0}]*(x|ext|extension|#)[.:]?[ \t\n\v\f\r\x{00A0}]*[0-9]+[ \t\n\v\f\r\x{00A0}]*$', '')
+regexp_replace({{ expr }}, '(?i){{ whitespace() }}*(x|ext|extension|#)[.:]?{{ whitespace() }}*[0-9]+{{ whitespace() }}*$', '')
 {%- endset -%}
 right({{ digits(no_extension) }}, 10)
 {%- endmacro %}

@@ -18,12 +18,17 @@
            'claim_status', 'diagnosis_code']) }}
 {%- endmacro %}
 
+{#- The lines (keys) the run's files hold in this table. -#}
+{% macro run_lines() -%}
+select distinct payer, claim_id, claim_line_number from {{ this }}
+where source_file in {{ selected_files() }} and claim_id is not null and claim_line_number is not null
+{%- endmacro %}
+
 {#- Pre-hook, before replace_run_files(): the lines the run's files held before this run. -#}
 {% macro remember_run_lines() -%}
 {%- if is_incremental() and not run_covers_every_file() -%}
 create or replace temp table medflow_run_lines as
-select distinct payer, claim_id, claim_line_number from {{ this }}
-where source_file in {{ selected_files() }} and claim_id is not null and claim_line_number is not null
+{{ run_lines() }}
 {%- endif -%}
 {%- endmacro %}
 
@@ -35,9 +40,7 @@ where source_file in {{ selected_files() }} and claim_id is not null and claim_l
 {#- a run over every landed file (a backfill of all partitions) leaves no other file to decide for -#}
 {%- if is_incremental() and not run_covers_every_file() -%}
 {%- set raw_fields = quarantine_raw_fields() -%}
-insert into medflow_run_lines
-select distinct payer, claim_id, claim_line_number from {{ this }}
-where source_file in {{ selected_files() }} and claim_id is not null and claim_line_number is not null;
+insert into medflow_run_lines {{ run_lines() }};
 create or replace temp table medflow_duplicate_changes as
 select c.source_file, c.source_row_number, c.is_duplicate,
   {%- for field in raw_fields %}
