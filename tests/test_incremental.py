@@ -240,6 +240,30 @@ def test_the_quarantine_gate_keeps_gold_held_back_while_any_landed_file_is_over_
     assert query(wh, GOLD_SUMMARY) == gold_before
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?",
                  [f"cascade/{later.name}"]) == [(300,)]
+    assert "to go on: correct the file in the landing zone, raise max_quarantine_rate" in gate.description
+
+    # the operator deletes the bad file: the sensor's run for files that left marks it missing and evaluates
+    # the gate, which no longer counts it, so gold goes on (automation) with the clean file
+    cursor = _sensor(instance, landing, None).cursor
+    (landing / "northwind" / "northwind_bad.csv").unlink()
+    [gone_run] = _sensor(instance, landing, cursor).run_requests
+    assert gone_run.tags["medflow/change"] == "deleted"
+    selection = (dg.AssetSelection.assets(*gone_run.asset_selection).without_checks()
+                 | dg.AssetSelection.checks(*gone_run.asset_check_keys))
+    gone = materialize_graph(landing, wh, instance=instance, partitions=[gone_run.partition_key],
+                             selection=selection, tags=gone_run.tags)
+    assert gone.success
+    gate = check_result(gone, "quarantine_rate_gate")
+    assert gate.passed and gate.description == (
+        "all 3 files within their quarantine-rate limit (not counted, no longer in the landing zone: "
+        "northwind/northwind_bad.csv)")
+    assert check_result(gone, "files_match_payer_contracts").description.startswith("northwind/northwind_bad.csv is no longer in")
+    assert materialize_graph(landing, wh, instance=instance, partitions=[],
+                             selection=dg.AssetSelection.groups("gold")).success
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary WHERE payer = 'cascade'") == query(
+        wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE payer = 'cascade'")
+    assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary WHERE payer = 'northwind'") == query(
+        wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE payer = 'northwind'")
 
 
 DUPLICATE_VERDICTS = """SELECT source_file, claim_id, claim_line_number, failed_rules, raw_service_date IS NOT NULL

@@ -1,6 +1,6 @@
 """Arrival sensors, one per landing backend: new file -> add its partition and request a run; changed file ->
 rerun its partition; unchanged or only touched -> nothing; deleted -> a run of landing alone marks it
-missing in the registry (its loaded rows stay).
+missing in the registry (its loaded rows stay), with the quarantine-rate gate, which no longer counts it.
 
 The cursor holds each file's fingerprint and checksum and a counter of arrivals. run_key = file@checksum#n,
 n counting every arrival the sensor requested a run for: a tick evaluated twice asks for the same runs
@@ -21,6 +21,7 @@ import time
 
 import dagster as dg
 
+from medflow_assets.landing.assets import CONTRACT_CHECK, COPY_CHECK, UNREAD_CHECK
 from medflow_assets.landing.contracts import PayerContract, load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
@@ -31,7 +32,12 @@ from medflow_assets.landing.zone import (
     LocalLanding,
     digest_and_head,
 )
+from medflow_assets.quality.checks import QUARANTINE_GATE
 from medflow_assets.settings import load_settings
+
+# The deleted-files run's checks: landing's own, and the gate.
+LANDING_CHECKS = [dg.AssetCheckKey(dg.AssetKey("landing_files"), name)
+                  for name in (CONTRACT_CHECK, COPY_CHECK, UNREAD_CHECK)]
 
 
 def _sha256(zone: LandingZone, obj: LandingObject) -> str:
@@ -138,6 +144,9 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         arrivals += 1
         requests.append(dg.RunRequest(partition_key=gone[0], run_key=f"{gone[0]}@deleted+{len(gone) - 1}#{arrivals}",
                                       asset_selection=[dg.AssetKey("landing_files")],
+                                      # and the quarantine-rate gate, which no longer counts those files: deleting
+                                      # the file that held gold back lets gold (automation) go on
+                                      asset_check_keys=[*LANDING_CHECKS, QUARANTINE_GATE.key],
                                       tags={"medflow/landing_file": gone[0], "medflow/change": "deleted",
                                             "medflow/files_gone": str(len(gone))}))
     if len(to_add) > 1:

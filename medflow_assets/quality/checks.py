@@ -41,13 +41,17 @@ GOLD_CHECKS = [
 
 QUARANTINE_GATE = dg.AssetCheckSpec(
     "quarantine_rate_gate", asset=model_key("silver_claim_lines"), blocking=True,
+    # after landing in any run that has both: the registry says which files left the zone
+    additional_deps=[dg.AssetKey("landing_files")],
     description="Fails when a landed file has more of its rows quarantined than its payer's contract allows "
                 f"(max_quarantine_rate, default {DEFAULT_MAX_QUARANTINE_RATE:.0%}); blocks gold.")
 
 
 def quarantine_rates(con) -> list[dict]:
-    """Per landed file: rows, quarantined rows, rate, the payer's threshold and the top 3 rules."""
-    rows = con.execute("""
+    """Per landed file: rows, quarantined rows, rate, the payer's threshold, the top 3 rules, and whether the
+    file is gone from the landing zone (registry status missing: its loaded rows stay, but the gate no longer
+    holds gold back for it; deleting the file is how an operator sets it aside)."""
+    rows = con.execute(f"""
         WITH files AS (
           SELECT payer, source_file, max(rows_checked) AS rows_checked, max(rows_quarantined) AS rows_quarantined
           FROM silver.silver_data_quality_log GROUP BY ALL),
@@ -57,21 +61,24 @@ def quarantine_rates(con) -> list[dict]:
           FROM silver.silver_data_quality_log GROUP BY ALL)
         SELECT f.payer, f.source_file, f.rows_checked, f.rows_quarantined,
                f.rows_quarantined / greatest(f.rows_checked, 1) AS rate,
-               c.contract_json, coalesce(t.rules, []) AS rules
+               c.contract_json, coalesce(t.rules, []) AS rules, g.status = 'missing' AS gone
         FROM files f LEFT JOIN top t USING (source_file)
         LEFT JOIN landing.payer_contracts c USING (payer)
+        LEFT JOIN {REGISTRY_TABLE} g USING (source_file)
         ORDER BY f.source_file""").fetchall()
     out = []
-    for payer, source_file, n, q, rate, contract_json, rules in rows:
+    for payer, source_file, n, q, rate, contract_json, rules, gone in rows:
         contract = json.loads(contract_json) if contract_json else {}
         threshold = float(contract.get("max_quarantine_rate", DEFAULT_MAX_QUARANTINE_RATE))
         out.append({"payer": payer, "source_file": source_file, "rows": int(n), "quarantined": int(q),
-                    "rate": float(rate), "threshold": threshold, "top_rules": list(rules[:3])})
+                    "rate": float(rate), "threshold": threshold, "top_rules": list(rules[:3]), "gone": bool(gone)})
     return out
 
 
 def quarantine_rate_gate(con, context):
-    files = quarantine_rates(con)
+    every = quarantine_rates(con)
+    files = [f for f in every if not f["gone"]]
+    gone_over = [f["source_file"] for f in every if f["gone"] and f["rate"] > f["threshold"]]
     over = [f for f in files if f["rate"] > f["threshold"]]
     table = "| file | payer | rows | quarantined | rate | threshold | top rules |\n|---|---|---|---|---|---|---|\n" + \
         "\n".join(f"| {f['source_file']} | {f['payer']} | {f['rows']} | {f['quarantined']} | {f['rate']:.2%} | "
@@ -84,10 +91,14 @@ def quarantine_rate_gate(con, context):
         passed=not over, severity=dg.AssetCheckSeverity.ERROR,
         description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {f['threshold']:.0%} "
                                f"(top rules: {', '.join(f['top_rules'])})" for f in over)
-                     or f"all {len(files)} files within their quarantine-rate limit"),
+                     + (" -- to go on: correct the file in the landing zone, raise max_quarantine_rate in the "
+                        "payer's contract, or delete the file to set it aside (its loaded rows stay)" if over else "")
+                     or f"all {len(files)} files within their quarantine-rate limit")
+        + (f" (not counted, no longer in the landing zone: {', '.join(gone_over)})" if gone_over else ""),
         metadata={
             "files_checked": len(files),
             "files_over_threshold": len(over),
+            "files_gone_not_counted": len(every) - len(files),
             "max_rate": dg.MetadataValue.float(round(max((f["rate"] for f in files), default=0.0), 4)),
             "files": dg.MetadataValue.md(table),
         },
