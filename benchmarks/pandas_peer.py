@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medflow_assets.landing.contracts import CANONICAL_FIELDS, PayerContract, load_contracts
+from medflow_assets.landing.contracts import CANONICAL_FIELDS, PayerContract, date_pattern, load_contracts
 from medflow_assets.settings import DBT_PROJECT_DIR, load_settings
 
 RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "invalid_service_date",
          "invalid_paid_date", "invalid_birth_date", "invalid_amount", "unknown_status", "invalid_npi",
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
-         "amounts_out_of_order", "paid_before_service", "negative_amount", "future_service_date",
-         "invalid_department", "invalid_denial_reason_code", "duplicate_line")  # the order of dbt's failed_rules list
+         "amounts_out_of_order", "paid_amount_on_unpaid_status", "paid_before_service", "negative_amount",
+         "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code", "duplicate_line")  # the order of dbt's failed_rules list
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
 PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
@@ -42,6 +42,11 @@ RESTRICTED_ZIP3 = set(pd.read_csv(DBT_PROJECT_DIR / "seeds" / "safe_harbor_restr
 def trim(s: pd.Series) -> pd.Series:
     """DuckDB trim(): spaces only."""
     return s.str.strip(" ")
+
+
+def trim_space(s: pd.Series) -> pd.Series:
+    """trim_space() in macros/codes.sql: the whitespace class, not only spaces (ids, pseudonym inputs)."""
+    return s.str.strip(" \t\n\v\f\r\u00a0")
 
 
 def nullif_empty(s: pd.Series) -> pd.Series:
@@ -121,7 +126,7 @@ class Pseudonymizer:
         """`normalize` (a Series -> Series function) runs once per distinct raw value, before trimming."""
         codes, raw = pd.factorize(values)
         texts = pd.Series(raw, dtype="str")
-        uniques = nullif_empty(trim(normalize(texts) if normalize else texts))
+        uniques = nullif_empty(trim_space(normalize(texts) if normalize else texts))
         cache = self.cache.setdefault(domain, {})
         hashed = np.empty(len(uniques) + 1, dtype=object)  # last slot (None) is for code -1 (missing)
         for i, u in enumerate(uniques.to_numpy(dtype=object)):
@@ -187,15 +192,19 @@ def npi_is_valid(npi: pd.Series) -> np.ndarray:
 
 def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd.DataFrame:
     """silver_claim_lines_validated for one file: typed fields, pseudonyms and one bool per rule."""
-    def date(col: str) -> pd.Series:
-        return pd.to_datetime(trim(b[col]), format=c.date_format, errors="coerce")
+    def date(col: str) -> pd.Series:  # exactly in the contract's format (parse_date in macros/contracts.sql)
+        text = trim(b[col])
+        text = text.where(text.str.fullmatch(date_re).fillna(False).astype(bool))
+        return pd.to_datetime(text, format=c.date_format, errors="coerce")
 
     def present(col: str) -> pd.Series:
         return b[col].notna() & (trim(b[col]) != "")
 
+    date_re = date_pattern(c.date_format)
     s = b[["payer", "source_file", "source_row_number"]].copy()
-    s["claim_id"] = nullif_empty(trim(b["claim_id"]))
-    line = parse_number(trim(b["claim_line_number"]), 0)
+    s["claim_id"] = nullif_empty(trim_space(b["claim_id"]))
+    line_text = trim_space(b["claim_line_number"])
+    line = parse_number(line_text.where(line_text.str.fullmatch("[0-9]+").fillna(False).astype(bool)), 0)
     s["claim_line_number"] = line.where(line.abs() <= INT32_MAX)
     s["member_key"] = pseudo(b["member_id"].str.upper(), "member")
     if c.name_format == "last_comma_first":
@@ -233,12 +242,13 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
     status = s["claim_status"]
     billed, allowed, paid = s["billed_amount"], s["allowed_amount"], s["paid_amount"]
     out_of_order = (paid > allowed).fillna(False) | (allowed > billed).fillna(False)
+    reversal_out_of_order = ((billed > allowed) | (allowed > paid) | (paid > 0)).fillna(False)
     load_day = pd.Timestamp.now("UTC").tz_localize(None).normalize()  # silver compares with the load's day
     rules = {
         "missing_claim_id": s["claim_id"].isna(),
         "invalid_claim_line_number": (s["claim_line_number"] < 1).fillna(True),
         "missing_member_id": s["member_key"].isna(),
-        "invalid_service_date": s["service_date"].isna(),
+        "invalid_service_date": (s["service_date"].isna() | (s["service_date"] < pd.Timestamp("1900-01-01"))),
         "invalid_paid_date": present("paid_date") & s["paid_date"].isna(),
         "invalid_birth_date": present("member_birth_date") & (
             birth.isna() | (birth < pd.Timestamp("1900-01-01")) | (birth > s["service_date"])).fillna(True),
@@ -249,11 +259,14 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
         "invalid_procedure_code": ~s["procedure_code"].fillna("").str.fullmatch(PROCEDURE_RE),
         "invalid_place_of_service": s["place_of_service"].notna()
                                     & ~s["place_of_service"].fillna("").str.fullmatch(r"[0-9]{2}"),
-        "amounts_out_of_order": status.notna() & (status != "reversed") & out_of_order,
+        "amounts_out_of_order": (status.notna() & (status != "reversed") & out_of_order)
+                                | ((status == "reversed") & reversal_out_of_order),
+        "paid_amount_on_unpaid_status": status.isin(["denied", "pending"]) & (paid != 0).fillna(False),
         "paid_before_service": (s["paid_date"] < s["service_date"]).fillna(False),
         "negative_amount": (status.notna() & (status != "reversed")
                             & ((billed < 0) | (allowed < 0) | (paid < 0)).fillna(False)),
         "future_service_date": (s["service_date"] > load_day + pd.Timedelta(days=1)).fillna(False),
+        "future_paid_date": (s["paid_date"] > load_day + pd.Timedelta(days=1)).fillna(False),
         "invalid_department": ~s["department"].isin(DEPARTMENTS),
         "invalid_denial_reason_code": s["denial_reason_code"].notna()
                                       & ~s["denial_reason_code"].fillna("").str.fullmatch(r"[0-9A-Z]{1,4}"),

@@ -57,3 +57,19 @@ def run_readme_command_and_check(tmp_path, warehouse, manifest):
     assert counts["bronze"] == 6006
     assert counts["bronze"] == counts["silver"] + counts["quarantine"]
     assert counts["gold_months"] > 30 and counts["gold_providers"] > 20
+
+
+def test_medflow_load_without_dagster_home_uses_the_projects_instance(tmp_path, monkeypatch, capsys):
+    from medflow_assets.landing import first_load
+    from tests.helpers import medflow_env
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.setattr(first_load, "DEFAULT_DAGSTER_HOME", home)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    (tmp_path / "landing").mkdir()
+    with medflow_env(landing_path=tmp_path / "landing", warehouse_path=tmp_path / "wh.duckdb"):
+        assert first_load.main([]) == 1  # an empty landing zone: nothing to run, said so
+    out = capsys.readouterr()
+    assert f"medflow-load: DAGSTER_HOME not set; using {home}" in out.out
+    assert "no landed files found" in out.err
+    assert os.environ["DAGSTER_HOME"] == str(home) and home.is_dir()

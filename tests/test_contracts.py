@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,19 @@ def test_minimal_contract_is_accepted(tmp_path):
     assert c.missing_columns(["a", "b", "c"]) == list("defghijk")
 
 
+@pytest.mark.parametrize("date_format, good, bad", [
+    ("%Y-%m-%d", ["2024-01-05", "2024-1-5"], ["24-01-05", "2024-01-05x", "2024/01/05"]),
+    ("%m/%d/%Y", ["07/09/2024", "7/9/2024"], ["7/9/24", "07/09/20245"]),
+    ("%Y%m%d", ["20241105"], ["2024115", "202411055"]),
+    ("%d.%m.%Y", ["05.11.2024"], ["05x11x2024"]),  # a dot is a dot, not any character
+])
+def test_a_date_must_be_exactly_in_its_contracts_format(date_format, good, bad):
+    from medflow_assets.landing.contracts import date_pattern
+
+    pattern = date_pattern(date_format)
+    assert [bool(re.fullmatch(pattern, t)) for t in good + bad] == [True] * len(good) + [False] * len(bad)
+
+
 @pytest.mark.parametrize("mutation, message", [
     (lambda s: s.replace("amount_encoding: dollars", "amount_encoding: euros"), "amount_encoding must be one of"),
     (lambda s: s.replace("  claim_status: k\n", ""), "required fields not mapped to a file column: ['claim_status']"),
@@ -56,6 +70,8 @@ def test_minimal_contract_is_accepted(tmp_path):
     (lambda s: s + "  favourite_colour: z\n", "unknown canonical fields ['favourite_colour']"),
     (lambda s: s + "color: blue\n", "unknown keys ['color']"),
     (lambda s: s.replace('delimiter: ","', 'delimiter: ",,"'), "delimiter must be one character"),
+    (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%Y-%m-%d %Z"'),
+     "date_format '%Y-%m-%d %Z': directive '%Z' is not supported"),
 ])
 def test_invalid_contract_names_file_and_problem(tmp_path, mutation, message):
     path = _write(tmp_path, "acme", mutation(BASE.format(payer="acme")))

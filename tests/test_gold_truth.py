@@ -61,8 +61,9 @@ def test_department_revenue_equals_truth(generated_100k):
 
 
 def test_days_to_payment_count_paid_lines_only_and_every_mart_agrees_on_total_paid(tmp_path):
-    """A denied or pending line can carry an adjudication date, and a pending one an amount: neither is a
-    payment, so it counts neither in days from service to payment nor as paid, in every mart alike."""
+    """A denied or pending line can carry an adjudication date: it is not a payment, so it counts neither in
+    days from service to payment nor as paid, in every mart alike. (One that carries a paid amount is
+    quarantined: paid_amount_on_unpaid_status, tests/test_landing_flow.py.)"""
     import csv
 
     from tests.helpers import SAMPLE_LANDING, materialize_graph
@@ -82,7 +83,7 @@ def test_days_to_payment_count_paid_lines_only_and_every_mart_agrees_on_total_pa
 
     crafted = [line(paid[0], "paid", "2025-02-10", "20.00", "XD1"),        # 40 days
                line(paid[1], "denied", "2025-07-20", "0.00", "XD2"),       # adjudicated 200 days later
-               line(paid[2], "pending", "2025-08-26", "20.00", "XD3")]     # 237 days, and an amount
+               line(paid[2], "pending", "2025-08-26", "0.00", "XD3")]      # 237 days
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
     with (landing / "northwind" / "nw_days.csv").open("w", newline="") as f:

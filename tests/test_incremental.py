@@ -154,6 +154,13 @@ def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_
     assert query(wh, f"SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file = '{copy}'") == [(0,)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(3000,)]
     assert query(wh, GOLD_SUMMARY) == gold_before
+    # a file with no rows has no valid rate (not 0%)
+    assert query(wh, "SELECT source_file, rows_checked, valid_rate FROM quality.scorecard_history "
+                     "WHERE source_file LIKE '%empty%' ORDER BY 1") == [
+        ("cascade/cascade_empty_a.txt", 0, None), ("cascade/cascade_empty_b.txt", 0, None)]
+    scorecard = next(m for m in result.get_asset_materialization_events()
+                     if m.asset_key == dg.AssetKey(["quality", "data_quality_scorecard"])).materialization.metadata
+    assert "| cascade | cascade/cascade_empty_a.txt | 0 | n/a (no rows) | - | new | - |" in scorecard["scorecard"].value
 
     # every file processed again in one run: the original stays the original, whatever the order
     result = materialize_graph(landing, wh)

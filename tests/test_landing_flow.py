@@ -275,3 +275,75 @@ def test_an_amount_not_exactly_in_its_payer_encoding_is_invalid_not_changed(tmp_
             assert None in amounts, (key, amounts)
         else:
             assert (rules, tuple(amounts)) == ([], parsed), key
+
+
+# (cells to set on a clean paid northwind line, the rules silver must name)
+RULE_CASES = [
+    ({"status": "denied", "billed_amount": "200.00", "allowed_amount": "100.00", "paid_amount": "50.00",
+      "paid_date": ""}, ["paid_amount_on_unpaid_status"]),
+    ({"status": "pending", "paid_amount": "10.00", "paid_date": ""}, ["paid_amount_on_unpaid_status"]),
+    ({"status": "denied", "paid_amount": "0.00", "paid_date": ""}, []),
+    ({"status": "reversed", "billed_amount": "100.00", "allowed_amount": "80.00", "paid_amount": "70.00"},
+     ["amounts_out_of_order"]),  # a reversal with positive amounts would add money
+    ({"status": "reversed", "billed_amount": "-100.00", "allowed_amount": "-80.00", "paid_amount": "-9999.00"},
+     ["amounts_out_of_order"]),
+    ({"status": "reversed", "billed_amount": "-100.00", "allowed_amount": "-80.00", "paid_amount": "-70.00"}, []),
+    ({"line_number": "1.5"}, ["invalid_claim_line_number"]),  # a cast alone reads 2
+    ({"line_number": "1e2"}, ["invalid_claim_line_number"]),
+    ({"line_number": "0x10"}, ["invalid_claim_line_number"]),
+    ({"service_date": "24-01-05", "paid_date": ""}, ["invalid_service_date"]),  # strptime's %Y reads the year 24
+    ({"service_date": "2024-1-5", "paid_date": "2024-02-01"}, []),
+    ({"paid_date": "24-02-01"}, ["invalid_paid_date"]),
+    ({"service_date": "1850-03-01", "paid_date": "", "birth_date": ""}, ["invalid_service_date"]),
+    ({"paid_date": "2999-01-01"}, ["future_paid_date"]),
+]
+
+
+def test_impossible_lines_are_quarantined_by_the_rule_they_break(tmp_path):
+    """Statuses and amounts that contradict each other, line numbers and dates a cast or strptime would
+    guess at, and ids that differ only by a tab: each is quarantined naming its rule, or is the same value."""
+    from medflow_assets.synth.generator import generate
+
+    generate(tmp_path / "gen", 400, seed=71, defect_rate=0.0, payers=["northwind"], manifest_dir=tmp_path / "m")
+    [made] = (tmp_path / "gen" / "northwind").iterdir()
+    header, *rows = list(csv.reader(made.open(newline="")))
+    col = {name: i for i, name in enumerate(header)}
+    paid = [r for r in rows if r[col["status"]] == "paid"]
+    out = []
+    for (cells, _), row in zip(RULE_CASES, paid):
+        row = list(row)
+        for name, value in cells.items():
+            row[col[name]] = value
+        out.append(row)
+    # the same claim line twice, the first copy's id with a tab after it; a member id with a tab around it
+    tabbed, plain, member, same_member = list(paid[20]), list(paid[20]), list(paid[21]), list(paid[22])
+    tabbed[col["claim_id"]] += "\t"
+    member[col["member_id"]] = "\t" + paid[21][col["member_id"]] + "\t"
+    same_member[col["member_id"]] = paid[21][col["member_id"]]
+    out += [tabbed, plain, member, same_member]
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    with (landing / "northwind" / "northwind_rules.csv").open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([header, *out])
+    wh = tmp_path / "wh.duckdb"
+    materialize_graph(landing, wh)  # the gate stops gold (over 10% quarantined): silver is what counts
+    got = dict(query(wh, "SELECT source_row_number, failed_rules FROM silver.silver_claim_lines_validated"))
+    assert {n: got[n] for n in range(1, len(RULE_CASES) + 1)} == {
+        i + 1: rules for i, (_, rules) in enumerate(RULE_CASES)}
+    n = len(RULE_CASES)
+    assert (got[n + 1], got[n + 2]) == ([], ["duplicate_line"])
+    assert query(wh, "SELECT claim_id FROM silver.silver_claim_lines WHERE source_row_number = ?", [n + 1]) == [
+        (plain[col["claim_id"]],)]
+    assert got[n + 3] == got[n + 4] == []
+    [(keys, in_members)] = query(wh, f"""
+        SELECT count(DISTINCT v.member_key), count(DISTINCT m.member_key) FROM silver.silver_claim_lines_validated v
+        JOIN silver.silver_members m USING (payer, member_key) WHERE v.source_row_number IN ({n + 3}, {n + 4})""")
+    assert (keys, in_members) == (1, 1)  # the tabbed member id is the same member
+    # the pandas peer (benchmarks/) applies the same rules, row by row
+    from benchmarks.pandas_peer import RULES, validated
+    from medflow_assets.landing.contracts import load_contracts
+    from medflow_assets.settings import CONTRACTS_DIR, DEV_PII_KEY
+
+    peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
+    assert {int(r["source_row_number"]): [x for x in RULES if r[x]] for _, r in peer.iterrows()} == got
+    assert peer.loc[peer["source_row_number"].isin([n + 3, n + 4]), "member_key"].nunique() == 1

@@ -36,7 +36,13 @@ nullif(regexp_replace(coalesce({{ col }}, ''), '[^0-9]', '', 'g'), '')
 {%- endmacro %}
 
 {% macro pseudonym_input(expr) -%}
-nullif(trim({{ expr }}), '')
+nullif({{ trim_space(expr) }}, '')
+{%- endmacro %}
+
+{#- trim() with the whitespace() class (DuckDB's trim() alone removes spaces only: an id with a tab after it
+    would be another claim or member). -#}
+{% macro trim_space(expr) -%}
+trim({{ expr }}, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13) || chr(160))
 {%- endmacro %}
 
 {#- What a member's name, email, phone and SSN are reduced to before hashing, so one person gets one

@@ -147,8 +147,11 @@ case payer
 end
 {%- endmacro %}
 
+{#- A date exactly in the contract's format (date_pattern, from medflow_assets/landing/contracts.py), or NULL:
+    strptime alone reads '24-01-05' as the year 24 with %Y and '2024115' as 2024-11-05 with %Y%m%d. -#}
 {% macro parse_date(column, contract) -%}
-cast(try_strptime(trim({{ column }}), {{ sql_str(contract.date_format) }}) as date)
+case when regexp_full_match(trim({{ column }}), {{ sql_str(contract.date_pattern) }})
+     then cast(try_strptime(trim({{ column }}), {{ sql_str(contract.date_format) }}) as date) end
 {%- endmacro %}
 
 {#- An amount in the contract's encoding, or NULL (rule invalid_amount) when the text is not exactly that

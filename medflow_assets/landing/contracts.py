@@ -32,6 +32,38 @@ AMOUNT_ENCODINGS = ("dollars", "currency", "cents")
 NAME_FORMATS = ("first_last", "last_comma_first")
 _PAYER_RE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
+# strptime directives a date_format may use, and the text each matches. %Y takes four digits (strptime alone
+# reads "24" as the year 24); a month, day or time field next to another number without a separator takes
+# its full width ("2024115" is not a %Y%m%d date).
+_DATE_NUMBERS = {"Y": (4, 4), "y": (2, 2), "m": (1, 2), "d": (1, 2), "H": (1, 2), "M": (1, 2), "S": (1, 2),
+                 "j": (1, 3)}
+_DATE_WORDS = {"b": "[A-Za-z]{3}", "B": "[A-Za-z]+", "a": "[A-Za-z]{3}", "A": "[A-Za-z]+", "p": "[AaPp][Mm]"}
+_REGEX_SPECIAL = set(".^$*+?()[]{}|\\-")
+
+
+def date_pattern(date_format: str) -> str:
+    """The regular expression (RE2 and Python alike) a date must match exactly to be read with this strptime
+    format; silver reads any other text as no date (invalid_service_date, invalid_paid_date, ...)."""
+    tokens = re.findall(r"%.|[^%]", date_format)
+    numeric = [t[0] == "%" and t[1:] in _DATE_NUMBERS for t in tokens]
+    out = []
+    for i, t in enumerate(tokens):
+        if numeric[i]:
+            lo, hi = _DATE_NUMBERS[t[1]]
+            if (i > 0 and numeric[i - 1]) or (i + 1 < len(tokens) and numeric[i + 1]):
+                lo = hi
+            out.append(f"[0-9]{{{lo}}}" if lo == hi else f"[0-9]{{{lo},{hi}}}")
+        elif t in ("%%", "%"):
+            out.append("%")
+        elif t[0] == "%" and t[1:] in _DATE_WORDS:
+            out.append(_DATE_WORDS[t[1]])
+        elif t[0] == "%":
+            raise ValueError(f"directive {t!r} is not supported (use "
+                             f"{' '.join('%' + d for d in [*_DATE_NUMBERS, *_DATE_WORDS])})")
+        else:
+            out.append("\\" + t if t in _REGEX_SPECIAL else t)
+    return "".join(out)
+
 
 class ContractError(ValueError):
     """A contract file is invalid; the message names the file and the offending key."""
@@ -67,6 +99,7 @@ class PayerContract:
         d.pop("source_path")
         d.pop("description")
         d["canonical_fields"] = list(CANONICAL_FIELDS)
+        d["date_pattern"] = date_pattern(self.date_format)
         return d
 
 
@@ -95,6 +128,10 @@ def load_contract(path: Path) -> PayerContract:
         raise _fail(path, f"file name must be {payer}.yaml to match payer {payer!r}")
     if len(str(raw["delimiter"])) != 1:
         raise _fail(path, "delimiter must be one character")
+    try:
+        date_pattern(str(raw["date_format"]))
+    except ValueError as exc:
+        raise _fail(path, f"date_format {raw['date_format']!r}: {exc}") from exc
     if raw["amount_encoding"] not in AMOUNT_ENCODINGS:
         raise _fail(path, f"amount_encoding must be one of {AMOUNT_ENCODINGS}")
     name_format = raw.get("name_format", "first_last")

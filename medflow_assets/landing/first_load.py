@@ -6,6 +6,7 @@ medflow_assets.definitions` would start (the same job, tags and instance, so it 
 a second Python start-up that imports Dagster, dbt and the definitions again (~4 s, BENCHMARKS.md)."""
 
 import argparse
+import os
 import sys
 
 import dagster as dg
@@ -13,7 +14,9 @@ import dagster as dg
 from medflow_assets.landing.contracts import load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import landing_resource
-from medflow_assets.settings import Settings, load_settings
+from medflow_assets.settings import PROJECT_ROOT, Settings, load_settings
+
+DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "data" / "dagster_home"
 
 
 def register_landed_files(instance: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
@@ -39,6 +42,11 @@ def landing_job() -> dg.JobDefinition:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="medflow-load", description=__doc__.split("\n\n")[0])
     ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if not os.environ.get("DAGSTER_HOME"):
+        # the project's instance, as .ci/materialize and the README's dagster commands use (runs show in the UI)
+        os.environ["DAGSTER_HOME"] = str(DEFAULT_DAGSTER_HOME)
+        DEFAULT_DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
+        print(f"medflow-load: DAGSTER_HOME not set; using {DEFAULT_DAGSTER_HOME}", flush=True)
     landing_job()  # import the definitions (Dagster, dbt, Pandera: ~2 s; they end with gc.freeze())
     with dg.DagsterInstance.get() as instance:
         keys = register_landed_files(instance)

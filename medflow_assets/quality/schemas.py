@@ -10,6 +10,7 @@ and count a run's keys over the whole table. A rule over 10M rows runs once.
 """
 
 import csv
+import datetime
 
 import ibis.expr.datatypes as dt
 import pandera.ibis as pa
@@ -83,10 +84,23 @@ class SilverClaimLines(_Lineage):
     denial_reason_code: dt.String = Field(nullable=True, str_matches=r"^[0-9A-Z]{1,4}$")
 
     @pa.dataframe_check
-    def zero_le_paid_le_allowed_le_billed_outside_reversals(cls, data):
+    def zero_le_paid_le_allowed_le_billed_mirrored_for_reversals(cls, data):
         t = data.table
-        return (t.claim_status == "reversed") | (
-            (t.paid_amount >= 0) & (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount))
+        return ((t.claim_status == "reversed")
+                & (t.billed_amount <= t.allowed_amount) & (t.allowed_amount <= t.paid_amount) & (t.paid_amount <= 0)) | (
+            (t.claim_status != "reversed")
+            & (t.paid_amount >= 0) & (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount))
+
+    @pa.dataframe_check
+    def denied_and_pending_lines_pay_nothing(cls, data):
+        t = data.table
+        return ~t.claim_status.isin(["denied", "pending"]) | (t.paid_amount == 0)
+
+    @pa.dataframe_check
+    def dates_from_1900_to_a_day_after_the_load(cls, data):
+        t = data.table
+        return (t.service_date >= datetime.date(1900, 1, 1)) & (
+            t.paid_date.isnull() | (t.paid_date.delta(t.ingested_at.date(), unit="day") <= 1))
 
     @pa.dataframe_check
     def paid_date_not_before_service_date(cls, data):

@@ -30,7 +30,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
             INSERT INTO {HISTORY}
             SELECT now()::TIMESTAMP, ?, payer, source_file, file_checksum, max(rows_checked),
                    max(rows_checked) - max(rows_quarantined),
-                   (max(rows_checked) - max(rows_quarantined)) / greatest(max(rows_checked), 1),
+                   (max(rows_checked) - max(rows_quarantined)) / nullif(max(rows_checked), 0),  -- no rows: NULL
                    map_from_entries(list({{'k': rule_id, 'v': rows_failed}} ORDER BY rule_id)
                                     FILTER (WHERE rows_failed > 0))
             FROM silver.silver_data_quality_log GROUP BY ALL""", [context.run.run_id])
@@ -47,12 +47,12 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
     lines = ["| payer | file | rows | valid rate | previous | change | failures per rule |",
              "|---|---|---|---|---|---|---|"]
     for payer, source_file, n, rate, prev, failures in rows:
-        change = "new" if prev is None else f"{(rate - prev) * 100:+.2f} pp"
+        change = "new" if prev is None else "-" if rate is None else f"{(rate - prev) * 100:+.2f} pp"
         rules = ", ".join(f"{k}: {v}" for k, v in sorted((failures or {}).items(), key=lambda kv: -kv[1])) or "-"
-        lines.append(f"| {payer} | {source_file} | {n} | {rate:.2%} | "
+        lines.append(f"| {payer} | {source_file} | {n} | {'n/a (no rows)' if rate is None else f'{rate:.2%}'} | "
                      f"{'-' if prev is None else f'{prev:.2%}'} | {change} | {rules} |")
     total = sum(r[2] for r in rows)
-    valid = sum(r[2] * r[3] for r in rows)
+    valid = sum(r[2] * r[3] for r in rows if r[2])
     return dg.MaterializeResult(metadata={
         "scorecard": dg.MetadataValue.md("\n".join(lines)),
         "files": len(rows),

@@ -85,8 +85,11 @@ WITH base AS (
     {_PRICE}[dept_ix][cpt_ix] AS price,
     {_sql_list(ref.PLACES_OF_SERVICE)}[{h}, 'pos', claim_no) % {len(ref.PLACES_OF_SERVICE)} + 1] AS pos,
     DATE '2024-01-01' + CAST({h}, 'svc', claim_no) % 700 AS INTEGER) AS service_date,
-    -- A defective row is never a reversal, so it breaks only the rule its defect names.
-    CASE WHEN defect IS NOT NULL AND {status_case} = 'reversed' THEN 'paid' ELSE {status_case} END AS status,
+    -- A defective row is never a reversal, and paid_exceeds_allowed is on a paying line (a denied or pending
+    -- line that pays would also break paid_amount_on_unpaid_status): it breaks only the rule its defect names.
+    CASE WHEN defect IS NOT NULL AND {status_case} = 'reversed' THEN 'paid'
+         WHEN defect = 'paid_exceeds_allowed' AND {status_case} IN ('denied', 'pending') THEN 'paid'
+         ELSE {status_case} END AS status,
     {h}, 'bill', i) % 41 AS b_draw, {h}, 'allow', i) % 41 AS a_draw, {h}, 'paid', i) % 31 AS p_draw,
     {h}, 'lag', i) % 50 AS lag,
     {_sql_list(ref.CARC_DENIAL_CODES)}[{h}, 'carc', i) % {len(ref.CARC_DENIAL_CODES)} + 1] AS carc

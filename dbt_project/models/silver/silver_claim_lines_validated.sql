@@ -12,8 +12,11 @@
 {%- set run_rows -%}
 (select * from {{ ref('bronze_claim_lines') }} where source_file in {{ selected_files() }})
 {%- endset %}
-{%- set claim_id_expr = "nullif(trim(claim_id), '')" %}
-{%- set line_expr = "try_cast(trim(claim_line_number) as integer)" %}
+{%- set claim_id_expr = "nullif(" ~ trim_space("claim_id") ~ ", '')" %}
+{#- digits only: a cast alone reads '1.5' as 2 and '1e2' as 100 -#}
+{%- set line_text = trim_space("claim_line_number") %}
+{%- set line_expr = "case when regexp_full_match(" ~ line_text ~ ", '[0-9]+') then try_cast(" ~ line_text
+                    ~ " as integer) end" %}
 {#- Bronze fields whose raw text the quarantine shows (as raw_<field>; no PII among these). -#}
 {%- set raw_fields = quarantine_raw_fields() %}
 with member_keys as (
@@ -100,7 +103,7 @@ select
     case when claim_id is null then 'missing_claim_id' end,
     case when claim_line_number is null or claim_line_number < 1 then 'invalid_claim_line_number' end,
     case when member_key is null then 'missing_member_id' end,
-    case when service_date is null then 'invalid_service_date' end,
+    case when service_date is null or service_date < date '1900-01-01' then 'invalid_service_date' end,
     case when nullif(trim(raw_paid_date), '') is not null and paid_date is null then 'invalid_paid_date' end,
     case when has_birth_date and (birth_date is null or birth_date < date '1900-01-01' or birth_date > service_date)
          then 'invalid_birth_date' end,
@@ -113,15 +116,19 @@ select
          then 'invalid_procedure_code' end,
     case when place_of_service is not null and not regexp_full_match(place_of_service, '[0-9]{2}')
          then 'invalid_place_of_service' end,
-    case when claim_status is not null and claim_status <> 'reversed'
-          and not (paid_amount <= allowed_amount and allowed_amount <= billed_amount)
+    {#- a reversal takes back what was paid: its amounts are the original's, negative -#}
+    case when claim_status <> 'reversed' and not (paid_amount <= allowed_amount and allowed_amount <= billed_amount)
+           or claim_status = 'reversed' and not (billed_amount <= allowed_amount and allowed_amount <= paid_amount
+                                                 and paid_amount <= 0)
          then 'amounts_out_of_order' end,
+    case when claim_status in ('denied', 'pending') and paid_amount <> 0 then 'paid_amount_on_unpaid_status' end,
     case when paid_date < service_date then 'paid_before_service' end,
     case when claim_status is not null and claim_status <> 'reversed'
           and (billed_amount < 0 or allowed_amount < 0 or paid_amount < 0)
          then 'negative_amount' end,
     {#- a day of slack: the payer's calendar may be a day ahead of the load's (UTC) #}
     case when service_date > cast(ingested_at as date) + 1 then 'future_service_date' end,
+    case when paid_date > cast(ingested_at as date) + 1 then 'future_paid_date' end,
     {#- a department silver does not know is free text: it stays out of silver and gold #}
     case when department not in (select department from {{ ref('departments') }}) then 'invalid_department' end,
     case when denial_reason_code is not null and not regexp_full_match(denial_reason_code, '[0-9A-Z]{1,4}')

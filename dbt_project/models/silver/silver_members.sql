@@ -16,7 +16,7 @@ with distinct_members as (
   select distinct payer, member_id, member_first_name, member_last_name, member_full_name, member_email,
          member_phone, member_ssn, member_birth_date, member_gender, member_zip
   from {{ ref('bronze_claim_lines') }}
-  where nullif(trim(member_id), '') is not null
+  where {{ pseudonym_input('member_id') }} is not null
     and (source_file in {{ selected_files() }}
          {%- if reloaded %} or payer in {{ sql_list(reloaded) }}{% endif %})
 ),
