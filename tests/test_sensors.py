@@ -293,3 +293,36 @@ def test_a_cursor_of_an_earlier_version_reruns_nothing(tmp_path):
         tick = _evaluate(local_landing_sensor, instance, landing, json.dumps(old))
         assert tick.run_requests == []
         assert json.loads(tick.cursor)["files"] == files and json.loads(tick.cursor)["version"] == 2
+
+
+def test_files_medflow_load_already_loaded_are_not_run_again_by_the_sensors_first_tick(tmp_path):
+    """The README's order: `.ci/materialize` (medflow-load), then `dagster dev`: the sensor starts with no
+    cursor, and the bytes the warehouse holds are not run a second time, one run per file. A file whose bytes
+    differ from what was loaded, or whose contract changed since, runs; a warehouse it cannot read (a run
+    holds it) means the files run, as before."""
+    import duckdb
+
+    from tests.helpers import copy_contracts, materialize_graph
+
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    contracts = copy_contracts(tmp_path / "contracts")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success  # as medflow-load
+    with medflow_env(warehouse_path=wh, contracts_path=contracts):
+        first = _evaluate(local_landing_sensor, instance, landing, None)
+        assert first.run_requests == []
+        assert set(json.loads(first.cursor)["files"]) == {  # the files are in the cursor: later ticks know them
+            "northwind/northwind_claims_001.csv", "bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt"}
+        # a cursor reset later, with one file's bytes changed and another payer's contract changed
+        nw = landing / "northwind" / "northwind_claims_001.csv"
+        nw.write_text("\n".join(nw.read_text().splitlines()[:-1]) + "\n")
+        bp = contracts / "bluepeak.yaml"
+        bp.write_text(bp.read_text().replace("max_quarantine_rate: 0.10", "max_quarantine_rate: 0.2"))
+        again = _evaluate(local_landing_sensor, instance, landing, None)
+        assert sorted(r.partition_key for r in again.run_requests) == [
+            "bluepeak/bluepeak_claims_001.csv", "northwind/northwind_claims_001.csv"]
+        # the warehouse held by a writer: the sensor cannot tell, so every file the cursor does not know runs
+        with duckdb.connect(str(wh)):
+            held = _evaluate(local_landing_sensor, instance, landing, None)
+        assert len(held.run_requests) == 3

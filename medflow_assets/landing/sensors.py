@@ -13,15 +13,23 @@ Each file's entry also holds a digest of its payer's contract (none: no contract
 changes (added for a folder whose files were rejected for lack of one, a column or date format fixed),
 every file of that payer runs again. A file touched without new bytes runs again when the last run for it
 failed (touching it is the way to retry by hand). Files new to Dagster in one tick run as one run (a
-partition range); others run one file per run."""
+partition range); others run one file per run. A file the cursor does not know whose bytes the warehouse
+already holds (after medflow-load, or a cursor reset) does not run again (local zone; warehouse_holds)."""
 
 import hashlib
 import json
 import time
 
 import dagster as dg
+import duckdb
 
-from medflow_assets.landing.assets import CONTRACT_CHECK, COPY_CHECK, UNREAD_CHECK
+from medflow_assets.landing.assets import (
+    CONTRACT_CHECK,
+    CONTRACTS_TABLE,
+    COPY_CHECK,
+    REGISTRY_TABLE,
+    UNREAD_CHECK,
+)
 from medflow_assets.landing.contracts import PayerContract, load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
@@ -47,9 +55,12 @@ def _sha256(zone: LandingZone, obj: LandingObject) -> str:
 def contract_digest(contract: PayerContract | None) -> str:
     """What the payer's contract says (none: no contract); the canonical fields, which belong to MedFlow and
     not to the payer, are left out."""
-    if contract is None:
-        return "none"
-    said = {k: v for k, v in contract.as_dbt_json().items() if k != "canonical_fields"}
+    return "none" if contract is None else contract_json_digest(contract.as_dbt_json())
+
+
+def contract_json_digest(dbt_json: dict) -> str:
+    """contract_digest of a contract as dbt reads it (PayerContract.as_dbt_json(), landing.payer_contracts)."""
+    said = {k: v for k, v in dbt_json.items() if k != "canonical_fields"}
     return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -70,10 +81,12 @@ def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
                      checksum_of=None, settle_seconds: float = 0.0, now_ns: int | None = None,
-                     failed_files=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
+                     failed_files=None, loaded_files=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
     """(run requests, partitions to add, new cursor, summary). Pure apart from reading the zone (and
     `failed_files(keys)`, the files among `keys` whose last run failed, asked once, for the files touched
-    without new bytes).
+    without new bytes; and `loaded_files(keys)`, {file: (checksum, contract digest)} of the files among `keys`
+    the warehouse already holds, asked once, for files the cursor does not know whose partition Dagster does:
+    after `medflow-load`, or a cursor reset, those bytes are not run again).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
     moved; on S3 both are the ETag. A local file is settled when its last write is at least settle_seconds
@@ -123,6 +136,10 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             decided.append((obj.source_file, checksum, "contract changed"))
         else:  # touched, same content: run again only if its last run failed (asked below, once)
             touched.append((obj.source_file, checksum))
+    unknown = [(k, c) for k, c, change in decided if change == "new" and k in known_partitions]
+    loaded = loaded_files([k for k, _ in unknown]) if unknown and loaded_files is not None else {}
+    summary["already loaded"] = [k for k, c in unknown if loaded.get(k) == (c, state[k][2])]
+    decided = [d for d in decided if d[0] not in set(summary["already loaded"])]
     failed = set(failed_files([k for k, _ in touched])) if touched and failed_files is not None else set()
     for source_file, checksum in touched:
         if source_file in failed:
@@ -163,6 +180,19 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
 
 
+def warehouse_holds(warehouse_path, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """{file: (sha256, contract digest)} for the files among `keys` that the registry holds as accepted and
+    silver loaded from those bytes (the data-quality log has the file with that checksum). Read-only, no wait."""
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        rows = con.execute(f"""
+            SELECT r.source_file, r.checksum, c.contract_json
+            FROM {REGISTRY_TABLE} r JOIN {CONTRACTS_TABLE} c USING (payer)
+            WHERE r.status = 'accepted' AND list_contains(?, r.source_file)
+              AND r.checksum IN (SELECT l.file_checksum FROM silver.silver_data_quality_log l
+                                 WHERE l.source_file = r.source_file)""", [keys]).fetchall()
+    return {f: (checksum, contract_json_digest(json.loads(cj))) for f, checksum, cj in rows}
+
+
 # landing_files, and silver's table (the last partitioned step): a run that failed anywhere on the way
 # leaves one of them FAILED for the file's partition.
 LAST_PARTITIONED_ASSETS = (dg.AssetKey("landing_files"), dg.AssetKey(["silver", "silver_claim_lines_validated"]))
@@ -190,10 +220,17 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
                 failed |= {k for k, s in status.items() if s == dg.AssetPartitionStatus.FAILED}
             return failed
 
+        def loaded_files(keys: list[str]) -> dict[str, tuple[str, str]]:
+            try:
+                return warehouse_holds(load_settings().warehouse_path, keys)
+            except (duckdb.Error, OSError) as exc:  # no warehouse yet, or a run holds it: the files run
+                context.log.info(f"cannot tell whether {len(keys)} file(s) are already loaded ({exc}); running them")
+                return {}
+
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else None,
             settle_seconds=settle_seconds,
-            failed_files=failed_files)
+            failed_files=failed_files, loaded_files=loaded_files if local else None)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:
@@ -202,6 +239,8 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         for why in summary["not read"][:20]:  # every tick, until the file is moved or renamed
             context.log.warning(f"Not read: {why}")
         context.log.info(", ".join(f"{k}: {len(v)}" for k, v in summary.items()))
+        for k in summary["already loaded"][:20]:
+            context.log.info(f"{k}: these bytes are already loaded (registry and silver); not run again")
         return dg.SensorResult(
             run_requests=requests,
             dynamic_partitions_requests=[landing_file_partitions.build_add_request(to_add)] if to_add else [],
