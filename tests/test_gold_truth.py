@@ -96,3 +96,33 @@ def test_days_to_payment_count_paid_lines_only_and_every_mart_agrees_on_total_pa
                                  (SELECT sum(paid_amount) FROM gold.provider_performance),
                                  (SELECT sum(paid_revenue) FROM gold.department_revenue)""")[0]
     assert totals == (Decimal("20.00"),) * 3
+
+
+def test_a_claim_naming_two_members_fails_gold_naming_the_rule_and_where_to_look(tmp_path):
+    """Silver does not compare lines of one claim with each other: a claim whose lines name two members
+    reaches gold, where the blocking check fails saying which rule broke and for which NPI and payer."""
+    import csv
+
+    from tests.helpers import SAMPLE_LANDING, check_result, materialize_graph
+
+    src = SAMPLE_LANDING / "northwind" / "northwind_claims_001.csv"
+    header, *rows = list(csv.reader(src.open(newline="")))
+    col = {name: header.index(name) for name in header}
+    paid = [r for r in rows if r[col["status"]] == "paid"]
+    other = next(r for r in paid if r[col["member_id"]] != paid[0][col["member_id"]])
+    crafted = []
+    for n, r in enumerate([paid[0], other], start=1):
+        r = list(r)
+        r[col["claim_id"]], r[col["line_number"]], r[col["rendering_npi"]] = "XM1", str(n), "1234567893"
+        crafted.append(r)
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    with (landing / "northwind" / "nw_two_members.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *crafted])
+    result = materialize_graph(landing, tmp_path / "wh.duckdb")
+    assert not result.success
+    check = check_result(result, "pandera_PayerProviderStats")
+    assert not check.passed
+    assert check.description == ("1 rows: failed table.members_within_claims_each_claim_one_member (1); e.g. "
+                                 "table.members_within_claims_each_claim_one_member: provider_npi=1234567893, "
+                                 "payer=northwind")

@@ -191,7 +191,8 @@ class SchemaCheck:
             description=(f"{v.rows_checked} rows, {v.rules_checked} rules: all passed" if v.passed else
                          f"{v.rows_checked} rows: failed " + ", ".join(
                              f"{r} ({n})" for r, n in sorted(v.failures.items(), key=lambda kv: -kv[1])[:5])
-                         + ("; " + "; ".join(v.structural) if v.structural else "")),
+                         + ("; " + "; ".join(v.structural) if v.structural else "")
+                         + ("; e.g. " + "; ".join(v.failing_keys[:3]) if v.failing_keys else "")),
         )
 
 
