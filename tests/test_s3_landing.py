@@ -52,9 +52,11 @@ def test_s3_landing_flows_to_gold_and_the_sensor_runs_a_new_object(s3, tmp_path)
     instance, wh = dg.DagsterInstance.ephemeral(), tmp_path / "wh.duckdb"
     first = _sensor(instance, s3, prefix, None)
     assert len(first.run_requests) == 1  # the three new objects in one run (a partition range)
-    # the cursor keeps each object's ETag
-    etag = s3.client().head_object(Bucket=BUCKET, Key=f"{prefix}/cascade/cascade_claims_001.txt")["ETag"].strip('"')
-    assert json.loads(first.cursor)["files"]["cascade/cascade_claims_001.txt"][:2] == [etag, etag]
+    # the cursor keeps each object's ETag@LastModified (fingerprint) and ETag (checksum)
+    head = s3.client().head_object(Bucket=BUCKET, Key=f"{prefix}/cascade/cascade_claims_001.txt")
+    etag = head["ETag"].strip('"')
+    fingerprint, checksum = json.loads(first.cursor)["files"]["cascade/cascade_claims_001.txt"][:2]
+    assert checksum == etag and fingerprint.startswith(f"{etag}@{head['LastModified'].year}")
     result = materialize_graph(tmp_path / "unused", wh, instance=instance, **s3.env(prefix))
     assert result.success
     assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines") == [(6006,)]
@@ -136,6 +138,7 @@ def test_wrong_credentials_fail_with_a_clear_message(s3, tmp_path):
 
 def test_s3_down_mid_run_retries_then_fails_naming_the_object_and_leaves_no_partial_rows(s3, tmp_path):
     key, instance, wh, with_resources = _cascade_on_s3(s3, tmp_path, "claims-fault")
+    cursor = _sensor(instance, s3, "claims-fault", None).cursor
     with with_resources as resources:
         # the landing step reads the object while the server is up ...
         ok = dg.materialize(ALL_ASSETS, resources=resources, instance=instance, partition_key=key,
@@ -149,6 +152,11 @@ def test_s3_down_mid_run_retries_then_fails_naming_the_object_and_leaves_no_part
         finally:
             s3.start()
         assert not failed.success
+        # the same bytes uploaded again (touched): the sensor retries the file, since its last run failed
+        assert _sensor(instance, s3, "claims-fault", cursor).run_requests == []
+        s3.client().upload_file(str(SAMPLE_LANDING / key), BUCKET, f"claims-fault/{key}")
+        [retry] = _sensor(instance, s3, "claims-fault", cursor).run_requests
+        assert (retry.partition_key, retry.tags["medflow/change"]) == (key, "retried")
         retries = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert len(retries) == TRANSIENT_RETRY.max_retries == 4
         message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()

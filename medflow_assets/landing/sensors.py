@@ -52,6 +52,11 @@ def _sha256(zone: LandingZone, obj: LandingObject) -> str:
     return digest_and_head(zone, obj)[0]
 
 
+def _etag(zone: LandingZone, obj: LandingObject) -> str:
+    """An S3 object's checksum: its ETag (the fingerprint is ETag@LastModified)."""
+    return obj.fingerprint.rsplit("@", 1)[0]
+
+
 def contract_digest(contract: PayerContract | None) -> str:
     """What the payer's contract says (none: no contract); the canonical fields, which belong to MedFlow and
     not to the payer, are left out."""
@@ -89,7 +94,7 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     after `medflow-load`, or a cursor reset, those bytes are not run again).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
-    moved; on S3 both are the ETag. A local file is settled when its last write is at least settle_seconds
+    moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled when its last write is at least settle_seconds
     old; one whose mtime is in the future (a writer's clock ahead) once it is unchanged since the last tick."""
     previous, arrivals, was_settling = read_cursor(cursor)
     now_ns = time.time_ns() if now_ns is None else now_ns
@@ -228,7 +233,7 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
                 return {}
 
         requests, to_add, cursor, summary = evaluate_landing(
-            zone, context.cursor, known, checksum_of=_sha256 if local else None,
+            zone, context.cursor, known, checksum_of=_sha256 if local else _etag,
             settle_seconds=settle_seconds,
             failed_files=failed_files, loaded_files=loaded_files if local else None)
         for k in summary["deleted"]:

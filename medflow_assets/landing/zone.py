@@ -1,6 +1,6 @@
 """The landing zone behind one interface: a local folder (default) or an S3 bucket/prefix.
 
-Both list objects as `<payer>/<file>` with a cheap fingerprint (size + mtime locally, the ETag on S3), stream
+Both list objects as `<payer>/<file>` with a cheap fingerprint (size + mtime locally, ETag@LastModified on S3), stream
 bytes for checksums, and give DuckDB a location it can read directly (a path, or s3://... through httpfs).
 """
 
@@ -30,7 +30,7 @@ class LandingObject:
     source_file: str      # "<payer>/<file name>": the partition key and the lineage value
     location: str         # what DuckDB reads: an absolute path or s3://bucket/key
     size_bytes: int
-    fingerprint: str      # changes when the object changes (mtime+size locally, ETag on S3)
+    fingerprint: str      # changes when the object is written (size:mtime locally, ETag@LastModified on S3)
     modified_ns: int | None = None  # last write, locally (S3 shows an object only once its upload completed)
 
     @property
@@ -171,8 +171,10 @@ class S3Landing:
                 for item in page.get("Contents", []):
                     rel = item["Key"][len(start):]
                     if rel and not rel.endswith("/") and _classify(rel, contracts, unread):
+                        # a re-upload of the same bytes keeps the ETag but moves LastModified: the sensor
+                        # sees it touched (and retries it when its last run failed), not changed
                         out.append(LandingObject(rel, f"s3://{self.bucket}/{item['Key']}", int(item["Size"]),
-                                                 item["ETag"].strip('"')))
+                                                 f"{item['ETag'].strip(chr(34))}@{item['LastModified'].isoformat()}"))
         except Exception as exc:  # botocore raises many types; the message must name the place
             raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
