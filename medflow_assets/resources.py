@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from medflow_assets.landing.partitions import TRANSIENT_RETRY
 from medflow_assets.landing.resource import LandingResource, landing_resource
 from medflow_assets.settings import DBT_PROJECT_DIR, WAREHOUSE_STORAGE_VERSION, Settings
 from medflow_assets.transform.dbt_core import DbtCoreResource
@@ -27,6 +28,37 @@ def warehouse_locked(message: str) -> bool:
 
 
 _log = logging.getLogger("medflow.warehouse")
+
+
+def held_elsewhere(warehouse: WarehouseResource) -> dg.Failure:
+    """Another process (not a MedFlow step: those queue on the pool) holds the warehouse file: transient, so
+    the step's retry policy tries again."""
+    return dg.Failure(description=f"The warehouse {warehouse.path} is held by another process (a DuckDB session "
+                                  f"left open?) past the {LOCK_WAIT_S:.0f} s wait; the step's retry policy runs it again "
+                                  f"(up to {TRANSIENT_RETRY.max_retries} retries with backoff).", allow_retries=True)
+
+
+@contextmanager
+def only_transient_retried(step: str, warehouse: WarehouseResource):
+    """A step's retry policy (TRANSIENT_RETRY) retries whatever it raises. Inside this block, a warehouse held
+    by another process is retried, a dg.Failure keeps its own allow_retries, and any other exception fails the
+    step at once, named: the same input would fail the same way again (a retried bug cost ~15 s and four
+    copies of its error)."""
+    try:
+        yield
+    except (dg.Failure, dg.RetryRequested):
+        raise
+    except duckdb.IOException as exc:
+        if warehouse_locked(str(exc)):
+            raise held_elsewhere(warehouse) from exc
+        raise _not_retried(step, exc) from exc
+    except Exception as exc:
+        raise _not_retried(step, exc) from exc
+
+
+def _not_retried(step: str, exc: Exception) -> dg.Failure:
+    return dg.Failure(description=f"{step} failed: {type(exc).__name__}: {exc} (not retried: it is not a transient "
+                                  "cause, so it would fail the same way again)", allow_retries=False)
 
 
 def open_warehouse(path: str, read_only: bool = False, config: dict | None = None,

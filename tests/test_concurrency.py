@@ -108,7 +108,7 @@ def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_pa
     assert materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance).success
     holder = hold_warehouse(wh)
     monkeypatch.setattr(resources, "LOCK_WAIT_S", 0.2)
-    held_elsewhere = transform_assets._held_elsewhere
+    held_elsewhere = transform_assets.held_elsewhere
 
     def let_go_after_the_first_failure(warehouse):  # the holder lets go once the step has failed for it
         if holder.poll() is None:
@@ -117,7 +117,7 @@ def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_pa
             holder.wait(timeout=30)
         return held_elsewhere(warehouse)
 
-    monkeypatch.setattr(transform_assets, "_held_elsewhere", let_go_after_the_first_failure)
+    monkeypatch.setattr(transform_assets, "held_elsewhere", let_go_after_the_first_failure)
     if held_at == "when dbt connects":  # the step's own wait saw the file free
         monkeypatch.setattr(transform_assets, "_prepare", lambda context, warehouse: None)
     result = materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance, partitions=[],
@@ -128,3 +128,22 @@ def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_pa
     assert "is held by another process" in retried[0].event_specific_data.error.to_string()
     assert holder.returncode == 0
     assert query(wh, "SELECT count(*) > 0 FROM gold.claims_monthly_summary") == [(True,)]
+
+
+def test_a_step_failing_for_a_cause_that_is_not_transient_fails_at_once_naming_it(tmp_path, monkeypatch):
+    """TRANSIENT_RETRY is for causes that pass (a held warehouse, an unreadable landing zone); a bug or a
+    broken warehouse fails the step at the first attempt, with the error in its message, not four times."""
+    from medflow_assets.landing import assets as landing_assets
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the registry cannot be written")
+
+    monkeypatch.setattr(landing_assets, "write_registry", broken)
+    result = materialize_graph(PROJECT_ROOT / "data" / "landing", tmp_path / "wh.duckdb",
+                               selection=dg.AssetSelection.assets("landing_files"))
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    [failure] = result.get_step_failure_events()
+    assert failure.step_key == "landing_files"
+    assert ("landing failed: RuntimeError: the registry cannot be written (not retried: it is not a transient "
+            "cause") in failure.event_specific_data.error.to_string()

@@ -211,9 +211,10 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
         paid[8]: {"birth_date": "1990-02-31"},                # invalid_birth_date (does not parse)
         paid[9]: {"line_number": "0"},                        # invalid_claim_line_number
         paid[10]: {"service_date": "2099-01-01", "paid_date": "2099-01-05",
-                   "birth_date": "2050-01-01"},               # future_service_date (the birth date is before it)
+                   "birth_date": "2050-01-01"},               # future_service_date, future_paid_date
         pending[0]: {"billed_amount": "-1.00", "allowed_amount": "-2.00",
-                     "paid_amount": "-3.00"},                 # negative_amount (the order paid <= allowed <= billed holds)
+                     "paid_amount": "-3.00"},                 # negative_amount (the order paid <= allowed <= billed
+                                                              # holds), and a pending line pays nothing
         paid[11]: {"department": "Jane Roe 222-33-4444"},     # free text: invalid_department, kept out of gold
     }
     for i, change in edits.items():
@@ -233,7 +234,8 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
                            paid[4]: ["invalid_birth_date"], paid[5]: ["invalid_birth_date"],
                            paid[6]: ["invalid_denial_reason_code"], paid[7]: ["invalid_paid_date"],
                            paid[8]: ["invalid_birth_date"], paid[9]: ["invalid_claim_line_number"],
-                           paid[10]: ["future_service_date"], pending[0]: ["negative_amount"],
+                           paid[10]: ["future_service_date", "future_paid_date"],
+                           pending[0]: ["paid_amount_on_unpaid_status", "negative_amount"],
                            paid[11]: ["invalid_department"]}
     assert dict(query(wh, "SELECT source_row_number, department FROM silver.silver_claim_lines "
                           "WHERE source_row_number IN (?, ?)", [paid[0], paid[1]])) == {
@@ -241,7 +243,8 @@ def test_values_the_silver_schema_forbids_are_quarantined_with_a_rule_not_left_t
     log = dict(query(wh, "SELECT rule_id, rows_failed FROM silver.silver_data_quality_log WHERE rows_failed > 0"))
     assert log == {"invalid_department": 2, "paid_before_service": 1, "invalid_birth_date": 3,
                    "invalid_denial_reason_code": 1, "invalid_paid_date": 1, "invalid_claim_line_number": 1,
-                   "future_service_date": 1, "negative_amount": 1}
+                   "future_service_date": 1, "future_paid_date": 1, "negative_amount": 1,
+                   "paid_amount_on_unpaid_status": 1}
     assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary") == [(len(rows) - 1 - 11,)]
     assert query(wh, "SELECT count(*) FROM gold.department_revenue WHERE department NOT IN "
                      "(SELECT department FROM reference.departments)") == [(0,)]

@@ -11,7 +11,7 @@ from medflow_assets.landing.contracts import ContractError, PayerContract, load_
 from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.zone import LandedFile, LandingReadError, inspect_object
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, only_transient_retried
 from medflow_assets.settings import SettingsError, announce_key, load_settings
 
 REGISTRY_TABLE = "landing.landing_file_registry"
@@ -128,95 +128,96 @@ def _why_gone(source_file: str, zone, unread: list[str]) -> str:
                 "each file matches its payer's contract. Only accepted files flow into bronze.",
 )
 def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource):
-    try:
-        settings = load_settings()  # stops here, before any data is read, when settings are unusable
-        contracts = load_contracts(settings.contracts_path)
-    except (SettingsError, ContractError) as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc  # retrying cannot help
-    announce_key(settings, context.log)
-    zone = landing.zone()
-    wanted = sorted(context.partition_keys)
-    attempt = context.retry_number + 1
-    try:
-        scan = zone.scan(contracts)
-        present = {o.source_file: o for o in scan.objects}
-        # sha256 releases the GIL: files are hashed in parallel (1.9 GB in 11 files: 1.4 s -> 0.7 s on 2 cores)
-        with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
-            files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer)),
-                                  [k for k in wanted if k in present]))
-    except LandingReadError as exc:
-        if any(code in str(exc) for code in _AUTH_ERRORS):
-            raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "
-                                         "MEDFLOW_S3_ACCESS_KEY_ID / MEDFLOW_S3_SECRET_ACCESS_KEY (not retried)",
-                             allow_retries=False) from exc
-        context.log.warning(f"landing read failed (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}): {exc}")
-        raise dg.Failure(description=f"{exc} (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}; retried "
-                                     "with exponential backoff)") from exc
-    with warehouse.connect() as con:
-        # The run's files not in the zone; in the run the landing sensor asks for when files left the zone
-        # (tag medflow/change=deleted, one run per tick however many left), also every other file the registry
-        # holds as accepted that is gone, so a deleted payer folder is one run, not one per file. Other runs
-        # mark only their own files: the sensor would not notice a file that was away only for a moment.
-        gone = {k: _why_gone(k, zone, scan.unread) for k in wanted if k not in present}
-        if context.run.tags.get("medflow/change") == "deleted":
-            con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
-            gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
-                f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
-        copies = write_registry(con, files, contracts, gone=gone)
-    rejected = [f for f in files if not f.accepted]
-    for f in rejected:
-        if f.source_file in copies:
-            context.log.warning(f"Rejected landed file {f.error}")
-        else:
-            context.log.error(f"Rejected landed file {f.error}")
-    for why in list(gone.values())[:UNREAD_SHOWN]:
-        context.log.warning(why)
-    if len(gone) > UNREAD_SHOWN:
-        context.log.warning(f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone or no longer read")
-    for why in scan.unread[:UNREAD_SHOWN]:
-        context.log.warning(f"Not read: {why}")
-    accepted = [f for f in files if f.accepted]
-    context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, from {zone.description}")
-    yield dg.MaterializeResult(metadata={
-        "files_accepted": len(accepted),
-        "files_rejected": len(rejected),
-        "files_missing": len(gone),
-        "bytes_accepted": sum(f.size_bytes for f in accepted),
-        "landing_zone": zone.description,
-        "files": dg.MetadataValue.md(
-            "| file | payer | status | sha256 |\n|---|---|---|---|\n" + "\n".join(
-                f"| {f.source_file} | {f.payer} | {'accepted' if f.accepted else 'rejected'} | {f.checksum[:12]} |"
-                for f in files[:200])),
-    })
-    not_matching = [f for f in rejected if f.source_file not in copies]
-    problems = [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
-        [f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone"] if len(gone) > UNREAD_SHOWN else [])
-    yield dg.AssetCheckResult(
-        check_name=CONTRACT_CHECK,
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(problems) if problems else
-        f"all {len(files) - len(copies)} files checked match their payer contracts",
-        metadata={"files_checked": len(files) - len(copies), "files_rejected": len(not_matching),
-                  "rejected_files": ", ".join(f.source_file for f in not_matching) or "none"},
-    )
-    # A copy loses nothing (its original's rows are loaded): a warning for whoever tidies the landing zone.
-    yield dg.AssetCheckResult(
-        check_name=COPY_CHECK,
-        passed=not copies,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(f"{c} is a copy of {o} (not loaded)" for c, o in copies.items()) if copies else
-        f"no file among the {len(files)} checked is a copy of another landed file",
-        metadata={"copies_rejected": len(copies),
-                  "copies": ", ".join(f"{c} = {o}" for c, o in copies.items()) or "none"},
-    )
-    # A file MedFlow does not read loses nothing already loaded, but someone meant it to be read.
-    more = len(scan.unread) - UNREAD_SHOWN
-    yield dg.AssetCheckResult(
-        check_name=UNREAD_CHECK,
-        passed=not scan.unread,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(scan.unread[:UNREAD_SHOWN]) + (f"; and {more} more" if more > 0 else "")
-        if scan.unread else f"every file in {zone.description} is a claim file of a payer folder",
-        metadata={"files_not_read": len(scan.unread)},
-    )
+    with only_transient_retried("landing", warehouse):
+        try:
+            settings = load_settings()  # stops here, before any data is read, when settings are unusable
+            contracts = load_contracts(settings.contracts_path)
+        except (SettingsError, ContractError) as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc  # retrying cannot help
+        announce_key(settings, context.log)
+        zone = landing.zone()
+        wanted = sorted(context.partition_keys)
+        attempt = context.retry_number + 1
+        try:
+            scan = zone.scan(contracts)
+            present = {o.source_file: o for o in scan.objects}
+            # sha256 releases the GIL: files are hashed in parallel (1.9 GB in 11 files: 1.4 s -> 0.7 s on 2 cores)
+            with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
+                files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer)),
+                                      [k for k in wanted if k in present]))
+        except LandingReadError as exc:
+            if any(code in str(exc) for code in _AUTH_ERRORS):
+                raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "
+                                             "MEDFLOW_S3_ACCESS_KEY_ID / MEDFLOW_S3_SECRET_ACCESS_KEY (not retried)",
+                                 allow_retries=False) from exc
+            context.log.warning(f"landing read failed (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}): {exc}")
+            raise dg.Failure(description=f"{exc} (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}; retried "
+                                         "with exponential backoff)") from exc
+        with warehouse.connect() as con:
+            # The run's files not in the zone; in the run the landing sensor asks for when files left the zone
+            # (tag medflow/change=deleted, one run per tick however many left), also every other file the registry
+            # holds as accepted that is gone, so a deleted payer folder is one run, not one per file. Other runs
+            # mark only their own files: the sensor would not notice a file that was away only for a moment.
+            gone = {k: _why_gone(k, zone, scan.unread) for k in wanted if k not in present}
+            if context.run.tags.get("medflow/change") == "deleted":
+                con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
+                gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
+                    f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
+            copies = write_registry(con, files, contracts, gone=gone)
+        rejected = [f for f in files if not f.accepted]
+        for f in rejected:
+            if f.source_file in copies:
+                context.log.warning(f"Rejected landed file {f.error}")
+            else:
+                context.log.error(f"Rejected landed file {f.error}")
+        for why in list(gone.values())[:UNREAD_SHOWN]:
+            context.log.warning(why)
+        if len(gone) > UNREAD_SHOWN:
+            context.log.warning(f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone or no longer read")
+        for why in scan.unread[:UNREAD_SHOWN]:
+            context.log.warning(f"Not read: {why}")
+        accepted = [f for f in files if f.accepted]
+        context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, from {zone.description}")
+        yield dg.MaterializeResult(metadata={
+            "files_accepted": len(accepted),
+            "files_rejected": len(rejected),
+            "files_missing": len(gone),
+            "bytes_accepted": sum(f.size_bytes for f in accepted),
+            "landing_zone": zone.description,
+            "files": dg.MetadataValue.md(
+                "| file | payer | status | sha256 |\n|---|---|---|---|\n" + "\n".join(
+                    f"| {f.source_file} | {f.payer} | {'accepted' if f.accepted else 'rejected'} | {f.checksum[:12]} |"
+                    for f in files[:200])),
+        })
+        not_matching = [f for f in rejected if f.source_file not in copies]
+        problems = [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
+            [f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone"] if len(gone) > UNREAD_SHOWN else [])
+        yield dg.AssetCheckResult(
+            check_name=CONTRACT_CHECK,
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(problems) if problems else
+            f"all {len(files) - len(copies)} files checked match their payer contracts",
+            metadata={"files_checked": len(files) - len(copies), "files_rejected": len(not_matching),
+                      "rejected_files": ", ".join(f.source_file for f in not_matching) or "none"},
+        )
+        # A copy loses nothing (its original's rows are loaded): a warning for whoever tidies the landing zone.
+        yield dg.AssetCheckResult(
+            check_name=COPY_CHECK,
+            passed=not copies,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(f"{c} is a copy of {o} (not loaded)" for c, o in copies.items()) if copies else
+            f"no file among the {len(files)} checked is a copy of another landed file",
+            metadata={"copies_rejected": len(copies),
+                      "copies": ", ".join(f"{c} = {o}" for c, o in copies.items()) or "none"},
+        )
+        # A file MedFlow does not read loses nothing already loaded, but someone meant it to be read.
+        more = len(scan.unread) - UNREAD_SHOWN
+        yield dg.AssetCheckResult(
+            check_name=UNREAD_CHECK,
+            passed=not scan.unread,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(scan.unread[:UNREAD_SHOWN]) + (f"; and {more} more" if more > 0 else "")
+            if scan.unread else f"every file in {zone.description} is a claim file of a payer folder",
+            metadata={"files_not_read": len(scan.unread)},
+        )

@@ -13,10 +13,11 @@ from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 from medflow_assets.landing.assets import REGISTRY_TABLE
 from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
 from medflow_assets.resources import (
-    LOCK_WAIT_S,
     WAREHOUSE_POOL,
     DbtCoreResource,
     WarehouseResource,
+    held_elsewhere,
+    only_transient_retried,
     warehouse_locked,
 )
 from medflow_assets.settings import announce_key, load_settings
@@ -164,14 +165,6 @@ def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> No
             con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)", [(k, k in replaced) for k in source_files])
 
 
-def _held_elsewhere(warehouse: WarehouseResource) -> dg.Failure:
-    """Another process (not a MedFlow step: those queue on the pool) holds the warehouse file: transient, so
-    the step's retry policy tries again."""
-    return dg.Failure(description=f"The warehouse {warehouse.path} is held by another process (a DuckDB session "
-                                  f"left open?) past the {LOCK_WAIT_S:.0f} s wait; the step's retry policy runs it again "
-                                  f"(up to {TRANSIENT_RETRY.max_retries} retries with backoff).", allow_retries=True)
-
-
 def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
     """Before dbt: the run's files in landing.dbt_selection (partitioned step), or just wait while another
     process still holds the warehouse file (open_warehouse); held past the wait, the step is retried."""
@@ -187,68 +180,69 @@ def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
     except duckdb.IOException as exc:
         if not warehouse_locked(str(exc)):
             raise
-        raise _held_elsewhere(warehouse) from exc
+        raise held_elsewhere(warehouse) from exc
 
 
 def _build(context: dg.AssetExecutionContext, dbt: DbtCoreResource, warehouse: WarehouseResource):
     """`dbt build` of this step's selection (in process), with row counts and schemas attached."""
-    settings = load_settings()
-    announce_key(settings, context.log)
-    _prepare(context, warehouse)
-    # profiles.yml reads MEDFLOW_* (warehouse, memory, key) from the environment while dbt runs.
-    env = {**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}
-    build = dbt.build(context, env=env)
-    # A landed file that is not valid CSV is rejected whole, like a file that breaks its contract, and the
-    # build runs again without it, so the run's other files go on (the landed_files_parsed check names it).
-    # Its rows from an earlier good version stay: a failed shard statement rolls back its delete.
-    while not build.success and not build.error and (context.has_partition_key_range or context.has_partition_key):
-        rejected = [error for location, reason in malformed_landed_files([msg for _, _, msg in build.failed_nodes])
-                    if (error := reject_malformed_file(warehouse, location, reason)) is not None]
-        if not rejected:
-            break
-        for error in rejected:
-            context.log.error(f"Rejected landed file {error}")
-        context.log.info(f"dbt runs again without the {len(rejected)} rejected file(s)")
+    with only_transient_retried("the dbt step", warehouse):
+        settings = load_settings()
+        announce_key(settings, context.log)
+        _prepare(context, warehouse)
+        # profiles.yml reads MEDFLOW_* (warehouse, memory, key) from the environment while dbt runs.
+        env = {**settings.dbt_env(), "MEDFLOW_WAREHOUSE_PATH": warehouse.path}
         build = dbt.build(context, env=env)
-    # another process took the file between _prepare and dbt's own connection
-    if not build.success and any(warehouse_locked(text) for text in
-                                 [build.error or "", *(msg for _, _, msg in build.failed_nodes)]):
-        raise _held_elsewhere(warehouse)
-    # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
-    # to each materialization before it is reported.
-    metadata = _table_metadata(warehouse, _relations(context.assets_def, TRANSLATOR))
-    for event in build.events:
-        if isinstance(event, dg.Output | dg.AssetMaterialization):
-            key = event.asset_key if isinstance(event, dg.AssetMaterialization) else \
-                context.asset_key_for_output(event.output_name)
-            if key in metadata:
-                event = event.with_metadata({**event.metadata, **metadata[key]})
-        yield event
-    if build.success:
-        return
-    if build.error:
-        raise dg.Failure(description=f"dbt could not run: {build.error}", allow_retries=False)
-    read_error = landing_read_error([msg for _, _, msg in build.failed_nodes])
-    if read_error:
-        # A landed object could not be read (network, S3 down): worth retrying with backoff. The
-        # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
-        raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
-    malformed = malformed_landed_files([msg for _, _, msg in build.failed_nodes])
-    if malformed:  # not an accepted file of the registry (rejected above otherwise): its path is not repeated
-        location, reason = malformed[0]
-        raise dg.Failure(description="dbt could not parse a landed file that is not an accepted file of the landing "
-                                     f"registry: {reason.replace(location, 'the file') if location else reason}. "
-                                     f"The dbt log in {build.target_path} names it. None of that file's rows were "
-                                     "loaded (bronze replaces a file's rows in one transaction).",
-                         allow_retries=False)
-    # Node ids and statuses only: a database error message can quote row values (PII).
-    failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])
-    raise dg.Failure(
-        description=f"dbt build failed at: {failed or 'unknown node'}. The dbt log in {build.target_path} "
-                    "has the details.",
-        metadata={"failed_dbt_nodes": [uid for uid, _, _ in build.failed_nodes]},
-        allow_retries=False,  # a failing model or test fails the same way again
-    )
+        # A landed file that is not valid CSV is rejected whole, like a file that breaks its contract, and the
+        # build runs again without it, so the run's other files go on (the landed_files_parsed check names it).
+        # Its rows from an earlier good version stay: a failed shard statement rolls back its delete.
+        while not build.success and not build.error and (context.has_partition_key_range or context.has_partition_key):
+            rejected = [error for location, reason in malformed_landed_files([msg for _, _, msg in build.failed_nodes])
+                        if (error := reject_malformed_file(warehouse, location, reason)) is not None]
+            if not rejected:
+                break
+            for error in rejected:
+                context.log.error(f"Rejected landed file {error}")
+            context.log.info(f"dbt runs again without the {len(rejected)} rejected file(s)")
+            build = dbt.build(context, env=env)
+        # another process took the file between _prepare and dbt's own connection
+        if not build.success and any(warehouse_locked(text) for text in
+                                     [build.error or "", *(msg for _, _, msg in build.failed_nodes)]):
+            raise held_elsewhere(warehouse)
+        # DuckDB lets one process hold the file: table metadata is read once dbt has released it, and attached
+        # to each materialization before it is reported.
+        metadata = _table_metadata(warehouse, _relations(context.assets_def, TRANSLATOR))
+        for event in build.events:
+            if isinstance(event, dg.Output | dg.AssetMaterialization):
+                key = event.asset_key if isinstance(event, dg.AssetMaterialization) else \
+                    context.asset_key_for_output(event.output_name)
+                if key in metadata:
+                    event = event.with_metadata({**event.metadata, **metadata[key]})
+            yield event
+        if build.success:
+            return
+        if build.error:
+            raise dg.Failure(description=f"dbt could not run: {build.error}", allow_retries=False)
+        read_error = landing_read_error([msg for _, _, msg in build.failed_nodes])
+        if read_error:
+            # A landed object could not be read (network, S3 down): worth retrying with backoff. The
+            # incremental models replace a file's rows in one transaction, so a failed attempt leaves none.
+            raise dg.Failure(description=f"dbt could not read landed data: {read_error}", allow_retries=True)
+        malformed = malformed_landed_files([msg for _, _, msg in build.failed_nodes])
+        if malformed:  # not an accepted file of the registry (rejected above otherwise): its path is not repeated
+            location, reason = malformed[0]
+            raise dg.Failure(description="dbt could not parse a landed file that is not an accepted file of the landing "
+                                         f"registry: {reason.replace(location, 'the file') if location else reason}. "
+                                         f"The dbt log in {build.target_path} names it. None of that file's rows were "
+                                         "loaded (bronze replaces a file's rows in one transaction).",
+                             allow_retries=False)
+        # Node ids and statuses only: a database error message can quote row values (PII).
+        failed = ", ".join(f"{uid} ({status})" for uid, status, _ in build.failed_nodes[:20])
+        raise dg.Failure(
+            description=f"dbt build failed at: {failed or 'unknown node'}. The dbt log in {build.target_path} "
+                        "has the details.",
+            metadata={"failed_dbt_nodes": [uid for uid, _, _ in build.failed_nodes]},
+            allow_retries=False,  # a failing model or test fails the same way again
+        )
 
 
 # Two dbt steps, so that the Pandera checks and the quarantine-rate gate on silver (blocking asset checks,
