@@ -195,7 +195,7 @@ def parse_silver(b: pd.DataFrame, c: PayerContract, pseudo: Pseudonymizer) -> pd
     def date(col: str) -> pd.Series:  # exactly in the contract's format (parse_date in macros/contracts.sql)
         text = trim(b[col])
         text = text.where(text.str.fullmatch(date_re).fillna(False).astype(bool))
-        return pd.to_datetime(text, format=c.date_format, errors="coerce")
+        return pd.to_datetime(text, format=c.date_format, errors="coerce").dt.normalize()  # a date, as SQL casts
 
     def present(col: str) -> pd.Series:
         return b[col].notna() & (trim(b[col]) != "")

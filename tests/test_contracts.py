@@ -72,6 +72,7 @@ def test_a_date_must_be_exactly_in_its_contracts_format(date_format, good, bad):
     (lambda s: s.replace('delimiter: ","', 'delimiter: ",,"'), "delimiter must be one character"),
     (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%Y-%m-%d %Z"'),
      "date_format '%Y-%m-%d %Z': directive '%Z' is not supported"),
+    (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%Y-%m-%d%"'), "ends with a lone '%'"),
 ])
 def test_invalid_contract_names_file_and_problem(tmp_path, mutation, message):
     path = _write(tmp_path, "acme", mutation(BASE.format(payer="acme")))

@@ -247,7 +247,9 @@ def test_the_quarantine_gate_keeps_gold_held_back_while_any_landed_file_is_over_
     assert query(wh, GOLD_SUMMARY) == gold_before
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?",
                  [f"cascade/{later.name}"]) == [(300,)]
-    assert "to go on: correct the file in the landing zone, raise max_quarantine_rate" in gate.description
+    assert ("to go on: correct the file in the landing zone (a header-only file withdraws its rows), raise "
+            "max_quarantine_rate in the payer's contract, or delete the file to accept the rows already loaded"
+            ) in gate.description
 
     # the operator deletes the bad file: the sensor's run for files that left marks it missing and evaluates
     # the gate, which no longer counts it, so gold goes on (automation) with the clean file
@@ -271,6 +273,18 @@ def test_the_quarantine_gate_keeps_gold_held_back_while_any_landed_file_is_over_
         wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE payer = 'cascade'")
     assert query(wh, "SELECT sum(lines) FROM gold.claims_monthly_summary WHERE payer = 'northwind'") == query(
         wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE payer = 'northwind'")
+
+    # another bad file, withdrawn by landing its header line alone under the same name: its rows go
+    bad2 = landing / "northwind" / "northwind_bad2.csv"
+    with bad2.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *[[*r[:status], "lost", *r[status + 1:]] for r in lines[50:80]]])
+    assert not materialize_graph(landing, wh, instance=instance, partitions=["northwind/northwind_bad2.csv"]).success
+    with bad2.open("w", newline="") as f:
+        csv.writer(f).writerows([header])
+    withdrawn = materialize_graph(landing, wh, instance=instance, partitions=["northwind/northwind_bad2.csv"])
+    assert withdrawn.success and check_result(withdrawn, "quarantine_rate_gate").passed
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated "
+                     "WHERE source_file = 'northwind/northwind_bad2.csv'") == [(0,)]
 
 
 DUPLICATE_VERDICTS = """SELECT source_file, claim_id, claim_line_number, failed_rules, raw_service_date IS NOT NULL

@@ -314,6 +314,21 @@ def test_files_medflow_load_already_loaded_are_not_run_again_by_the_sensors_firs
         assert first.run_requests == []
         assert set(json.loads(first.cursor)["files"]) == {  # the files are in the cursor: later ticks know them
             "northwind/northwind_claims_001.csv", "bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt"}
+        # a run that failed after landing (here: the dbt step) leaves its file to run again
+        from medflow_assets.transform import assets as transform_assets
+
+        def broken(context, warehouse):
+            raise RuntimeError("stopped before dbt")
+
+        original = transform_assets._prepare
+        transform_assets._prepare = broken
+        try:
+            assert not materialize_graph(landing, wh, contracts=contracts, instance=instance,
+                                         partitions=["cascade/cascade_claims_001.txt"]).success
+        finally:
+            transform_assets._prepare = original
+        assert [r.partition_key for r in _evaluate(local_landing_sensor, instance, landing, None).run_requests] == [
+            "cascade/cascade_claims_001.txt"]
         # a cursor reset later, with one file's bytes changed and another payer's contract changed
         nw = landing / "northwind" / "northwind_claims_001.csv"
         nw.write_text("\n".join(nw.read_text().splitlines()[:-1]) + "\n")
@@ -321,7 +336,7 @@ def test_files_medflow_load_already_loaded_are_not_run_again_by_the_sensors_firs
         bp.write_text(bp.read_text().replace("max_quarantine_rate: 0.10", "max_quarantine_rate: 0.2"))
         again = _evaluate(local_landing_sensor, instance, landing, None)
         assert sorted(r.partition_key for r in again.run_requests) == [
-            "bluepeak/bluepeak_claims_001.csv", "northwind/northwind_claims_001.csv"]
+            "bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt", "northwind/northwind_claims_001.csv"]
         # the warehouse held by a writer: the sensor cannot tell, so every file the cursor does not know runs
         with duckdb.connect(str(wh)):
             held = _evaluate(local_landing_sensor, instance, landing, None)

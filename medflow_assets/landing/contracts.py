@@ -44,6 +44,8 @@ _REGEX_SPECIAL = set(".^$*+?()[]{}|\\-")
 def date_pattern(date_format: str) -> str:
     """The regular expression (RE2 and Python alike) a date must match exactly to be read with this strptime
     format; silver reads any other text as no date (invalid_service_date, invalid_paid_date, ...)."""
+    if re.search(r"(?<!%)(%%)*%$", date_format):
+        raise ValueError("ends with a lone '%' (write %% for a percent sign)")
     tokens = re.findall(r"%.|[^%]", date_format)
     numeric = [t[0] == "%" and t[1:] in _DATE_NUMBERS for t in tokens]
     out = []
@@ -53,7 +55,7 @@ def date_pattern(date_format: str) -> str:
             if (i > 0 and numeric[i - 1]) or (i + 1 < len(tokens) and numeric[i + 1]):
                 lo = hi
             out.append(f"[0-9]{{{lo}}}" if lo == hi else f"[0-9]{{{lo},{hi}}}")
-        elif t in ("%%", "%"):
+        elif t == "%%":
             out.append("%")
         elif t[0] == "%" and t[1:] in _DATE_WORDS:
             out.append(_DATE_WORDS[t[1]])

@@ -64,8 +64,10 @@ def contract_digest(contract: PayerContract | None) -> str:
 
 
 def contract_json_digest(dbt_json: dict) -> str:
-    """contract_digest of a contract as dbt reads it (PayerContract.as_dbt_json(), landing.payer_contracts)."""
-    said = {k: v for k, v in dbt_json.items() if k != "canonical_fields"}
+    """contract_digest of a contract as dbt reads it (PayerContract.as_dbt_json(), landing.payer_contracts).
+    What MedFlow derives (date_pattern, from date_format) is left out: a MedFlow upgrade that derives more
+    does not count as every payer's contract changing."""
+    said = {k: v for k, v in dbt_json.items() if k not in ("canonical_fields", "date_pattern")}
     return hashlib.sha256(json.dumps(said, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -142,6 +144,9 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         else:  # touched, same content: run again only if its last run failed (asked below, once)
             touched.append((obj.source_file, checksum))
     unknown = [(k, c) for k, c, change in decided if change == "new" and k in known_partitions]
+    if unknown and failed_files is not None:  # a run that failed (or stopped) after landing: run it again
+        unfinished = set(failed_files([k for k, _ in unknown], finished=True))
+        unknown = [(k, c) for k, c in unknown if k not in unfinished]
     loaded = loaded_files([k for k, _ in unknown]) if unknown and loaded_files is not None else {}
     summary["already loaded"] = [k for k, c in unknown if loaded.get(k) == (c, state[k][2])]
     decided = [d for d in decided if d[0] not in set(summary["already loaded"])]
@@ -216,13 +221,15 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         known = set(context.instance.get_dynamic_partitions(landing_file_partitions.name))
         local = isinstance(zone, LocalLanding)
         settle_seconds = load_settings().landing_settle_seconds if local else 0.0
-        def failed_files(keys: list[str]) -> set[str]:
+        def failed_files(keys: list[str], finished: bool = False) -> set[str]:
             """The files among `keys` whose last attempt to materialize their partition of landing or silver
-            failed (in a run for one file, a batch, or medflow-load's): one status query per asset."""
+            failed (in a run for one file, a batch, or medflow-load's): one status query per asset. With
+            `finished`, also those whose partitions are not both materialized (in progress, never, stopped)."""
             failed = set()
             for asset in LAST_PARTITIONED_ASSETS:
                 status = context.instance.get_status_by_partition(asset, keys, landing_file_partitions) or {}
-                failed |= {k for k, s in status.items() if s == dg.AssetPartitionStatus.FAILED}
+                failed |= {k for k in keys if status.get(k) != dg.AssetPartitionStatus.MATERIALIZED} if finished \
+                    else {k for k, s in status.items() if s == dg.AssetPartitionStatus.FAILED}
             return failed
 
         def loaded_files(keys: list[str]) -> dict[str, tuple[str, str]]:

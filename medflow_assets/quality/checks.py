@@ -91,8 +91,9 @@ def quarantine_rate_gate(con, context):
         passed=not over, severity=dg.AssetCheckSeverity.ERROR,
         description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {f['threshold']:.0%} "
                                f"(top rules: {', '.join(f['top_rules'])})" for f in over)
-                     + (" -- to go on: correct the file in the landing zone, raise max_quarantine_rate in the "
-                        "payer's contract, or delete the file to set it aside (its loaded rows stay)" if over else "")
+                     + (" -- to go on: correct the file in the landing zone (a header-only file withdraws its "
+                        "rows), raise max_quarantine_rate in the payer's contract, or delete the file to accept "
+                        "the rows already loaded" if over else "")
                      or f"all {len(files)} files within their quarantine-rate limit")
         + (f" (not counted, no longer in the landing zone: {', '.join(gone_over)})" if gone_over else ""),
         metadata={
