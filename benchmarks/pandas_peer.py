@@ -29,7 +29,8 @@ RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "
          "invalid_paid_date", "invalid_birth_date", "invalid_amount", "unknown_status", "invalid_npi",
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
          "amounts_out_of_order", "paid_amount_on_unpaid_status", "paid_before_service", "negative_amount",
-         "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code", "duplicate_line")  # the order of dbt's failed_rules list
+         "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code",
+         "duplicate_line")  # the order of dbt's failed_rules list
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
 PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"

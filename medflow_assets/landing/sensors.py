@@ -96,8 +96,9 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     after `medflow-load`, or a cursor reset, those bytes are not run again).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
-    moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled when its last write is at least settle_seconds
-    old; one whose mtime is in the future (a writer's clock ahead) once it is unchanged since the last tick."""
+    moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled
+    when its last write is at least settle_seconds old; one whose mtime is in the future (a writer's clock
+    ahead) once it is unchanged since the last tick."""
     previous, arrivals, was_settling = read_cursor(cursor)
     now_ns = time.time_ns() if now_ns is None else now_ns
     contracts = load_contracts(load_settings().contracts_path)

@@ -86,10 +86,10 @@ class SilverClaimLines(_Lineage):
     @pa.dataframe_check
     def zero_le_paid_le_allowed_le_billed_mirrored_for_reversals(cls, data):
         t = data.table
-        return ((t.claim_status == "reversed")
-                & (t.billed_amount <= t.allowed_amount) & (t.allowed_amount <= t.paid_amount) & (t.paid_amount <= 0)) | (
-            (t.claim_status != "reversed")
-            & (t.paid_amount >= 0) & (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount))
+        reversal = ((t.billed_amount <= t.allowed_amount) & (t.allowed_amount <= t.paid_amount)
+                    & (t.paid_amount <= 0))
+        other = (t.paid_amount >= 0) & (t.paid_amount <= t.allowed_amount) & (t.allowed_amount <= t.billed_amount)
+        return ((t.claim_status == "reversed") & reversal) | ((t.claim_status != "reversed") & other)
 
     @pa.dataframe_check
     def denied_and_pending_lines_pay_nothing(cls, data):
