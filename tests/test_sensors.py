@@ -341,3 +341,13 @@ def test_files_medflow_load_already_loaded_are_not_run_again_by_the_sensors_firs
         with duckdb.connect(str(wh)):
             held = _evaluate(local_landing_sensor, instance, landing, None)
         assert len(held.run_requests) == 3
+
+
+def test_what_medflow_derives_from_a_contract_is_not_a_contract_change():
+    """date_pattern is derived from date_format: a MedFlow upgrade that adds it must not rerun every file."""
+    from medflow_assets.landing.contracts import load_contracts
+    from medflow_assets.landing.sensors import contract_json_digest
+
+    said = load_contracts(CONTRACTS_DIR)["northwind"].as_dbt_json()
+    assert contract_json_digest({**said, "date_pattern": "anything"}) == contract_json_digest(said)
+    assert contract_json_digest({**said, "date_format": "%d/%m/%Y"}) != contract_json_digest(said)

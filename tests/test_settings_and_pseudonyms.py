@@ -165,3 +165,19 @@ def test_one_person_gets_one_pseudonym_per_field_whatever_the_payer_formatting(t
                      "AND payer = 'delta'", [key("member", "XM1")]) == [("delta", key("name", "anna smith"))]
     assert query(wh, "SELECT count(*) FROM silver.silver_members WHERE payer = 'delta' AND name_key IS NULL") == [
         (0,)]
+
+
+def test_duckdb_threads_setting_reaches_dbts_connection(tmp_path, monkeypatch):
+    """MEDFLOW_DUCKDB_THREADS is DuckDB's thread count in dbt's connection too (profiles.yml), not only in
+    the checks' and landing's."""
+    from dbt.cli.main import dbtRunner
+
+    from medflow_assets.settings import DBT_PROJECT_DIR
+
+    monkeypatch.setenv("MEDFLOW_DUCKDB_THREADS", "1")
+    monkeypatch.setenv("MEDFLOW_WAREHOUSE_PATH", str(tmp_path / "wh.duckdb"))
+    shown = dbtRunner().invoke(["show", "--inline", "select current_setting('threads') as threads", "--quiet",
+                                "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+                                "--target-path", str(tmp_path / "target")])
+    assert shown.success, shown.exception
+    assert [tuple(row) for row in shown.result.results[0].agate_table.rows] == [(1,)]
