@@ -146,11 +146,12 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             touched.append((obj.source_file, checksum))
     unknown = [(k, c) for k, c, change in decided if change == "new" and k in known_partitions]
     if unknown and failed_files is not None:  # a run that failed (or stopped) after landing: run it again
-        unfinished = set(failed_files([k for k, _ in unknown], finished=True))
+        unfinished = failed_files([k for k, _ in unknown], finished=True)
         unknown = [(k, c) for k, c in unknown if k not in unfinished]
     loaded = loaded_files([k for k, _ in unknown]) if unknown and loaded_files is not None else {}
     summary["already loaded"] = [k for k, c in unknown if loaded.get(k) == (c, state[k][2])]
-    decided = [d for d in decided if d[0] not in set(summary["already loaded"])]
+    skipped = set(summary["already loaded"])
+    decided = [d for d in decided if d[0] not in skipped]
     failed = set(failed_files([k for k, _ in touched])) if touched and failed_files is not None else set()
     for source_file, checksum in touched:
         if source_file in failed:
