@@ -30,7 +30,9 @@ RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
          "amounts_out_of_order", "paid_amount_on_unpaid_status", "paid_before_service", "negative_amount",
          "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code",
-         "duplicate_line")  # the order of dbt's failed_rules list
+         "duplicate_line", "reversal_mismatch")  # the order of dbt's failed_rules list
+KEY = ["payer", "claim_id", "claim_line_number"]
+AMOUNTS = ["billed_amount", "allowed_amount", "paid_amount"]
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
 PROCEDURE_RE = r"(?:[0-9]{4}[0-9FTU]|[A-V][0-9]{4})"
 NUMBER_RE = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
@@ -295,12 +297,51 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
     if not parts:
         raise SystemExit(f"no landed files to read under {landing}")
     df = pd.concat(parts, ignore_index=True)
-    # row_number() over (partition by payer, claim_id, claim_line_number order by source_file, row) > 1:
+    # row_number() over (partition by source_file, payer, claim_id, claim_line_number order by row) > 1:
     # parts are already in (source_file, source_row_number) order, so "not the first" is duplicated().
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
-    df["duplicate_line"] = keyed & df.duplicated(["payer", "claim_id", "claim_line_number"], keep="first")
+    df["duplicate_line"] = keyed & df.duplicated(["source_file", *KEY], keep="first")
+    resolve_versions(df)
     df["failed_rule_count"] = df[list(RULES)].sum(axis=1)
     return df
+
+
+def resolve_versions(df: pd.DataFrame) -> None:
+    """A line's versions across files (dbt_project/macros/line_versions.sql): of the copies that broke no rule,
+    in landing order (here every file lands at once, so file name order), the last is the line; a reversal
+    takes back the latest earlier version that is not a reversal, and is reversal_mismatch (replacing
+    nothing) unless its amounts are exactly that version's, negated."""
+    df["reversal_mismatch"] = False
+    df["superseded"] = False
+    df["reverses_version"] = False
+    good = df.loc[~df[list(RULES[:-1])].any(axis=1), ["source_file", *KEY, "claim_status", *AMOUNTS]]
+    multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
+    if multi.empty:
+        return
+    reversal = multi["claim_status"] == "reversed"
+    # the amounts of the latest earlier version that is not a reversal: shifted one down, then carried on
+    taken = multi[AMOUNTS].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
+    taken = taken.groupby(KEY, sort=False)[AMOUNTS].shift(1).assign(**{k: multi[k] for k in KEY})
+    taken = taken.groupby(KEY, sort=False)[AMOUNTS].ffill()
+    found = taken["paid_amount"].notna().to_numpy(dtype=bool)
+    mirrored = np.logical_and.reduce([(multi[a] == -taken[a]).fillna(False).to_numpy(dtype=bool)
+                                      for a in AMOUNTS])
+    mismatch = reversal.to_numpy() & found & ~mirrored
+    versions = multi.loc[~mismatch]
+    later = versions.groupby(KEY, sort=False).cumcount(ascending=False).to_numpy() > 0
+    df.loc[multi.index[mismatch], "reversal_mismatch"] = True
+    df.loc[versions.index[later], "superseded"] = True
+    df.loc[multi.index[reversal.to_numpy() & found & ~mismatch], "reverses_version"] = True
+
+
+def current_lines(df: pd.DataFrame) -> pd.DataFrame:
+    """silver_claim_lines: the latest good version of each line; a reversal of an earlier version, netted
+    (amounts 0)."""
+    silver = df.loc[(df["failed_rule_count"] == 0) & ~df["superseded"]].copy()
+    netted = silver["reverses_version"]
+    for a in AMOUNTS:
+        silver[a] = silver[a].mask(netted, 0)
+    return silver.drop(columns=[*RULES, "superseded", "reverses_version"])
 
 
 def data_quality_log(df: pd.DataFrame) -> pd.DataFrame:
@@ -386,14 +427,16 @@ def main(argv: list[str] | None = None) -> int:
     df = validated(args.landing, contracts, settings.pii_key)
     failed = df["failed_rule_count"] > 0
     by_rule = data_quality_log(df).groupby("rule_id")["rows_failed"].sum()
-    gold = gold_tables(df.loc[~failed].drop(columns=list(RULES)))
+    silver = current_lines(df)
+    gold = gold_tables(silver)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, table in gold.items():
         table.to_csv(args.out / f"{name}.csv", index=False)
     m = gold["claims_monthly_summary"]
     paid = zip(m["payer"], m["service_month"], m["paid_amount"], strict=True)
     print(json.dumps({
-        "bronze_rows": len(df), "silver_rows": int((~failed).sum()), "quarantine_rows": int(failed.sum()),
+        "bronze_rows": len(df), "silver_rows": len(silver), "quarantine_rows": int(failed.sum()),
+        "superseded_rows": int(df["superseded"].sum()),
         "quarantine_by_rule": {r: int(by_rule[r]) for r in RULES if by_rule[r] > 0},
         "paid_by_payer_month": {f"{p}|{mo}": v for p, mo, v in paid},
         "seconds": round(time.perf_counter() - t0, 3),

@@ -106,11 +106,16 @@ def breakdown(m: Measured, targets: list[Path]) -> dict:
 
 def conservation(warehouse: Path) -> dict:
     con = duckdb.connect(str(warehouse), read_only=True)
-    b, s, q = con.execute("""SELECT (SELECT count(*) FROM bronze.bronze_claim_lines),
-        (SELECT count(*) FROM silver.silver_claim_lines), (SELECT count(*) FROM silver.silver_claims_quarantine)""").fetchone()
+    # superseded: good versions of a line that a later file's version replaced (none in the generated data)
+    b, s, v, q = con.execute("""SELECT (SELECT count(*) FROM bronze.bronze_claim_lines),
+        (SELECT count(*) FROM silver.silver_claim_lines),
+        (SELECT count(*) FROM silver.silver_claim_lines_validated WHERE len(failed_rules) = 0
+                                                                    AND superseded_by IS NOT NULL),
+        (SELECT count(*) FROM silver.silver_claims_quarantine)""").fetchone()
     paid = con.execute("SELECT sum(paid_amount) FROM gold.claims_monthly_summary").fetchone()[0]
     con.close()
-    return {"bronze": b, "silver": s, "quarantine": q, "conserved": b == s + q, "gold_paid": str(paid)}
+    return {"bronze": b, "silver": s, "superseded": v, "quarantine": q, "conserved": b == s + v + q,
+            "gold_paid": str(paid)}
 
 
 def run_medflow(work: Path, scale: str, landing: Path, i: int) -> tuple[dict, Path | None]:
@@ -207,7 +212,7 @@ def run_pandas(work: Path, scale: str, landing: Path, i: int, timeout_s: float) 
     if row["ok"]:
         out_json = json.loads(m.log_path.read_text().strip().splitlines()[-1])
         row.update({"bronze": out_json["bronze_rows"], "silver": out_json["silver_rows"],
-                    "quarantine": out_json["quarantine_rows"],
+                    "superseded": out_json["superseded_rows"], "quarantine": out_json["quarantine_rows"],
                     "gold_paid": str(sum(Decimal(v) for v in out_json["paid_by_payer_month"].values()))})
     else:
         tail = m.log_path.read_text(errors="replace")[-400:]

@@ -81,11 +81,14 @@ def check_result(result, name: str):
 
 
 def unconserved_files(warehouse: Path) -> list[tuple]:
-    """(file, bronze rows, silver + quarantined rows) of every file whose rows are not conserved."""
+    """(file, bronze rows, silver + superseded + quarantined rows) of every file whose rows are not conserved
+    (a superseded row is a good version of a line that a later file's version replaced)."""
     return query(warehouse, """
-        SELECT b.source_file, b.n, coalesce(s.n, 0) + coalesce(q.n, 0)
+        SELECT b.source_file, b.n, coalesce(s.n, 0) + coalesce(v.n, 0) + coalesce(q.n, 0)
         FROM (SELECT source_file, count(*) n FROM bronze.bronze_claim_lines GROUP BY 1) b
         LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claim_lines GROUP BY 1) s USING (source_file)
+        LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claim_lines_validated
+                   WHERE len(failed_rules) = 0 AND superseded_by IS NOT NULL GROUP BY 1) v USING (source_file)
         LEFT JOIN (SELECT source_file, count(*) n FROM silver.silver_claims_quarantine GROUP BY 1) q
           USING (source_file)
-        WHERE b.n <> coalesce(s.n, 0) + coalesce(q.n, 0)""")
+        WHERE b.n <> coalesce(s.n, 0) + coalesce(v.n, 0) + coalesce(q.n, 0)""")

@@ -5,7 +5,6 @@ import hashlib
 import shutil
 
 import dagster as dg
-import duckdb
 
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor
@@ -173,26 +172,6 @@ def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_
     assert query(wh, GOLD_SUMMARY) == gold_before
 
 
-def test_a_re_sent_file_with_other_bytes_is_quarantined_as_duplicates_not_double_counted(tmp_path):
-    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
-    generate(landing, 3000, seed=31, defect_rate=0.0, payers=["cascade"], manifest_dir=tmp_path / "m")
-    assert materialize_graph(landing, wh).success
-    paid_before = query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0]
-    # the same lines in reverse order: not a byte copy, so it passes landing and reaches silver
-    header, *lines = (landing / "cascade" / "cascade_claims_001.txt").read_text().splitlines()
-    (landing / "cascade" / "cascade_claims_001_resent.txt").write_text("\n".join([header, *lines[::-1]]) + "\n")
-    result = materialize_graph(landing, wh, partitions=["cascade/cascade_claims_001_resent.txt"])
-    assert check_result(result, "no_file_landed_twice").passed
-    # every row of the resent file duplicates an earlier line: quarantined, and the gate stops gold
-    n = query(wh, "SELECT count(*), count(*) FILTER (WHERE failed_rules = ['duplicate_line']) FROM "
-                  "silver.silver_claims_quarantine WHERE source_file = 'cascade/cascade_claims_001_resent.txt'")[0]
-    assert n[0] == n[1] == 3000
-    assert not result.success
-    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before
-    with duckdb.connect(str(wh), read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM silver.silver_claim_lines").fetchone()[0] == 3000
-
-
 def test_a_corrected_file_leaves_no_member_version_only_its_old_bytes_had(tmp_path):
     landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
     generate(landing, 4000, seed=51, defect_rate=0.0, payers=["northwind", "cascade"], manifest_dir=tmp_path / "m")
@@ -285,113 +264,3 @@ def test_the_quarantine_gate_keeps_gold_held_back_while_any_landed_file_is_over_
     assert withdrawn.success and check_result(withdrawn, "quarantine_rate_gate").passed
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated "
                      "WHERE source_file = 'northwind/northwind_bad2.csv'") == [(0,)]
-
-
-DUPLICATE_VERDICTS = """SELECT source_file, claim_id, claim_line_number, failed_rules, raw_service_date IS NOT NULL
-                        FROM silver.silver_claim_lines_validated
-                        WHERE (claim_id, claim_line_number) IN (SELECT (claim_id, claim_line_number)
-                               FROM silver.silver_claim_lines_validated WHERE source_file = ?)
-                        ORDER BY ALL"""
-
-
-def test_a_line_in_two_files_stays_in_silver_once_whatever_is_rerun_or_corrected(tmp_path):
-    """duplicate_line across files: the first copy by (ingested_at, file, row) is the line; every later copy is
-    quarantined, and a run for one file decides again for the other files' copies of its lines."""
-    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
-    [made] = generate(tmp_path / "gen", 400, seed=61, defect_rate=0.0, payers=["northwind"],
-                      manifest_dir=tmp_path / "m")
-    header, *rows = list(csv.reader(made.path.open(newline="")))
-    (landing / "northwind").mkdir(parents=True)
-    first, second = landing / "northwind" / "nw_001.csv", landing / "northwind" / "nw_002.csv"
-
-    def write(path, lines):
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows([header, *lines])
-
-    write(first, rows[:200])
-    write(second, rows[190:])  # its first 10 lines are the last 10 of nw_001.csv
-    instance = dg.DagsterInstance.ephemeral()
-    assert materialize_graph(landing, wh, instance=instance).success
-    shared = [(r[header.index("claim_id")], int(r[header.index("line_number")])) for r in rows[190:200]]
-    dup_2 = [("northwind/nw_002.csv", c, n, ["duplicate_line"], True) for c, n in shared]
-    kept_1 = [("northwind/nw_001.csv", c, n, [], False) for c, n in shared]
-
-    def verdicts():
-        return [r for r in query(wh, DUPLICATE_VERDICTS, ["northwind/nw_002.csv"]) if (r[1], r[2]) in shared]
-
-    assert sorted(verdicts()) == sorted(kept_1 + dup_2)
-    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(400,)]
-    lines_in_gold = "SELECT sum(lines) FROM gold.claims_monthly_summary"
-    assert query(wh, lines_in_gold) == [(400,)]
-
-    # 1. nw_001.csv rerun with the same bytes: its copies stay the line (they were first), nw_002's stay out
-    assert materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_001.csv"]).success
-    assert sorted(verdicts()) == sorted(kept_1 + dup_2)
-    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(400,)]
-    assert query(wh, lines_in_gold) == [(400,)]
-
-    # 2. nw_001.csv corrected without the 10 lines: nw_002's copies are the line now, and its quality log says so
-    #    (with the checksum of the rows silver holds, although a newer nw_002.csv has landed and not loaded yet)
-    loaded_002 = query(wh, "SELECT DISTINCT file_checksum FROM bronze.bronze_claim_lines "
-                           "WHERE source_file = 'northwind/nw_002.csv'")
-    write(second, rows[190:] + rows[:1])
-    assert materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_002.csv"],
-                             selection=[dg.AssetKey("landing_files")]).success
-    assert query(wh, "SELECT checksum FROM landing.landing_file_registry "
-                     "WHERE source_file = 'northwind/nw_002.csv'") != loaded_002
-    write(first, rows[:190])
-    result = materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_001.csv"])
-    assert result.success
-    assert query(wh, "SELECT DISTINCT file_checksum FROM silver.silver_data_quality_log "
-                     "WHERE source_file = 'northwind/nw_002.csv'") == loaded_002
-    write(second, rows[190:])  # back to the bytes silver holds
-    assert sorted(verdicts()) == [("northwind/nw_002.csv", c, n, [], False) for c, n in sorted(shared)]
-    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(400,)]
-    assert query(wh, "SELECT rows_failed, rows_quarantined FROM silver.silver_data_quality_log "
-                     "WHERE source_file = 'northwind/nw_002.csv' AND rule_id = 'duplicate_line'") == [(0, 0)]
-    assert query(wh, lines_in_gold) == [(400,)]
-    assert query(wh, "SELECT count(*) FROM landing.dq_log_recount") == [(0,)]
-    fresh = tmp_path / "fresh.duckdb"
-    assert materialize_graph(landing, fresh).success
-    gold = "SELECT * EXCLUDE (through_load_id) FROM gold.claims_monthly_summary ORDER BY ALL"
-    assert query(wh, gold) == query(fresh, gold)
-
-    # 3. nw_001.csv holds the 10 lines again, as new bytes (a version first seen now, so after nw_002.csv):
-    #    its copies are the duplicates
-    write(first, rows[:200])
-    assert materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_001.csv"]).success
-    assert sorted(verdicts()) == sorted([("northwind/nw_001.csv", c, n, ["duplicate_line"], True) for c, n in shared]
-                                        + [("northwind/nw_002.csv", c, n, [], False) for c, n in shared])
-    assert query(wh, lines_in_gold) == [(400,)]
-
-    # 4. nw_001.csv's version dated before nw_002.csv's (as for a file whose version was first seen earlier):
-    #    rerun, its copies are the line again and nw_002's become duplicates, with the raw text the
-    #    quarantine shows taken from bronze
-    with duckdb.connect(str(wh)) as con:
-        con.execute("UPDATE landing.landing_file_registry SET first_seen_at = first_seen_at - INTERVAL 1 DAY "
-                    "WHERE source_file = 'northwind/nw_001.csv'")
-    result = materialize_graph(landing, wh, instance=instance, partitions=["northwind/nw_001.csv"])
-    assert result.success
-    assert sorted(verdicts()) == sorted(kept_1 + dup_2)
-    assert query(wh, "SELECT rows_failed FROM silver.silver_data_quality_log "
-                     "WHERE source_file = 'northwind/nw_002.csv' AND rule_id = 'duplicate_line'") == [(10,)]
-    raw = query(wh, "SELECT q.service_date, b.service_date FROM silver.silver_claims_quarantine q "
-                    "JOIN bronze.bronze_claim_lines b USING (source_file, source_row_number) "
-                    "WHERE q.source_file = 'northwind/nw_002.csv'")
-    assert len(raw) == 10 and all(q == b and q for q, b in raw)
-    assert query(wh, lines_in_gold) == [(400,)]
-    assert unconserved_files(wh) == []
-
-    # 5. one run over both files: nw_001.csv without the 10 lines, nw_002.csv's new version rejected (a broken
-    #    header). nw_002 keeps its loaded rows, and its copies are the line now: its quality log is counted
-    #    again although landing did not accept the file in this run
-    write(first, rows[:190])
-    second.write_text("not,the,header\n1,2,3\n")
-    result = materialize_graph(landing, wh, instance=instance,
-                               partitions=["northwind/nw_001.csv", "northwind/nw_002.csv"])
-    assert query(wh, "SELECT status FROM landing.landing_file_registry "
-                     "WHERE source_file = 'northwind/nw_002.csv'") == [("rejected",)]
-    assert sorted(verdicts()) == [("northwind/nw_002.csv", c, n, [], False) for c, n in sorted(shared)]
-    assert query(wh, "SELECT rows_checked, rows_failed FROM silver.silver_data_quality_log "
-                     "WHERE source_file = 'northwind/nw_002.csv' AND rule_id = 'duplicate_line'") == [(210, 0)]
-    assert query(wh, lines_in_gold) == [(400,)]

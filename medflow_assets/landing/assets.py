@@ -27,8 +27,11 @@ CREATE SCHEMA IF NOT EXISTS landing;
 CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
   source_file VARCHAR PRIMARY KEY, payer VARCHAR NOT NULL, path VARCHAR NOT NULL, size_bytes BIGINT,
   checksum VARCHAR, header_json VARCHAR, status VARCHAR NOT NULL, error VARCHAR,
-  first_seen_at TIMESTAMP NOT NULL, checked_at TIMESTAMP NOT NULL
+  first_seen_at TIMESTAMP NOT NULL, checked_at TIMESTAMP NOT NULL, first_landed_at TIMESTAMP
 );
+-- first_landed_at: when a file of this name first landed, kept through its corrections (the order of a
+-- line's versions across files, macros/line_versions.sql); added after the first registries
+ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS first_landed_at TIMESTAMP;
 CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contract_json VARCHAR NOT NULL);
 """
 
@@ -61,8 +64,10 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
         CREATE OR REPLACE TEMP TABLE merged AS
         SELECT s.*, CASE WHEN r.checksum IS NOT DISTINCT FROM s.checksum THEN r.first_seen_at
                          ELSE coalesce(?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) END AS first_seen_at,
-               now()::TIMESTAMP AS checked_at
-        FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""", [seen_at])
+               now()::TIMESTAMP AS checked_at,
+               coalesce(r.first_landed_at, r.first_seen_at,
+                        ?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) AS first_landed_at
+        FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""", [seen_at, seen_at])
     # `held`: the registry already holds these bytes under this name as an accepted file.
     copies = dict(con.execute(f"""
         WITH candidates AS (

@@ -128,6 +128,11 @@ class SilverClaimLinesValidated(_Lineage):
     def rule_list_present(cls, data):
         return data.table.failed_rules.notnull()
 
+    @pa.dataframe_check
+    def only_good_lines_are_superseded(cls, data):
+        t = data.table
+        return t.superseded_by.isnull() | (t.failed_rules.length() == 0)
+
 
 class SilverMembers(pa.DataFrameModel):
     payer: dt.String = Field(nullable=False)
@@ -160,11 +165,13 @@ class SilverDataQualityLog(pa.DataFrameModel):
     rows_checked: dt.Int64 = Field(nullable=False, ge=0)
     rows_failed: dt.Int64 = Field(nullable=False, ge=0)
     rows_quarantined: dt.Int64 = Field(nullable=False, ge=0)
+    rows_superseded: dt.Int64 = Field(nullable=False, ge=0)
 
     @pa.dataframe_check
     def failures_within_rows_checked(cls, data):
         t = data.table
-        return (t.rows_failed <= t.rows_quarantined) & (t.rows_quarantined <= t.rows_checked)
+        return (t.rows_failed <= t.rows_quarantined) & (
+            t.rows_quarantined + t.rows_superseded <= t.rows_checked)
 
     class Config:
         strict = False

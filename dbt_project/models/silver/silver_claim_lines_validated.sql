@@ -1,11 +1,13 @@
 {#- Every bronze row parsed with its payer's contract, the member replaced by a keyed pseudonym, and the
     list of rules it broke. This is the one physical silver table of claim lines: silver_claim_lines (no
-    broken rule) and silver_claims_quarantine (some) are views that cut it in two, so bronze rows = silver
-    rows + quarantined rows by construction. No clear PII is kept here; the member's other pseudonyms
-    (name, email, phone, SSN) are computed once per distinct member in silver_members. -#}
+    broken rule, the latest version of each line) and silver_claims_quarantine (some) are views over it,
+    and the earlier versions of a line sent again in a later file stay here, marked superseded_by that file
+    (macros/line_versions.sql), so bronze rows = silver rows + superseded versions + quarantined rows by
+    construction. No clear PII is kept here; the member's other pseudonyms (name, email, phone, SSN) are
+    computed once per distinct member in silver_members. -#}
 {{ config(materialized='incremental', incremental_strategy='append',
           pre_hook=["{{ remember_run_lines() }}", "{{ replace_run_files(selected_files()) }}"],
-          post_hook="{{ recheck_duplicate_lines() }}") }}
+          post_hook="{{ resolve_line_versions() }}") }}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
 {#- The run's rows, read once per use from bronze (columnar: each use reads only its columns). -#}
@@ -58,42 +60,23 @@ parsed as (
   from {{ run_rows }} b
   left join member_keys mk on mk.member_ref = upper(member_id)
 ),
-{#- duplicate_line: the same payer + claim id + line came earlier, by (ingested_at, source_file,
-    source_row_number), in this run's files or in a file already loaded (macros/duplicates.sql: its hooks
-    decide again for the other files' copies). Found from the key columns alone: a window over every column
-    would sort the whole table (it cost 20 of 57 s at 10M). -#}
-run_keys as (
-  select payer, {{ claim_id_expr }} as claim_id, {{ line_expr }} as claim_line_number,
-         ingested_at, source_file, source_row_number
-  from {{ run_rows }} b
-),
+{#- duplicate_line: the same payer + claim id + line came earlier in the same file. A copy in another file is
+    a version of the line, not a duplicate: macros/line_versions.sql (this model's post-hook) keeps the
+    latest version in silver_claim_lines and marks the earlier ones superseded. Found from the key columns
+    alone: a window over every column would sort the whole table (it cost 20 of 57 s at 10M). -#}
 later_lines as (
-  {#- every row after the first of its key in the run (a window over the key columns alone) -#}
   select source_file, source_row_number
-  from run_keys
+  from (select payer, source_file, source_row_number, {{ claim_id_expr }} as claim_id,
+               {{ line_expr }} as claim_line_number
+        from {{ run_rows }} b)
   where claim_id is not null and claim_line_number is not null
-  qualify row_number() over (partition by payer, claim_id, claim_line_number
-                             order by ingested_at, source_file, source_row_number) > 1
-),
-loaded_before as (
-  {#- the first copy of each of the run's lines in the files already loaded -#}
-  {%- if is_incremental() %}
-  select t.payer, t.claim_id, t.claim_line_number, min({'at': t.ingested_at, 'file': t.source_file}) as first_copy
-  from {{ this }} t
-  semi join run_keys n using (payer, claim_id, claim_line_number)
-  where t.source_file not in {{ selected_files() }}
-  group by all
-  {%- else %}
-  select payer, claim_id, claim_line_number, {'at': ingested_at, 'file': source_file} as first_copy
-  from run_keys where false
-  {%- endif %}
+  qualify row_number() over (partition by source_file, payer, claim_id, claim_line_number
+                             order by source_row_number) > 1
 ),
 flagged as (
-  select p.*,
-    d.source_file is not null or l.first_copy < {'at': p.ingested_at, 'file': p.source_file} as is_duplicate
+  select p.*, d.source_file is not null as is_duplicate
   from parsed p
   left join later_lines d using (source_file, source_row_number)
-  left join loaded_before l using (payer, claim_id, claim_line_number)
 ),
 ruled as (
 select
@@ -135,7 +118,12 @@ select
          then 'invalid_denial_reason_code' end,
     case when claim_id is not null and claim_line_number is not null and is_duplicate
          then 'duplicate_line' end
-  ], r -> r is not null) as failed_rules
+    {#- reversal_mismatch is added by the post-hook, which sees the line's other versions -#}
+  ], r -> r is not null) as failed_rules,
+  {#- set by the post-hook: the file of the next (later) version of this line; for a reversal, the file of
+      the version it takes back -#}
+  cast(null as varchar) as superseded_by,
+  cast(null as varchar) as reverses
 from flagged
 )
 {#- The raw text is what the quarantine shows; a row that broke no rule does not keep it (at 10M lines,

@@ -6,18 +6,20 @@
     the one it reflects (macros/gold_refresh.sql). -#}
 {{ config(materialized='incremental', incremental_strategy='append',
           pre_hook="{{ replace_run_files(files_to_count()) }}", post_hook="{{ forget_recounted_files() }}") }}
-{#- the run's files, and files whose duplicate lines the run decided again (macros/duplicates.sql) -#}
+{#- the run's files, and files whose line versions the run decided again (macros/line_versions.sql) -#}
 {%- set counted = files_to_count() %}
 with validated as (
   select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ counted }}
 ),
 {#- every accepted file of the run, also one without data rows (rows_checked 0): its load is recorded #}
 files as (
-  {#- the checksum of the rows silver holds (a file recounted for its duplicates may have a newer version
+  {#- the checksum of the rows silver holds (a file recounted for its line versions may have a newer version
       landed and not loaded yet); the registry's for a file without rows -#}
   select r.payer, r.source_file, coalesce(any_value(v.file_checksum), any_value(r.checksum)) as file_checksum,
          count(v.source_file) as rows_checked,
-         count(*) filter (where len(v.failed_rules) > 0) as rows_quarantined
+         count(*) filter (where len(v.failed_rules) > 0) as rows_quarantined,
+         {#- good lines a later file's version of the line replaced (macros/line_versions.sql) -#}
+         count(*) filter (where len(v.failed_rules) = 0 and v.superseded_by is not null) as rows_superseded
   from {{ source('landing', 'landing_file_registry') }} r
   left join validated v using (source_file)
   where r.source_file in {{ counted }}
@@ -34,7 +36,7 @@ failures as (
 )
 select
   f.payer, f.source_file, f.file_checksum, r.rule_id, r.description as rule_description,
-  f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined,
+  f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined, f.rows_superseded,
   {% if is_incremental() -%}
   (select greatest(coalesce(max({{ column_or_null(this, 'load_id', 'bigint') }}), 0) + 1,
                    epoch_us(get_current_timestamp())) from {{ this }})

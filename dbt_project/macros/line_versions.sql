@@ -1,0 +1,162 @@
+{#- Versions of a line across files ("adjustments resolve", DESIGN section 3). A line is payer + claim id +
+    line number. A second copy in the same file is quarantined as duplicate_line (the model decides that).
+    A copy in another file is a version of the line: a payer's adjustment, reversal or finished
+    adjudication sent in a later file. Of the copies that broke no rule, ordered by when their file first
+    landed under its name (landing.landing_file_registry.first_landed_at, kept through the file's
+    corrections; then the file name):
+    - the latest is the line: it alone is in silver_claim_lines and gold;
+    - each earlier one stays in silver_claim_lines_validated with superseded_by = the next version's file
+      (counted as rows_superseded in the data-quality log, never quarantined: it was a good line);
+    - a reversal takes back the latest earlier version that is not a reversal (`reverses` = its file). It
+      must take back exactly that version's amounts (billed, allowed and paid negated), else it is
+      quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows such a reversal with
+      amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0.
+      A reversal of a line no file in the warehouse holds (or a re-sent copy of one) keeps its own negative
+      amounts, as before. Comparing with the last version that is not a reversal, rather than the version
+      just before, keeps a re-sent reversal a reversal of the same line.
+    A copy that broke a rule of its own never replaces a good one.
+    resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
+    the lines the run's files hold now or held before the run: a corrected file that no longer holds a line
+    gives it back to the version before. On a first load or a run over every landed file it looks at every
+    line held more than once. Files whose rows change this way are listed in landing.dq_log_recount;
+    silver_data_quality_log counts them again in the same dbt invocation and empties the list (a failed
+    invocation leaves it for the next one). -#}
+
+{% macro recount_table() -%}landing.dq_log_recount{%- endmacro %}
+
+{#- Bronze fields whose raw text the quarantine shows (as raw_<field>; no PII among these). -#}
+{% macro quarantine_raw_fields() -%}
+{{ return(['claim_line_number', 'service_date', 'paid_date', 'billed_amount', 'allowed_amount', 'paid_amount',
+           'claim_status', 'diagnosis_code']) }}
+{%- endmacro %}
+
+{#- The lines (keys) the run's files hold in this table. -#}
+{% macro run_lines() -%}
+select distinct payer, claim_id, claim_line_number from {{ this }}
+where source_file in {{ selected_files() }} and claim_id is not null and claim_line_number is not null
+{%- endmacro %}
+
+{#- Pre-hook, before replace_run_files(): the lines the run's files held before this run. -#}
+{% macro remember_run_lines() -%}
+{%- if is_incremental() and not run_covers_every_file() -%}
+create or replace temp table medflow_run_lines as
+{{ run_lines() }}
+{%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook: the run's lines now, then every copy of the lines held before or now ranked again; rows whose
+    verdict changed are updated. A row that becomes rejected (reversal_mismatch) gets the raw text the
+    quarantine shows from bronze; a row accepted again keeps none (as the model stores accepted rows). -#}
+{% macro resolve_line_versions() -%}
+{%- set raw_fields = quarantine_raw_fields() -%}
+{%- set partial = is_incremental() and not run_covers_every_file() -%}
+{%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file" -%}
+{%- if partial -%}
+insert into medflow_run_lines {{ run_lines() }};
+{%- endif %}
+create or replace temp table medflow_version_changes as
+with copies as (
+  select t.source_file, t.source_row_number, t.payer, t.claim_id, t.claim_line_number, t.claim_status,
+         t.billed_amount, t.allowed_amount, t.paid_amount, t.superseded_by, t.reverses,
+         list_contains(t.failed_rules, 'reversal_mismatch') as was_mismatch,
+         len(list_filter(t.failed_rules, r -> r <> 'reversal_mismatch')) = 0 as candidate,
+         coalesce(r.first_landed_at, r.first_seen_at, t.ingested_at) as landed
+  from {{ this }} t
+  left join {{ source('landing', 'landing_file_registry') }} r on r.source_file = t.source_file
+  where (t.payer, t.claim_id, t.claim_line_number) in (
+  {%- if partial %}
+    select (payer, claim_id, claim_line_number) from medflow_run_lines
+  {%- else %}
+    {#- every line held more than once (a group over the accepted rows' keys) -#}
+    select (payer, claim_id, claim_line_number) from {{ this }}
+    where len(failed_rules) = 0 group by all having count(*) > 1
+  {%- endif %})
+),
+taken_back as (
+  {#- for a reversal: the latest earlier version that is not a reversal (reversals are skipped, so whether
+      another reversal matched does not matter) -#}
+  select *,
+    {%- for col in ['source_file', 'billed_amount', 'allowed_amount', 'paid_amount'] %}
+    last_value(case when claim_status <> 'reversed' then {{ col }} end ignore nulls) over (
+      {{ order }} rows between unbounded preceding and 1 preceding) as taken_{{ col }}{{ "," if not loop.last }}
+    {%- endfor %}
+  from copies where candidate
+),
+checked as (
+  select source_file, source_row_number,
+         case when claim_status = 'reversed' then taken_source_file end as reverses,
+         claim_status = 'reversed' and taken_source_file is not null
+           and not (billed_amount = -taken_billed_amount and allowed_amount = -taken_allowed_amount
+                    and paid_amount = -taken_paid_amount) as mismatch
+  from taken_back
+),
+versions as (
+  select source_file, source_row_number, lead(source_file) over w as superseded_by
+  from copies join checked using (source_file, source_row_number)
+  where not mismatch
+  window w as ({{ order }})
+),
+decided as (
+  select c.source_file, c.source_row_number, c.was_mismatch, c.superseded_by as was_superseded_by,
+         c.reverses as was_reverses, coalesce(k.mismatch, false) as mismatch, v.superseded_by,
+         case when not k.mismatch then k.reverses end as reverses
+  from copies c
+  left join checked k using (source_file, source_row_number)
+  left join versions v using (source_file, source_row_number)
+)
+select d.source_file, d.source_row_number, d.mismatch, d.superseded_by, d.reverses,
+  {%- for field in raw_fields %}
+  b.{{ field }} as bronze_{{ field }}{{ "," if not loop.last }}
+  {%- endfor %}
+from decided d
+join {{ ref('bronze_claim_lines') }} b using (source_file, source_row_number)
+where d.mismatch <> d.was_mismatch or d.superseded_by is distinct from d.was_superseded_by
+   or d.reverses is distinct from d.was_reverses;
+{#- only a row that broke no rule of its own changes: its rule list is [] or ['reversal_mismatch'] -#}
+update {{ this }} t set
+  failed_rules = case when c.mismatch then ['reversal_mismatch'] else cast([] as varchar[]) end,
+  superseded_by = c.superseded_by,
+  reverses = c.reverses,
+  {%- for field in raw_fields %}
+  raw_{{ field }} = case when c.mismatch then c.bronze_{{ field }} end{{ "," if not loop.last }}
+  {%- endfor %}
+from medflow_version_changes c
+where t.source_file = c.source_file and t.source_row_number = c.source_row_number;
+create table if not exists {{ recount_table() }} (source_file varchar);
+{%- if is_incremental() %}
+insert into {{ recount_table() }} select distinct source_file from medflow_version_changes
+where source_file not in {{ selected_files() }};
+{%- endif %}
+drop table medflow_version_changes
+{%- if partial -%}
+;
+drop table medflow_run_lines
+{%- endif -%}
+{%- endmacro %}
+
+{#- The files silver_data_quality_log counts: the run's accepted files; the run's other files that have
+    rows in silver (a file rejected since, or gone from the zone, keeps its last good rows, and the run
+    decided their versions again); and the files whose rows resolve_line_versions() changed. -#}
+{% macro files_to_count() -%}
+{%- set recount = none -%}
+{%- if not (execute and is_incremental()) -%}
+{#- a first build: a file landing rejected has no rows -#}
+{{ accepted_run_files() }}
+{%- else -%}
+  {%- set found = run_query("select count(*) from information_schema.tables where table_schema = 'landing' "
+                            ~ "and table_name = 'dq_log_recount'") -%}
+  {%- if found.columns[0].values()[0] > 0 -%}{%- set recount = recount_table() -%}{%- endif -%}
+(select source_file from {{ accepted_run_files() }} accepted
+ union select distinct source_file from {{ ref('silver_claim_lines_validated') }}
+       where source_file in {{ selected_files() }}
+ {%- if recount is not none %}
+ union select source_file from {{ recount }}
+ {%- endif %})
+{%- endif -%}
+{%- endmacro %}
+
+{#- Post-hook of silver_data_quality_log: the files it just counted again are off the list. -#}
+{% macro forget_recounted_files() -%}
+create table if not exists {{ recount_table() }} (source_file varchar);
+delete from {{ recount_table() }}
+{%- endmacro %}

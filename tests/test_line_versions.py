@@ -1,0 +1,201 @@
+"""A line sent again in a later file is a new version of it ("adjustments resolve", DESIGN section 3;
+dbt_project/macros/line_versions.sql): the latest good version is the line, the earlier ones are superseded,
+a reversal nets against the version it takes back, and every rerun or correction decides it again."""
+
+import csv
+from decimal import Decimal
+
+import dagster as dg
+
+from medflow_assets.landing.contracts import load_contracts
+from medflow_assets.settings import CONTRACTS_DIR, DEV_PII_KEY
+from medflow_assets.synth.generator import generate
+from tests.helpers import check_result, materialize_graph, query, unconserved_files
+
+NW1, NW2 = "northwind/nw_001.csv", "northwind/nw_002.csv"
+VERDICTS = """SELECT source_file, claim_id, claim_line_number, failed_rules, superseded_by, reverses
+              FROM silver.silver_claim_lines_validated ORDER BY claim_id, claim_line_number, source_file"""
+GOLD = ["SELECT * EXCLUDE (through_load_id) FROM gold.claims_monthly_summary ORDER BY ALL",
+        "SELECT * EXCLUDE (through_load_id) FROM gold.claims_approval_funnel ORDER BY ALL",
+        "SELECT * FROM gold.provider_performance ORDER BY ALL"]
+SILVER = "SELECT * EXCLUDE (ingested_at) FROM silver.silver_claim_lines ORDER BY ALL"
+
+
+def _money(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def _fmt(value: Decimal) -> str:
+    return f"{value:.2f}"
+
+
+def _scenario(tmp_path):
+    """nw_001.csv: 120 clean lines. nw_002.csv, landed later: versions of 12 of them and 30 new lines."""
+    [made] = generate(tmp_path / "gen", 150, seed=71, defect_rate=0.0, payers=["northwind"],
+                      manifest_dir=tmp_path / "m")
+    header, *rows = list(csv.reader(made.path.open(newline="")))
+    col = {name: header.index(name) for name in header}
+    original, new = rows[:120], rows[120:]
+
+    def paying(r):
+        return r[col["status"]] in ("paid", "adjusted") and _money(r[col["paid_amount"]]) > 0
+
+    payers = [r for r in original if paying(r)]
+    assert len(payers) >= 12
+    adjusted, reversed_ok, reversed_bad, broken = payers[:5], payers[5:8], payers[8:10], payers[10:12]
+
+    def version(r, **change):
+        v = list(r)
+        for field, value in change.items():
+            v[col[field]] = value
+        return v
+
+    def negated(r, field):
+        return _fmt(-_money(r[col[field]]))
+
+    second = (
+        [version(r, status="adjusted", paid_amount=_fmt(_money(r[col["paid_amount"]]) / 2)) for r in adjusted]
+        + [version(r, status="reversed", billed_amount=negated(r, "billed_amount"),
+                   allowed_amount=negated(r, "allowed_amount"), paid_amount=negated(r, "paid_amount"))
+           for r in reversed_ok]
+        # takes back less than was paid: not a reversal of this version
+        + [version(r, status="reversed", billed_amount=negated(r, "billed_amount"),
+                   allowed_amount=negated(r, "allowed_amount"), paid_amount="-0.01") for r in reversed_bad]
+        # a version that breaks a rule of its own never replaces a good line
+        + [version(r, status="adjusted", service_date="2024-02-30") for r in broken]
+        + new)
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+
+    def write(name, lines):
+        with (landing / name).open("w", newline="") as f:
+            csv.writer(f).writerows([header, *lines])
+
+    write(NW1, original)
+    write(NW2, second)
+    key = {"adjusted": adjusted, "reversed_ok": reversed_ok, "reversed_bad": reversed_bad, "broken": broken}
+    keys = {k: [(r[col["claim_id"]], int(r[col["line_number"]])) for r in v] for k, v in key.items()}
+    return landing, write, header, original, second, keys
+
+
+def _expected(keys, original_keys):
+    """(file, claim, line, failed_rules, superseded_by, reverses) of every row, from the scenario alone."""
+    rows = []
+    for c, n in original_keys:
+        if (c, n) in keys["adjusted"]:
+            rows += [(NW1, c, n, [], NW2, None), (NW2, c, n, [], None, None)]
+        elif (c, n) in keys["reversed_ok"]:
+            rows += [(NW1, c, n, [], NW2, None), (NW2, c, n, [], None, NW1)]
+        elif (c, n) in keys["reversed_bad"]:
+            rows += [(NW1, c, n, [], None, None), (NW2, c, n, ["reversal_mismatch"], None, None)]
+        elif (c, n) in keys["broken"]:
+            rows += [(NW1, c, n, [], None, None), (NW2, c, n, ["invalid_service_date"], None, None)]
+        else:
+            rows.append((NW1, c, n, [], None, None))
+    return rows
+
+
+def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero(tmp_path):
+    landing, write, header, original, second, keys = _scenario(tmp_path)
+    col = {name: header.index(name) for name in header}
+    original_keys = [(r[col["claim_id"]], int(r[col["line_number"]])) for r in original]
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    paid_before = query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0]
+
+    result = materialize_graph(landing, wh, instance=instance, partitions=[NW2])
+
+    assert result.success
+    new_keys = [(r[col["claim_id"]], int(r[col["line_number"]])) for r in second[12:]]
+    expected = _expected(keys, original_keys) + [(NW2, c, n, [], None, None) for c, n in new_keys]
+    assert query(wh, VERDICTS) == sorted(expected, key=lambda r: (r[1], r[2], r[0]))
+    # silver holds each line once: its latest good version
+    assert query(wh, "SELECT count(*), count(DISTINCT (claim_id, claim_line_number)) "
+                     "FROM silver.silver_claim_lines") == [(150, 150)]
+    # gold pays the adjusted amounts, 0 for the lines reversed, and the original for the rejected versions
+    by_key = {(r[col["claim_id"]], int(r[col["line_number"]])): r for r in original}
+    change = (sum(_money(r[col["paid_amount"]]) for r in second[:5])
+              - sum(_money(by_key[k][col["paid_amount"]]) for k in keys["adjusted"] + keys["reversed_ok"]))
+    new_paid = sum(_money(r[col["paid_amount"]]) for r in second[12:]
+                   if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == (
+        paid_before + change + new_paid)
+    reversed_now = query(wh, "SELECT claim_id, claim_line_number, claim_status, billed_amount, allowed_amount, "
+                             "paid_amount, reverses FROM silver.silver_claim_lines WHERE claim_status = 'reversed' "
+                             "AND reverses IS NOT NULL ORDER BY 1, 2")
+    assert reversed_now == [(c, n, "reversed", 0, 0, 0, NW1) for c, n in sorted(keys["reversed_ok"])]
+    # the quality log: nw_001's replaced lines are superseded, not quarantined; nw_002's bad versions are
+    assert query(wh, "SELECT source_file, max(rows_checked), max(rows_quarantined), max(rows_superseded), "
+                     "sum(rows_failed) FILTER (WHERE rule_id = 'reversal_mismatch') "
+                     "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [
+        (NW1, 120, 0, 8, 0), (NW2, 42, 4, 0, 2)]
+    assert unconserved_files(wh) == []
+    # the quarantine shows a mismatched reversal's text as landed
+    assert sorted(query(wh, "SELECT claim_id, paid_amount FROM silver.silver_claims_quarantine "
+                            "WHERE failed_rules = ['reversal_mismatch']")) == sorted(
+        (c, "-0.01") for c, _ in keys["reversed_bad"])
+    # 4 of 42 rows quarantined: within northwind's 10%
+    assert check_result(result, "quarantine_rate_gate").passed
+    silver_now, gold_now = query(wh, SILVER), [query(wh, g) for g in GOLD]
+
+    # a warehouse built from both files in one run decides the same (nw_001.csv sorts first)
+    fresh = tmp_path / "fresh.duckdb"
+    assert materialize_graph(landing, fresh).success
+    assert query(fresh, VERDICTS) == query(wh, VERDICTS)
+    assert query(fresh, SILVER) == silver_now and [query(fresh, g) for g in GOLD] == gold_now
+
+    # the pandas peer (benchmarks/) resolves the versions the same way
+    from benchmarks.pandas_peer import RULES, validated
+    peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
+    got = {(r[0], r[1], r[2]): (r[3], r[4] is not None) for r in query(wh, VERDICTS)}
+    assert {(r["source_file"], r["claim_id"], int(r["claim_line_number"])):
+            ([x for x in RULES if r[x]], bool(r["superseded"])) for _, r in peer.iterrows()} == got
+
+    # nw_001.csv corrected (one line it alone holds gets another department): it landed first under its
+    # name, so its versions stay the earlier ones; only its own rows are replaced
+    versioned = {k for v in keys.values() for k in v}
+    plain = next(r for r in original if (r[col["claim_id"]], int(r[col["line_number"]])) not in versioned)
+    plain[col["department"]] = "cardiology" if plain[col["department"]] != "cardiology" else "oncology"
+    write(NW1, original)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    assert query(wh, VERDICTS) == sorted(expected, key=lambda r: (r[1], r[2], r[0]))
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(150,)]
+
+    # nw_002.csv corrected without its versions of the old lines: nw_001's versions are the lines again,
+    # and nw_001's quality log is counted again
+    write(NW2, second[12:])
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, VERDICTS) == sorted([(NW1, c, n, [], None, None) for c, n in original_keys]
+                                         + [(NW2, c, n, [], None, None) for c, n in new_keys],
+                                         key=lambda r: (r[1], r[2], r[0]))
+    assert query(wh, "SELECT DISTINCT rows_superseded FROM silver.silver_data_quality_log "
+                     "WHERE source_file = ?", [NW1]) == [(0,)]
+    assert query(wh, "SELECT count(*) FROM landing.dq_log_recount") == [(0,)]
+    fresh2 = tmp_path / "fresh2.duckdb"
+    assert materialize_graph(landing, fresh2).success
+    assert query(wh, SILVER) == query(fresh2, SILVER)
+    assert [query(wh, g) for g in GOLD] == [query(fresh2, g) for g in GOLD]
+    assert unconserved_files(wh) == []
+
+
+def test_a_re_sent_file_with_other_bytes_replaces_its_lines_and_counts_nothing_twice(tmp_path):
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    generate(landing, 3000, seed=31, defect_rate=0.0, payers=["cascade"], manifest_dir=tmp_path / "m")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    gold_before = [query(wh, g) for g in GOLD]
+    # the same lines in reverse order: not a byte copy, so it passes landing and reaches silver
+    header, *lines = (landing / "cascade" / "cascade_claims_001.txt").read_text().splitlines()
+    resent = "cascade/cascade_claims_001_resent.txt"
+    (landing / resent).write_text("\n".join([header, *lines[::-1]]) + "\n")
+
+    result = materialize_graph(landing, wh, instance=instance, partitions=[resent])
+
+    assert result.success and check_result(result, "no_file_landed_twice").passed
+    # every line of the original is superseded by its copy in the later file: silver and gold hold each once
+    assert query(wh, "SELECT source_file, count(*) FROM silver.silver_claim_lines GROUP BY 1") == [(resent, 3000)]
+    assert query(wh, "SELECT max(rows_superseded), max(rows_quarantined) FROM silver.silver_data_quality_log "
+                     "WHERE source_file = 'cascade/cascade_claims_001.txt'") == [(3000, 0)]
+    assert [query(wh, g) for g in GOLD] == gold_before
+    assert unconserved_files(wh) == []
