@@ -13,6 +13,7 @@ benchmarks/results/<name>.json and a markdown table to benchmarks/results/<name>
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
@@ -183,6 +184,64 @@ def run_incremental(work: Path, scale: str, landing: Path, i: int) -> dict:
     return row
 
 
+def write_adjustments(source: Path, dest: Path, lines: int) -> dict:
+    """A cascade file that sends the first `lines` lines of `source` again, as a payer's adjustment file:
+    of the paid lines, four in five adjusted (half the payment) and one in five reversed (every amount
+    negated); every other line (denied, pending, planted defects) sent again unchanged."""
+    with source.open(newline="") as f_in, dest.open("w", newline="") as f_out:
+        rows = csv.reader(f_in, delimiter="|")
+        out = csv.writer(f_out, delimiter="|", lineterminator="\n")
+        header = next(rows)
+        out.writerow(header)
+        col = {name: i for i, name in enumerate(header)}
+        amounts = [col["BILL_AMT_CENTS"], col["ALLOW_AMT_CENTS"], col["PAID_AMT_CENTS"]]
+        counts = {"lines": 0, "adjusted": 0, "reversed": 0}
+        for n, row in enumerate(rows):
+            if n >= lines:
+                break
+            counts["lines"] += 1
+            # (a paid line whose amounts are out of order stays as it was: silver rejected it, and its new
+            # version must be rejected too, or it would add a line)
+            if row[col["STAT_CD"]] == "P" and all(row[i].isdigit() for i in amounts) and (
+                    int(row[amounts[2]]) <= int(row[amounts[1]]) <= int(row[amounts[0]])):
+                if n % 5:
+                    row[col["STAT_CD"]], row[col["PAID_AMT_CENTS"]] = "A", str(int(row[col["PAID_AMT_CENTS"]]) // 2)
+                    counts["adjusted"] += 1
+                else:
+                    row[col["STAT_CD"]] = "R"
+                    for i in amounts:
+                        row[i] = str(-int(row[i])) if int(row[i]) else "0"
+                    counts["reversed"] += 1
+            out.writerow(row)
+    return counts
+
+
+def run_adjustments(work: Path, scale: str, landing: Path, i: int) -> dict:
+    """A 100K-line adjustment file (write_adjustments) landed on top of this scale's warehouse: the run for its
+    partition alone, every line a later version of one already loaded (dbt_project/macros/line_versions.sql)."""
+    wh_dir = work / scale / "medflow"
+    warehouse = wh_dir / "medflow.duckdb"
+    env = _env(landing, warehouse, wh_dir / "dagster_home")
+    before = conservation(warehouse)
+    dst = landing / "cascade" / f"cascade_adjustments{i}.txt"
+    made = write_adjustments(min((landing / "cascade").glob("*.txt")), dst, 100_000)
+    key = f"cascade/{dst.name}"
+    try:
+        subprocess.run([PY, "-c", ADD_PARTITION, key], env=env, cwd=ROOT, check=True)
+        m = run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "--partition", key, "-m",
+                          "medflow_assets.definitions"], work / "logs" / f"adjustments-{scale}-{i}.log", env=env,
+                         cwd=ROOT)
+    finally:
+        dst.unlink()
+    row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3), **made}
+    if row["ok"]:
+        after = conservation(warehouse)
+        row.update(after)
+        # every line was loaded before: silver holds as many lines, each once
+        row["lines_unchanged"] = after["silver"] == before["silver"]
+    return row
+
+
 def _step_order(target: Path) -> int:
     return 0 if "bronze_silver" in target.name else 1
 
@@ -265,6 +324,16 @@ def summarize(results: dict) -> str:
             iw, mw = median(inc, "wall_s"), median(r["medflow"], "wall_s")
             lines.append(f"| {scale} | {iw} | {median(inc, 'peak_gib')} | {mw} | "
                          f"{f'{iw / mw:.1%}' if iw and mw else '-'} |")
+    adj = {scale: r["adjustments"] for scale, r in results["scales"].items() if r.get("adjustments")}
+    if adj:
+        lines += ["", ("Adjustments: 100K lines of a landed file sent again (paid lines adjusted or reversed) on top "
+                  "of the warehouse (medians):"), "",
+                  "| scale | wall s | peak GiB | adjusted | reversed | superseded rows | silver lines unchanged |",
+                  "|---|---|---|---|---|---|---|"]
+        for scale, rows in adj.items():
+            lines.append(f"| {scale} | {median(rows, 'wall_s')} | {median(rows, 'peak_gib')} | "
+                         f"{rows[0].get('adjusted')} | {rows[0].get('reversed')} | {rows[0].get('superseded')} | "
+                         f"{all(x.get('lines_unchanged') for x in rows)} |")
     cols = ("landing_step_s", "dbt_steps_s", "sql_s", "dbt_tests_s", "pandera_checks_s", "dbt_overhead_s",
             "other_steps_s", "dagster_overhead_s")
     lines += ["", "MedFlow time breakdown (medians, seconds):", "",
@@ -282,6 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--peers", nargs="*", choices=["floor", "pandas", "checks"], default=["floor", "pandas", "checks"])
     ap.add_argument("--incremental-scales", nargs="*", choices=list(SCALES), default=["10m"],
                     help="after each full run at these scales, land one new 100K-line file and run its partition")
+    ap.add_argument("--adjustment-scales", nargs="*", choices=list(SCALES), default=["10m"],
+                    help="after the incremental run at these scales, land a 100K-line adjustment file and run it")
     ap.add_argument("--pandas-runs-10m", type=int, default=1, help="pandas rounds at 10M and above (each takes minutes)")
     ap.add_argument("--pandas-timeout", type=float, default=1800)
     ap.add_argument("--seed", type=int, default=2026)
@@ -293,7 +364,7 @@ def main(argv=None) -> int:
     for scale in args.scales:
         landing, gen = ensure_data(args.work, scale, args.seed)
         r = results["scales"][scale] = {"data": gen, "medflow": [], "floor": [], "pandas": [], "checks": [],
-                                         "incremental": []}
+                                         "incremental": [], "adjustments": []}
         for i in range(args.runs):
             row, targets = run_medflow(args.work, scale, landing, i)
             r["medflow"].append(row)
@@ -304,6 +375,9 @@ def main(argv=None) -> int:
             if scale in args.incremental_scales and row["ok"]:
                 r["incremental"].append(run_incremental(args.work, scale, landing, i))
                 print(f"[{scale} #{i}] incremental {r['incremental'][-1]}", flush=True)
+            if scale in args.adjustment_scales and row["ok"]:
+                r["adjustments"].append(run_adjustments(args.work, scale, landing, i))
+                print(f"[{scale} #{i}] adjustments {r['adjustments'][-1]}", flush=True)
             if "floor" in args.peers and targets:
                 r["floor"].append(run_floor(args.work, scale, targets, i))
                 print(f"[{scale} #{i}] floor {r['floor'][-1]}", flush=True)

@@ -3,12 +3,14 @@ dbt_project/macros/line_versions.sql): the latest good version is the line, the 
 a reversal nets against the version it takes back, and every rerun or correction decides it again."""
 
 import csv
+import os
 from decimal import Decimal
 
 import dagster as dg
+import duckdb
 
 from medflow_assets.landing.contracts import load_contracts
-from medflow_assets.settings import CONTRACTS_DIR, DEV_PII_KEY
+from medflow_assets.settings import CONTRACTS_DIR, DEV_PII_KEY, WAREHOUSE_STORAGE_VERSION
 from medflow_assets.synth.generator import generate
 from tests.helpers import check_result, materialize_graph, query, unconserved_files
 
@@ -139,18 +141,25 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
     assert check_result(result, "quarantine_rate_gate").passed
     silver_now, gold_now = query(wh, SILVER), [query(wh, g) for g in GOLD]
 
-    # a warehouse built from both files in one run decides the same (nw_001.csv sorts first)
+    # a warehouse built from both files in one run decides the same (nw_001.csv was written first)
     fresh = tmp_path / "fresh.duckdb"
     assert materialize_graph(landing, fresh).success
     assert query(fresh, VERDICTS) == query(wh, VERDICTS)
     assert query(fresh, SILVER) == silver_now and [query(fresh, g) for g in GOLD] == gold_now
 
-    # the pandas peer (benchmarks/) resolves the versions the same way
-    from benchmarks.pandas_peer import RULES, validated
+    # the pandas peer (benchmarks/) resolves the versions the same way (it orders files by name, which is
+    # the landing order here), down to the netted amounts
+    from benchmarks.pandas_peer import RULES, current_lines, validated
     peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
-    got = {(r[0], r[1], r[2]): (r[3], r[4] is not None) for r in query(wh, VERDICTS)}
+    got = {(r[0], r[1], r[2]): (r[3], r[4] is not None, r[5] is not None) for r in query(wh, VERDICTS)}
     assert {(r["source_file"], r["claim_id"], int(r["claim_line_number"])):
-            ([x for x in RULES if r[x]], bool(r["superseded"])) for _, r in peer.iterrows()} == got
+            ([x for x in RULES if r[x]], bool(r["superseded"]), bool(r["reverses_version"]))
+            for _, r in peer.iterrows()} == got
+    peer_lines = current_lines(peer)
+    assert sorted(zip(peer_lines["source_file"], peer_lines["claim_id"], peer_lines["billed_amount"],
+                      peer_lines["allowed_amount"], peer_lines["paid_amount"], strict=True)) == sorted(
+        (f, c, int(b * 100), int(a * 100), int(p * 100)) for f, c, b, a, p in query(
+            wh, "SELECT source_file, claim_id, billed_amount, allowed_amount, paid_amount FROM silver.silver_claim_lines"))
 
     # nw_001.csv corrected (one line it alone holds gets another department): it landed first under its
     # name, so its versions stay the earlier ones; only its own rows are replaced
@@ -161,6 +170,41 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
     assert query(wh, VERDICTS) == sorted(expected, key=lambda r: (r[1], r[2], r[0]))
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(150,)]
+    # a warehouse built again from the zone orders by modification time: nw_001.csv, corrected last, is then
+    # the later file and its versions win; with the old registry copied in first (README), the order holds
+    rebuilt, kept = tmp_path / "rebuilt.duckdb", tmp_path / "kept.duckdb"
+    assert materialize_graph(landing, rebuilt).success
+    assert query(rebuilt, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE superseded_by = ?",
+                 [NW1]) == [(10,)]  # every good nw_002 version of an old line (its reversals standalone)
+    with duckdb.connect(str(kept), config={"storage_compatibility_version": WAREHOUSE_STORAGE_VERSION}) as con:
+        con.execute(f"ATTACH '{wh}' AS old (READ_ONLY); CREATE SCHEMA landing; "
+                    "CREATE TABLE landing.landing_file_registry AS FROM old.landing.landing_file_registry")
+    assert materialize_graph(landing, kept).success
+    assert query(kept, VERDICTS) == query(wh, VERDICTS)
+
+    # nw_001.csv corrected again: the lines whose reversal took back too little now paid that little (the
+    # reversals match: they take the lines back), and one reversed line now paid a cent less (its reversal no
+    # longer matches: nw_002's row is quarantined, with its raw text from bronze, and nw_001's is the line)
+    for r in original:
+        if (r[col["claim_id"]], int(r[col["line_number"]])) in keys["reversed_bad"]:
+            r[col["paid_amount"]] = "0.01"
+    changed = next(r for r in original if (r[col["claim_id"]], int(r[col["line_number"]])) == keys["reversed_ok"][0])
+    changed[col["paid_amount"]] = _fmt(_money(changed[col["paid_amount"]]) - Decimal("0.01"))
+    write(NW1, original)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    now = {(r[0], r[1], r[2]): r[3:] for r in query(wh, VERDICTS)}
+    for c, n in keys["reversed_bad"]:
+        assert (now[(NW1, c, n)], now[(NW2, c, n)]) == (([], NW2, None), ([], None, NW1))
+    c, n = keys["reversed_ok"][0]
+    assert (now[(NW1, c, n)], now[(NW2, c, n)]) == (([], None, None), (["reversal_mismatch"], None, None))
+    assert query(wh, "SELECT q.paid_amount = b.paid_amount, q.billed_amount = b.billed_amount "
+                     "FROM silver.silver_claims_quarantine q JOIN bronze.bronze_claim_lines b "
+                     "USING (source_file, source_row_number) WHERE q.source_file = ? AND q.claim_id = ?",
+                     [NW2, c]) == [(True, True)]
+    assert query(wh, "SELECT max(rows_superseded), sum(rows_failed) FILTER (WHERE rule_id = 'reversal_mismatch') "
+                     "FROM silver.silver_data_quality_log WHERE source_file IN (?, ?) GROUP BY source_file "
+                     "ORDER BY source_file", [NW1, NW2]) == [(9, 0), (0, 1)]
+    assert unconserved_files(wh) == []
 
     # nw_002.csv corrected without its versions of the old lines: nw_001's versions are the lines again,
     # and nw_001's quality log is counted again
@@ -171,7 +215,6 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
                                          key=lambda r: (r[1], r[2], r[0]))
     assert query(wh, "SELECT DISTINCT rows_superseded FROM silver.silver_data_quality_log "
                      "WHERE source_file = ?", [NW1]) == [(0,)]
-    assert query(wh, "SELECT count(*) FROM landing.dq_log_recount") == [(0,)]
     fresh2 = tmp_path / "fresh2.duckdb"
     assert materialize_graph(landing, fresh2).success
     assert query(wh, SILVER) == query(fresh2, SILVER)
@@ -199,3 +242,31 @@ def test_a_re_sent_file_with_other_bytes_replaces_its_lines_and_counts_nothing_t
                      "WHERE source_file = 'cascade/cascade_claims_001.txt'") == [(3000, 0)]
     assert [query(wh, g) for g in GOLD] == gold_before
     assert unconserved_files(wh) == []
+
+
+def test_versions_follow_the_order_files_landed_in_not_their_names(tmp_path):
+    """Two files registered in one scan (a first load, or a sensor tick that brings both) are ordered by their
+    last write (mtime here; LastModified on S3), then by name."""
+    landing, _, _, _, _, keys = _scenario(tmp_path)
+    # the adjustments arrive in a file whose name sorts first, written a day after the original
+    adjust, claims = landing / "northwind" / "a_adjustments.csv", landing / "northwind" / "b_claims.csv"
+    (landing / NW2).rename(adjust)
+    (landing / NW1).rename(claims)
+    day = 86_400
+    stat = claims.stat()
+    os.utime(claims, (stat.st_atime - 2 * day, stat.st_mtime - 2 * day))
+    os.utime(adjust, (stat.st_atime - day, stat.st_mtime - day))
+    wh = tmp_path / "wh.duckdb"
+
+    assert materialize_graph(landing, wh).success
+
+    assert query(wh, "SELECT source_file, floor(epoch(first_landed_at))::BIGINT FROM landing.landing_file_registry "
+                     "ORDER BY 1") == [("northwind/a_adjustments.csv", int(stat.st_mtime) - day),
+                                       ("northwind/b_claims.csv", int(stat.st_mtime) - 2 * day)]
+    lines = {(r[0], r[1]): r[2:] for r in query(
+        wh, "SELECT claim_id, claim_line_number, claim_status, source_file FROM silver.silver_claim_lines")}
+    assert [lines[k] for k in sorted(keys["adjusted"])] == [("adjusted", "northwind/a_adjustments.csv")] * 5
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE superseded_by = "
+                     "'northwind/a_adjustments.csv'") == [(8,)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(150,)]
+

@@ -47,25 +47,29 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     is to the second; in a tie the file the registry already holds as accepted wins, then the first name);
     each copy is rejected here, naming its original (files with a header and no rows are never copies).
     `seen_at` is when this scan saw the files (default: now, to the second).
+    `first_landed_at` is when a file of this name first landed: its last write (mtime, or LastModified on
+    S3) when it is first registered, else the scan time; kept through its corrections. It orders a line's
+    versions across files (dbt_project/macros/line_versions.sql).
     `gone`: {file: why} for registered files no longer in the landing zone. An accepted one becomes
     `missing`: dbt stops reading it (its rows already loaded stay), and it still counts as the original of
     any copy of it that lands later.
     Returns {copy: original} and sets each copy's error."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
-                "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR)")
+                "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR, "
+                "modified_at TIMESTAMP)")
     if files:
-        con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [
+        con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             # a rejected file's first line may be data (no header): only accepted headers are kept
             (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header) if f.accepted else None,
-             "accepted" if f.accepted else "rejected", f.error) for f in files])
+             "accepted" if f.accepted else "rejected", f.error, f.modified_at) for f in files])
     con.execute("BEGIN TRANSACTION")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE merged AS
-        SELECT s.*, CASE WHEN r.checksum IS NOT DISTINCT FROM s.checksum THEN r.first_seen_at
+        SELECT s.* EXCLUDE (modified_at), CASE WHEN r.checksum IS NOT DISTINCT FROM s.checksum THEN r.first_seen_at
                          ELSE coalesce(?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) END AS first_seen_at,
                now()::TIMESTAMP AS checked_at,
-               coalesce(r.first_landed_at, r.first_seen_at,
+               coalesce(r.first_landed_at, r.first_seen_at, s.modified_at,
                         ?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) AS first_landed_at
         FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""", [seen_at, seen_at])
     # `held`: the registry already holds these bytes under this name as an accepted file.

@@ -12,6 +12,7 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +26,11 @@ class LandingReadError(RuntimeError):
     """A landed object could not be read; the message names it."""
 
 
+def _utc(epoch_seconds: float) -> datetime:
+    """A naive UTC timestamp (as the registry stores times)."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).replace(tzinfo=None)
+
+
 @dataclass(frozen=True)
 class LandingObject:
     source_file: str      # "<payer>/<file name>": the partition key and the lineage value
@@ -32,6 +38,7 @@ class LandingObject:
     size_bytes: int
     fingerprint: str      # changes when the object is written (size:mtime locally, ETag@LastModified on S3)
     modified_ns: int | None = None  # last write, locally (S3 shows an object only once its upload completed)
+    modified_at: datetime | None = None  # last write (UTC), locally and on S3 (LastModified): landing order
 
     @property
     def payer(self) -> str:
@@ -52,6 +59,7 @@ class LandedFile:
     header: list[str] = field(default_factory=list)
     error: str | None = None  # why the file cannot be loaded (None = accepted)
     has_rows: bool = True     # False for a file with a header and nothing after it
+    modified_at: datetime | None = None  # the object's last write (UTC), when the zone tells it
 
     @property
     def accepted(self) -> bool:
@@ -126,7 +134,7 @@ class LocalLanding:
             if _classify(rel, contracts, unread):
                 st = path.stat()
                 out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}",
-                                         st.st_mtime_ns))
+                                         st.st_mtime_ns, _utc(st.st_mtime_ns / 1e9)))
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
 
     def _files(self) -> Iterator[Path]:
@@ -174,7 +182,8 @@ class S3Landing:
                         # a re-upload of the same bytes keeps the ETag but moves LastModified: the sensor
                         # sees it touched (and retries it when its last run failed), not changed
                         out.append(LandingObject(rel, f"s3://{self.bucket}/{item['Key']}", int(item["Size"]),
-                                                 f"{item['ETag'].strip(chr(34))}@{item['LastModified'].isoformat()}"))
+                                                 f"{item['ETag'].strip(chr(34))}@{item['LastModified'].isoformat()}",
+                                                 modified_at=_utc(item["LastModified"].timestamp())))
         except Exception as exc:  # botocore raises many types; the message must name the place
             raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
@@ -201,7 +210,8 @@ def digest_and_head(zone: LandingZone, obj: LandingObject) -> tuple[str, bytes]:
 
 def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None) -> LandedFile:
     """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract."""
-    lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes)
+    lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes,
+                    modified_at=obj.modified_at)
     if contract is None:
         lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
                     f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file; with the contract in "

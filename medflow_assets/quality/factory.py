@@ -94,7 +94,8 @@ def validate_table(con: ibis.BaseBackend, relation: str, model: type[pa.DataFram
 
     source_files: validate only the rows of these landed files (the partitions a run processed), so a
     run for one new file checks that file, not the whole warehouse. Uniqueness is then checked among them
-    (a line repeating one already loaded from another file is quarantined by silver's duplicate_line).
+    (a line another file holds too is a version of it: silver_claim_lines keeps the latest, and dbt's
+    scoped uniqueness test counts the run's lines over the whole table).
     scope_through: (column, "schema.table") for a table without source_file: validate its rows whose
     `column` occurs in those files' rows of that table (the members a run's claim lines refer to)."""
     start = time.perf_counter()
