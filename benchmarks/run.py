@@ -154,6 +154,19 @@ ADD_PARTITION = ("import sys, dagster as dg; i = dg.DagsterInstance.get(); "
                  "i.add_dynamic_partitions('landing_file', [sys.argv[1]]); i.dispose()")
 
 
+def run_landed_partition(work: Path, dst: Path, env: dict, log_name: str) -> Measured:
+    """`dagster asset materialize --select '*' --partition <payer>/<file>` for the file just landed at `dst`
+    (its partition added first), measured; the file leaves the landing zone afterwards."""
+    key = f"{dst.parent.name}/{dst.name}"
+    try:
+        subprocess.run([PY, "-c", ADD_PARTITION, key], env=env, cwd=ROOT, check=True)
+        return run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "--partition", key,
+                             "-m", "medflow_assets.definitions"], work / "logs" / f"{log_name}.log", env=env,
+                            cwd=ROOT)
+    finally:
+        dst.unlink()
+
+
 def run_incremental(work: Path, scale: str, landing: Path, i: int) -> dict:
     """One new 100K-line file landed on top of this scale's fresh warehouse: the run for its partition alone
     (landing, bronze + silver incremental, checks, gold rebuild), measured like the full run."""
@@ -167,14 +180,7 @@ def run_incremental(work: Path, scale: str, landing: Path, i: int) -> dict:
                      file_tag=f"incremental{i}", manifest_dir=new_dir / "manifest")
     dst = landing / "cascade" / files[0].path.name
     shutil.copy(files[0].path, dst)
-    key = f"cascade/{dst.name}"
-    try:
-        subprocess.run([PY, "-c", ADD_PARTITION, key], env=env, cwd=ROOT, check=True)
-        m = run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "--partition", key, "-m",
-                          "medflow_assets.definitions"], work / "logs" / f"incremental-{scale}-{i}.log", env=env,
-                         cwd=ROOT)
-    finally:
-        dst.unlink()
+    m = run_landed_partition(work, dst, env, f"incremental-{scale}-{i}")
     row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3),
            "new_lines": files[0].lines}
     if row["ok"]:
@@ -225,14 +231,7 @@ def run_adjustments(work: Path, scale: str, landing: Path, i: int) -> dict:
     before = conservation(warehouse)
     dst = landing / "cascade" / f"cascade_adjustments{i}.txt"
     made = write_adjustments(min((landing / "cascade").glob("*.txt")), dst, 100_000)
-    key = f"cascade/{dst.name}"
-    try:
-        subprocess.run([PY, "-c", ADD_PARTITION, key], env=env, cwd=ROOT, check=True)
-        m = run_measured([str(BIN / "dagster"), "asset", "materialize", "--select", "*", "--partition", key, "-m",
-                          "medflow_assets.definitions"], work / "logs" / f"adjustments-{scale}-{i}.log", env=env,
-                         cwd=ROOT)
-    finally:
-        dst.unlink()
+    m = run_landed_partition(work, dst, env, f"adjustments-{scale}-{i}")
     row = {"ok": m.returncode == 0, "wall_s": round(m.wall_s, 2), "peak_gib": round(m.peak_gib, 3), **made}
     if row["ok"]:
         after = conservation(warehouse)
