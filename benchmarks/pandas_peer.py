@@ -30,7 +30,7 @@ RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
          "amounts_out_of_order", "paid_amount_on_unpaid_status", "paid_before_service", "negative_amount",
          "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code",
-         "duplicate_line", "reversal_mismatch")  # the order of dbt's failed_rules list
+         "duplicate_line", "reversal_mismatch", "reversal_of_rejected_line")  # dbt's failed_rules order
 KEY = ["payer", "claim_id", "claim_line_number"]
 AMOUNTS = ["billed_amount", "allowed_amount", "paid_amount"]
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
@@ -308,30 +308,43 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
 
 def resolve_versions(df: pd.DataFrame) -> None:
     """A line's versions across files (dbt_project/macros/line_versions.sql): of the copies that broke no rule,
-    in landing order (here every file lands at once, so file name order), the last is the line; a reversal
+    in landing order (here every file lands at once, so file name order), the last is the line. A reversal
     takes back the latest earlier version that is not a reversal, and is reversal_mismatch (replacing
-    nothing) unless its amounts are exactly that version's, negated."""
-    df["reversal_mismatch"] = False
-    df["superseded"] = False
-    df["reverses_version"] = False
-    good = df.loc[~df[list(RULES[:-1])].any(axis=1), ["source_file", *KEY, "claim_status", *AMOUNTS]]
+    nothing) unless its amounts are exactly that version's, negated; with no such version but a rejected
+    copy in an earlier file, it is reversal_of_rejected_line."""
+    hook_rules = ["reversal_mismatch", "reversal_of_rejected_line"]
+    for column in [*hook_rules, "superseded", "reverses_version"]:
+        df[column] = False
+    own = df[[r for r in RULES if r not in hook_rules]].any(axis=1)
+    keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
+    good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS]]
+    found = pd.Series(False, index=good.index)
+    mismatch = pd.Series(False, index=good.index)
     multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
-    if multi.empty:
-        return
-    reversal = multi["claim_status"] == "reversed"
-    # the amounts of the latest earlier version that is not a reversal: shifted one down, then carried on
-    taken = multi[AMOUNTS].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
-    taken = taken.groupby(KEY, sort=False)[AMOUNTS].shift(1).assign(**{k: multi[k] for k in KEY})
-    taken = taken.groupby(KEY, sort=False)[AMOUNTS].ffill()
-    found = taken["paid_amount"].notna().to_numpy(dtype=bool)
-    mirrored = np.logical_and.reduce([(multi[a] == -taken[a]).fillna(False).to_numpy(dtype=bool)
-                                      for a in AMOUNTS])
-    mismatch = reversal.to_numpy() & found & ~mirrored
-    versions = multi.loc[~mismatch]
-    later = versions.groupby(KEY, sort=False).cumcount(ascending=False).to_numpy() > 0
-    df.loc[multi.index[mismatch], "reversal_mismatch"] = True
-    df.loc[versions.index[later], "superseded"] = True
-    df.loc[multi.index[reversal.to_numpy() & found & ~mismatch], "reverses_version"] = True
+    if not multi.empty:
+        reversal = multi["claim_status"] == "reversed"
+        # the amounts of the latest earlier version that is not a reversal: shifted one down, then carried on
+        taken = multi[AMOUNTS].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
+        taken = taken.groupby(KEY, sort=False)[AMOUNTS].shift(1).assign(**{k: multi[k] for k in KEY})
+        taken = taken.groupby(KEY, sort=False)[AMOUNTS].ffill()
+        mirrored = np.logical_and.reduce([(multi[a] == -taken[a]).fillna(False).to_numpy(dtype=bool)
+                                          for a in AMOUNTS])
+        found.loc[multi.index] = reversal.to_numpy() & taken["paid_amount"].notna().to_numpy(dtype=bool)
+        mismatch.loc[multi.index] = found.loc[multi.index].to_numpy() & ~mirrored
+    # a reversal with no earlier good version of its line, but a rejected copy in an earlier file
+    rejected_first = df.loc[own & keyed & ~df["duplicate_line"]].groupby(KEY)["source_file"].min()
+    reversals = good.loc[good["claim_status"] == "reversed", [*KEY, "source_file"]]
+    if len(rejected_first) and len(reversals):
+        first = reversals.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]
+        orphan = ((first < reversals["source_file"]).fillna(False).to_numpy(dtype=bool)
+                  & ~found.loc[reversals.index].to_numpy(dtype=bool))
+        df.loc[reversals.index[orphan], "reversal_of_rejected_line"] = True
+    df.loc[mismatch.index[mismatch.to_numpy()], "reversal_mismatch"] = True
+    if not multi.empty:
+        versions = multi.loc[~df.loc[multi.index, hook_rules].any(axis=1)]
+        later = versions.groupby(KEY, sort=False).cumcount(ascending=False).to_numpy() > 0
+        df.loc[versions.index[later], "superseded"] = True
+        df.loc[found.index[(found & ~mismatch).to_numpy()], "reverses_version"] = True
 
 
 def current_lines(df: pd.DataFrame) -> pd.DataFrame:

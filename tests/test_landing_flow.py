@@ -195,6 +195,37 @@ def test_a_copy_landing_in_the_same_second_as_its_original_does_not_take_its_pla
         "cascade/n2.txt": "cascade/n1.txt"}
 
 
+def test_a_files_first_landing_is_its_write_time_kept_through_corrections_and_new_after_it_left():
+    """first_landed_at orders a line's versions across files (dbt_project/macros/line_versions.sql)."""
+    from datetime import datetime
+
+    from medflow_assets.landing.assets import write_registry
+
+    con = duckdb.connect()
+    written, seen = datetime(2026, 11, 1, 8, 0, 0), datetime(2026, 11, 28, 9, 0, 0)
+
+    def landed_at():
+        return con.execute("SELECT first_landed_at FROM landing.landing_file_registry").fetchone()[0]
+
+    f = _landed("cascade/c.txt", "a" * 64)
+    f.modified_at = written
+    write_registry(con, [f], {}, seen_at=seen)
+    assert landed_at() == written  # the write time, not the scan's
+    corrected = _landed("cascade/c.txt", "b" * 64)
+    corrected.modified_at = datetime(2026, 11, 20, 8, 0, 0)
+    write_registry(con, [corrected], {}, seen_at=datetime(2026, 11, 29, 9, 0, 0))
+    assert landed_at() == written  # a correction keeps the file's place
+    write_registry(con, [], {}, seen_at=datetime(2026, 11, 30, 9, 0, 0), gone={"cascade/c.txt": "gone"})
+    back = _landed("cascade/c.txt", "c" * 64)
+    back.modified_at = datetime(2026, 12, 1, 8, 0, 0)
+    write_registry(con, [back], {}, seen_at=datetime(2026, 12, 1, 9, 0, 0))
+    assert landed_at() == datetime(2026, 12, 1, 8, 0, 0)  # back after it left the zone: it lands anew
+    unknown = _landed("cascade/d.txt", "d" * 64)  # a zone that does not tell the write time: the scan's
+    write_registry(con, [unknown], {}, seen_at=datetime(2026, 12, 2, 9, 0, 0))
+    assert con.execute("SELECT first_landed_at FROM landing.landing_file_registry WHERE source_file = "
+                       "'cascade/d.txt'").fetchone()[0] == datetime(2026, 12, 2, 9, 0, 0)
+
+
 def test_two_files_not_valid_csv_are_both_rejected_and_the_third_flows(tmp_path):
     landing = copy_sample(tmp_path / "landing")
     for f in (landing / "northwind" / "northwind_claims_001.csv", landing / "bluepeak" / "bluepeak_claims_001.csv"):

@@ -270,3 +270,57 @@ def test_versions_follow_the_order_files_landed_in_not_their_names(tmp_path):
                      "'northwind/a_adjustments.csv'") == [(8,)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines") == [(150,)]
 
+
+
+def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp_path):
+    """The earlier copy was rejected, so gold never counted its payment: the reversal must not take it back
+    from gold. Quarantined as reversal_of_rejected_line; once the copy is corrected, it nets against it."""
+    [made] = generate(tmp_path / "gen", 60, seed=73, defect_rate=0.0, payers=["northwind"],
+                      manifest_dir=tmp_path / "m")
+    header, *rows = list(csv.reader(made.path.open(newline="")))
+    col = {name: header.index(name) for name in header}
+    target = next(r for r in rows if r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0)
+    key = (target[col["claim_id"]], int(target[col["line_number"]]))
+    reversal = list(target)
+    reversal[col["status"]] = "reversed"
+    for field in ("billed_amount", "allowed_amount", "paid_amount"):
+        reversal[col[field]] = _fmt(-_money(target[col[field]]))
+    good_date = target[col["service_date"]]
+    target[col["service_date"]] = "2024-13-01"  # the payer's first copy is broken: quarantined
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+
+    def write(name, lines):
+        with (landing / name).open("w", newline="") as f:
+            csv.writer(f).writerows([header, *lines])
+
+    others = [r for r in rows if r is not target]
+    write(NW1, [target, *others[:40]])
+    write(NW2, [reversal, *others[40:]])
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    paid_before = query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0]
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+
+    verdicts = {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == key}
+    assert verdicts == {NW1: (["invalid_service_date"], None, None), NW2: (["reversal_of_rejected_line"], None, None)}
+    new_paid = sum(_money(r[col["paid_amount"]]) for r in others[40:]
+                   if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before + new_paid
+    from benchmarks.pandas_peer import RULES, validated
+    peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
+    assert {r["source_file"]: [x for x in RULES if r[x]] for _, r in peer.iterrows()
+            if (r["claim_id"], int(r["claim_line_number"])) == key} == {
+        NW1: ["invalid_service_date"], NW2: ["reversal_of_rejected_line"]}
+
+    # nw_001.csv corrected: the line is good, the reversal takes it back, and gold pays 0 for it
+    target[col["service_date"]] = good_date
+    write(NW1, [target, *others[:40]])
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    verdicts = {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == key}
+    assert verdicts == {NW1: ([], NW2, None), NW2: ([], None, NW1)}
+    assert query(wh, "SELECT claim_status, paid_amount FROM silver.silver_claim_lines "
+                     "WHERE claim_id = ? AND claim_line_number = ?", list(key)) == [("reversed", 0)]
+    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before + new_paid
+    assert unconserved_files(wh) == []

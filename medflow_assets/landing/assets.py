@@ -48,8 +48,9 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     each copy is rejected here, naming its original (files with a header and no rows are never copies).
     `seen_at` is when this scan saw the files (default: now, to the second).
     `first_landed_at` is when a file of this name first landed: its last write (mtime, or LastModified on
-    S3) when it is first registered, else the scan time; kept through its corrections. It orders a line's
-    versions across files (dbt_project/macros/line_versions.sql).
+    S3; local time, like the other times here) when it is first registered, else the scan time; kept
+    through its corrections, and set anew when a file that left the zone (missing) lands again. It orders
+    a line's versions across files (dbt_project/macros/line_versions.sql).
     `gone`: {file: why} for registered files no longer in the landing zone. An accepted one becomes
     `missing`: dbt stops reading it (its rows already loaded stay), and it still counts as the original of
     any copy of it that lands later.
@@ -69,8 +70,9 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
         SELECT s.* EXCLUDE (modified_at), CASE WHEN r.checksum IS NOT DISTINCT FROM s.checksum THEN r.first_seen_at
                          ELSE coalesce(?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) END AS first_seen_at,
                now()::TIMESTAMP AS checked_at,
-               coalesce(r.first_landed_at, r.first_seen_at, s.modified_at,
-                        ?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) AS first_landed_at
+               -- a file back after it left the zone (missing) lands anew
+               coalesce(CASE WHEN r.status IS DISTINCT FROM 'missing' THEN coalesce(r.first_landed_at, r.first_seen_at) END,
+                        s.modified_at, ?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) AS first_landed_at
         FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""", [seen_at, seen_at])
     # `held`: the registry already holds these bytes under this name as an accepted file.
     copies = dict(con.execute(f"""

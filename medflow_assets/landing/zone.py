@@ -12,7 +12,7 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -26,9 +26,9 @@ class LandingReadError(RuntimeError):
     """A landed object could not be read; the message names it."""
 
 
-def _utc(epoch_seconds: float) -> datetime:
-    """A naive UTC timestamp (as the registry stores times)."""
-    return datetime.fromtimestamp(epoch_seconds, UTC).replace(tzinfo=None)
+def _local(epoch_seconds: float) -> datetime:
+    """A naive local timestamp, as the registry stores its times (DuckDB's now()::TIMESTAMP)."""
+    return datetime.fromtimestamp(epoch_seconds)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class LandingObject:
     size_bytes: int
     fingerprint: str      # changes when the object is written (size:mtime locally, ETag@LastModified on S3)
     modified_ns: int | None = None  # last write, locally (S3 shows an object only once its upload completed)
-    modified_at: datetime | None = None  # last write (UTC), locally and on S3 (LastModified): landing order
+    modified_at: datetime | None = None  # last write (local time), locally and on S3 (LastModified)
 
     @property
     def payer(self) -> str:
@@ -59,7 +59,7 @@ class LandedFile:
     header: list[str] = field(default_factory=list)
     error: str | None = None  # why the file cannot be loaded (None = accepted)
     has_rows: bool = True     # False for a file with a header and nothing after it
-    modified_at: datetime | None = None  # the object's last write (UTC), when the zone tells it
+    modified_at: datetime | None = None  # the object's last write (local time), when the zone tells it
 
     @property
     def accepted(self) -> bool:
@@ -134,7 +134,7 @@ class LocalLanding:
             if _classify(rel, contracts, unread):
                 st = path.stat()
                 out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}",
-                                         st.st_mtime_ns, _utc(st.st_mtime_ns / 1e9)))
+                                         st.st_mtime_ns, _local(st.st_mtime_ns / 1e9)))
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
 
     def _files(self) -> Iterator[Path]:
@@ -183,7 +183,7 @@ class S3Landing:
                         # sees it touched (and retries it when its last run failed), not changed
                         out.append(LandingObject(rel, f"s3://{self.bucket}/{item['Key']}", int(item["Size"]),
                                                  f"{item['ETag'].strip(chr(34))}@{item['LastModified'].isoformat()}",
-                                                 modified_at=_utc(item["LastModified"].timestamp())))
+                                                 modified_at=_local(item["LastModified"].timestamp())))
         except Exception as exc:  # botocore raises many types; the message must name the place
             raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
