@@ -331,8 +331,9 @@ def resolve_versions(df: pd.DataFrame) -> None:
                                           for a in AMOUNTS])
         found.loc[multi.index] = reversal.to_numpy() & taken["paid_amount"].notna().to_numpy(dtype=bool)
         mismatch.loc[multi.index] = found.loc[multi.index].to_numpy() & ~mirrored
-    # a reversal with no earlier good version of its line, but a rejected copy in an earlier file
-    rejected_first = df.loc[own & keyed & ~df["duplicate_line"]].groupby(KEY)["source_file"].min()
+    # a reversal with no earlier good version of its line, but a rejected copy (not a reversal) in an earlier file
+    paying = df["claim_status"] != "reversed"  # unknown (NaN) counts, as in SQL's `is distinct from`
+    rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
     reversals = good.loc[good["claim_status"] == "reversed", [*KEY, "source_file"]]
     if len(rejected_first) and len(reversals):
         first = reversals.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]

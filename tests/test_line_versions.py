@@ -294,9 +294,19 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
         with (landing / name).open("w", newline="") as f:
             csv.writer(f).writerows([header, *lines])
 
-    others = [r for r in rows if r is not target]
-    write(NW1, [target, *others[:40]])
-    write(NW2, [reversal, *others[40:]])
+    # a reversal of a line no file holds, first sent broken, then corrected in the later file: a rejected
+    # reversal is not a payment, so the good one stands alone
+    lone = next(r for r in rows if r is not target and r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0)
+    lone_key = (lone[col["claim_id"]], int(lone[col["line_number"]]))
+    lone_reversal = list(lone)
+    lone_reversal[col["status"]] = "reversed"
+    for field in ("billed_amount", "allowed_amount", "paid_amount"):
+        lone_reversal[col[field]] = _fmt(-_money(lone[col[field]]))
+    lone_broken = list(lone_reversal)
+    lone_broken[col["service_date"]] = "2024-13-01"
+    others = [r for r in rows if r is not target and r is not lone]
+    write(NW1, [target, lone_broken, *others[:40]])
+    write(NW2, [reversal, lone_reversal, *others[40:]])
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
@@ -305,7 +315,9 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
 
     verdicts = {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == key}
     assert verdicts == {NW1: (["invalid_service_date"], None, None), NW2: (["reversal_of_rejected_line"], None, None)}
-    new_paid = sum(_money(r[col["paid_amount"]]) for r in others[40:]
+    assert {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == lone_key} == {
+        NW1: (["invalid_service_date"], None, None), NW2: ([], None, None)}
+    new_paid = sum(_money(r[col["paid_amount"]]) for r in [lone_reversal, *others[40:]]
                    if r[col["status"]] in ("paid", "adjusted", "reversed"))
     assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before + new_paid
     from benchmarks.pandas_peer import RULES, validated
@@ -313,10 +325,12 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
     assert {r["source_file"]: [x for x in RULES if r[x]] for _, r in peer.iterrows()
             if (r["claim_id"], int(r["claim_line_number"])) == key} == {
         NW1: ["invalid_service_date"], NW2: ["reversal_of_rejected_line"]}
+    assert {r["source_file"]: [x for x in RULES if r[x]] for _, r in peer.iterrows()
+            if (r["claim_id"], int(r["claim_line_number"])) == lone_key} == {NW1: ["invalid_service_date"], NW2: []}
 
     # nw_001.csv corrected: the line is good, the reversal takes it back, and gold pays 0 for it
     target[col["service_date"]] = good_date
-    write(NW1, [target, *others[:40]])
+    write(NW1, [target, lone_broken, *others[:40]])
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
     verdicts = {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == key}
     assert verdicts == {NW1: ([], NW2, None), NW2: ([], None, NW1)}

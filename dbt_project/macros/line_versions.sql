@@ -12,10 +12,11 @@
       quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows such a reversal with
       amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0.
       A reversal of a line no file in the warehouse holds (or a re-sent copy of one) keeps its own negative
-      amounts, as before. A reversal whose line an earlier file holds only as a rejected copy (quarantined:
-      gold never counted its payment) is quarantined as reversal_of_rejected_line until that copy is
-      corrected; it would otherwise take back money gold never showed. Comparing with the last version that is not a reversal, rather than the version
-      just before, keeps a re-sent reversal a reversal of the same line.
+      amounts, as before. A reversal whose line an earlier file holds only as a rejected copy that is not a
+      reversal (quarantined: gold never counted its payment) is quarantined as reversal_of_rejected_line
+      until that copy is corrected; it would otherwise take back money gold never showed. Comparing with
+      the last version that is not a reversal, rather than the version just before, keeps a re-sent
+      reversal a reversal of the same line.
     A copy that broke a rule of its own never replaces a good one.
     resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
     the lines the run's files hold now or held before the run: a corrected file that no longer holds a line
@@ -78,8 +79,10 @@ with copies as (
   {%- endif %})
 ),
 ranked as (
-  {#- how many rejected copies of the line earlier files hold (a second copy in one file is not counted) -#}
-  select *, coalesce(sum(case when not candidate and not second_in_file then 1 else 0 end) over (
+  {#- how many rejected copies of the line that are not reversals earlier files hold (a second copy in one
+      file is not counted; a copy whose status is unknown is) -#}
+  select *, coalesce(sum(case when not candidate and not second_in_file
+                                   and claim_status is distinct from 'reversed' then 1 else 0 end) over (
       {{ order }} rows between unbounded preceding and 1 preceding), 0) as rejected_before
   from copies
 ),
