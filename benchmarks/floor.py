@@ -35,7 +35,9 @@ from medflow_assets.transform.connection_plugin import hmac_macro_sql
 LINES_HELD_TWICE = """CREATE OR REPLACE TEMP TABLE floor_lines_held_twice AS
 SELECT * FROM {table} t WHERE (t.payer, t.claim_id, t.claim_line_number) IN (
   SELECT (payer, claim_id, claim_line_number) FROM {table}
-  WHERE len(failed_rules) = 0 GROUP BY ALL HAVING count(*) > 1);"""
+  WHERE claim_id IS NOT NULL AND claim_line_number IS NOT NULL
+    AND NOT list_contains(failed_rules, 'duplicate_line')
+  GROUP BY ALL HAVING count(*) > 1);"""
 
 
 def compile_script(target_dir: Path) -> str:
