@@ -118,7 +118,8 @@ select
          then 'invalid_denial_reason_code' end,
     case when claim_id is not null and claim_line_number is not null and is_duplicate
          then 'duplicate_line' end
-    {#- reversal_mismatch is added by the post-hook, which sees the line's other versions -#}
+    {#- reversal_mismatch and reversal_of_rejected_line are added by the post-hook, which sees the line's
+        other versions -#}
   ], r -> r is not null) as failed_rules,
   {#- set by the post-hook: the file of the next (later) version of this line; for a reversal, the file of
       the version it takes back -#}
