@@ -156,3 +156,47 @@ def test_the_manifest_is_parsed_again_when_project_content_changes_whatever_the_
     os.utime(gold, (old, old))
     project_module.ensure_manifest(project)
     assert len(parses) == 3 and "model.medflow.released_later" in manifest.read_text()
+
+
+def test_one_parse_serves_every_warehouse_of_a_name_and_each_run_connects_with_its_own_settings(tmp_path,
+                                                                                                 monkeypatch):
+    """dbt's parse never opens the warehouse, so MedFlow parses with its folder and DuckDB's settings left out
+    (`parse_env`): a run on a warehouse of the same name in another folder, with another memory limit and thread
+    count, parses nothing again, yet connects to its own file with its own settings. Another file name is parsed
+    again: dbt-duckdb names the database after the file."""
+    import duckdb
+
+    from medflow_assets.transform import connection_plugin, dbt_core
+
+    parses, seen = [], []
+    real_parse, real_configure = dbt_core.dbt_parse, connection_plugin.Plugin.configure_cursor
+    monkeypatch.setattr(dbt_core, "dbt_parse",
+                        lambda *a, **kw: parses.append(os.environ["MEDFLOW_WAREHOUSE_PATH"]) or real_parse(*a, **kw))
+
+    def recording_configure(plugin, cursor):  # dbt-duckdb applies the profile's settings to each cursor first
+        real_configure(plugin, cursor)
+        seen.append(cursor.execute("SELECT (SELECT path FROM duckdb_databases() WHERE database_name = "
+                                   "current_database()), current_setting('memory_limit'), current_setting('threads')"
+                                   ).fetchone())
+
+    monkeypatch.setattr(connection_plugin.Plugin, "configure_cursor", recording_configure)
+    one = ["cascade/cascade_claims_001.txt"]
+    a, b, c = tmp_path / "a" / "wh.duckdb", tmp_path / "b" / "wh.duckdb", tmp_path / "c" / "other.duckdb"
+    for wh in (a, b, c):
+        wh.parent.mkdir()
+    assert materialize_graph(SAMPLE_LANDING, a, partitions=one).success
+    before = len(parses)  # 0 when an earlier test in this process already parsed for "wh.duckdb"
+    assert parses == [f"{dbt_core.PARSE_ONLY_DIR}/wh.duckdb"] * before
+    seen.clear()
+    assert materialize_graph(SAMPLE_LANDING, b, partitions=one, duckdb_memory_limit="300MB", duckdb_threads="1").success
+    assert len(parses) == before  # nothing parsed again
+    with duckdb.connect() as con:
+        con.execute("SET memory_limit = '300MB'")
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert seen and set(seen) == {(str(b), limit, 1)}
+    lines = "SELECT count(*) FROM silver.silver_claim_lines"
+    assert query(a, lines) == query(b, lines) and query(b, lines)[0][0] > 0
+    assert materialize_graph(SAMPLE_LANDING, c, partitions=one).success
+    assert parses[before:] == [f"{dbt_core.PARSE_ONLY_DIR}/other.duckdb"]
+    assert query(c, lines) == query(a, lines)
+    assert not os.path.exists(dbt_core.PARSE_ONLY_DIR)

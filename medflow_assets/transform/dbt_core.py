@@ -34,15 +34,30 @@ _LOCK = threading.Lock()  # one dbt invocation at a time in this process
 _MANIFESTS: dict[tuple, Any] = {}
 
 
-def parse_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The MEDFLOW_* values a parse depends on: what profiles.yml renders (the PII key is read only at run
-    time, by the connection plugin)."""
-    return {k: v for k, v in env.items() if k != "MEDFLOW_PII_KEY"}
+# Where a parse says the warehouse is. dbt's partial parse starts over (~7 s on the Xeon host, BENCHMARKS.md)
+# whenever the rendered profile changes, and the profile holds the warehouse's path and DuckDB's settings. A
+# parse needs neither: it never opens the warehouse, and DuckDB's settings apply only when dbt connects. It
+# needs the file's name alone, which dbt-duckdb makes the database name in every relation of the manifest. So
+# every parse renders the profile with the warehouse's file name in this folder (never created, never opened)
+# and DuckDB's settings at profiles.yml's defaults; the run connects with the real values. One parse then
+# serves every warehouse of that name: a test's temporary one, the benchmark's, the default.
+PARSE_ONLY_DIR = "/medflow-parse-only"
+_RUN_TIME_ONLY = ("MEDFLOW_PII_KEY", "MEDFLOW_DUCKDB_MEMORY_LIMIT", "MEDFLOW_DUCKDB_THREADS")
+
+
+def parse_env(env: Mapping[str, str]) -> dict[str, str | None]:
+    """The MEDFLOW_* values a parse runs with (None: unset): the target, and the warehouse's file name under
+    PARSE_ONLY_DIR; the PII key (read by the connection plugin) and DuckDB's settings unset."""
+    out: dict[str, str | None] = {k: v for k, v in env.items() if k not in _RUN_TIME_ONLY}
+    out.update(dict.fromkeys(_RUN_TIME_ONLY))
+    if out.get("MEDFLOW_WAREHOUSE_PATH"):
+        out["MEDFLOW_WAREHOUSE_PATH"] = f"{PARSE_ONLY_DIR}/{Path(out['MEDFLOW_WAREHOUSE_PATH']).name}"
+    return out
 
 
 def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: str | Path, write_json: bool):
     """`dbt parse` in this process (partial parse: ~0.1 s when the project and profile are unchanged); returns
-    dbt's Manifest object. Call with profiles.yml's MEDFLOW_* variables set."""
+    dbt's Manifest object. Call with profiles.yml's MEDFLOW_* variables set as `parse_env` gives them."""
     from dbt.cli.main import dbtRunner
 
     args = ["parse", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir),
@@ -150,7 +165,8 @@ def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env:
            tuple(sorted(parse_env(env).items())))
     if key not in _MANIFESTS:
         _MANIFESTS.clear()
-        _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, target_dir, write_json=False)
+        with scoped_environ(parse_env(env)):
+            _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, target_dir, write_json=False)
     return _MANIFESTS[key]
 
 

@@ -20,7 +20,8 @@ _NOT_PARSED = ("target", "logs")  # dbt's outputs, not its inputs
 
 def project_digest(project: DbtProject, env: dict[str, str]) -> str:
     """sha256 of what `dbt parse` reads: the bytes of every project file (models, macros, seeds, tests,
-    dbt_project.yml) and of profiles.yml, the MEDFLOW_* values profiles.yml renders, where the project is
+    dbt_project.yml) and of profiles.yml, the MEDFLOW_* values a parse renders (`parse_env`: the warehouse's
+    file name, not its folder), where the project is
     (the manifest holds its path), and the dbt-core and dbt-duckdb versions. Content, not modification
     times: a release copied with its files' older mtimes (`rsync -a`, `cp -p`, an unpacked archive) still
     counts as a change. ~35 small files: a few ms."""
@@ -47,8 +48,8 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     digest = project_digest(project, env)
     if manifest.exists() and stamp.exists() and stamp.read_text() == digest:
         return manifest
-    # The same MEDFLOW_* values the runs use, so dbt's partial parse stays valid for them.
-    with scoped_environ(env):
+    # The same MEDFLOW_* values the runs' parses use, so dbt's partial parse stays valid for them.
+    with scoped_environ(parse_env(env)):
         dbt_parse(project.project_dir, project.profiles_dir, manifest.parent, write_json=True)
     if not manifest.exists():
         raise RuntimeError(f"`dbt parse` wrote no manifest for {project.project_dir}")
