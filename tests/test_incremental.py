@@ -159,7 +159,7 @@ def test_a_file_re_sent_under_another_name_is_rejected_at_landing_and_gold_goes_
         ("cascade/cascade_empty_a.txt", 0, None), ("cascade/cascade_empty_b.txt", 0, None)]
     scorecard = next(m for m in result.get_asset_materialization_events()
                      if m.asset_key == dg.AssetKey(["quality", "data_quality_scorecard"])).materialization.metadata
-    assert "| cascade | cascade/cascade_empty_a.txt | 0 | n/a (no rows) | - | new | - |" in scorecard["scorecard"].value
+    assert "| cascade | cascade/cascade_empty_a.txt | 0 | n/a (no rows) | - | new | - | - |" in scorecard["scorecard"].value
 
     # every file processed again in one run: the original stays the original, whatever the order
     result = materialize_graph(landing, wh)

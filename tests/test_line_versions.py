@@ -133,6 +133,14 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
                      "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [
         (NW1, 120, 0, 8, 0), (NW2, 42, 4, 0, 2)]
     assert unconserved_files(wh) == []
+    # the scorecard shows nw_001's replaced lines beside its (unchanged) valid rate
+    scorecard = next(m for m in result.get_asset_materialization_events()
+                     if m.asset_key == dg.AssetKey(["quality", "data_quality_scorecard"])).materialization.metadata
+    assert f"| northwind | {NW1} | 120 | 100.00% | 100.00% | +0.00 pp | - | 8 |" in scorecard["scorecard"].value
+    assert f"| northwind | {NW2} | 42 | 90.48% | - | new | " in scorecard["scorecard"].value
+    assert scorecard["lines_superseded"].value == 8
+    assert query(wh, "SELECT source_file, rows_superseded FROM quality.scorecard_history WHERE run_id = ? "
+                     "ORDER BY 1", [result.run_id]) == [(NW1, 8), (NW2, 0)]
     # the quarantine shows a mismatched reversal's text as landed
     assert sorted(query(wh, "SELECT claim_id, paid_amount FROM silver.silver_claims_quarantine "
                             "WHERE failed_rules = ['reversal_mismatch']")) == sorted(
