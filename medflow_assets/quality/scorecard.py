@@ -59,7 +59,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
         change = "new" if prev is None else "-" if rate is None else f"{(rate - prev) * 100:+.2f} pp"
         rules = ", ".join(f"{k}: {v}" for k, v in sorted((failures or {}).items(), key=lambda kv: -kv[1])) or "-"
         lines.append(f"| {payer} | {source_file} | {n} | {'n/a (no rows)' if rate is None else f'{rate:.2%}'} | "
-                     f"{'-' if prev is None else f'{prev:.2%}'} | {change} | {rules} | {superseded or '-'} |")
+                     f"{'-' if prev is None else f'{prev:.2%}'} | {change} | {rules} | {'n/a' if superseded is None else superseded or '-'} |")
     total = sum(r[2] for r in rows)
     valid = sum(r[2] * r[3] for r in rows if r[2])
     return dg.MaterializeResult(metadata={

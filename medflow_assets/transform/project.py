@@ -39,9 +39,10 @@ def project_digest(project: DbtProject, env: dict[str, str]) -> str:
 
 def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     """`dbt parse` (in process, offline, ~4 s) when the manifest is missing or was parsed from other project
-    files, profile settings or dbt versions (`project_digest`), so a fresh clone works, dagster-dbt's asset
-    graph matches the project, and every run can use dbt's partial parse (dbt re-parses everything when the
-    rendered profile differs from the one it parsed with)."""
+    files, another warehouse file name or target, or other dbt versions (`project_digest`; not another
+    warehouse folder or DuckDB setting: `parse_env`), so a fresh clone works, dagster-dbt's asset graph matches
+    the project, and every run can use dbt's partial parse (dbt re-parses everything when the rendered profile
+    differs from the one it parsed with)."""
     manifest = Path(project.manifest_path)
     stamp = manifest.parent / ".medflow-project-digest"
     env = load_settings().dbt_env()
