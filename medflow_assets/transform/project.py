@@ -21,10 +21,9 @@ _NOT_PARSED = ("target", "logs")  # dbt's outputs, not its inputs
 def project_digest(project: DbtProject, env: dict[str, str]) -> str:
     """sha256 of what `dbt parse` reads: the bytes of every project file (models, macros, seeds, tests,
     dbt_project.yml) and of profiles.yml, the MEDFLOW_* values a parse renders (`parse_env`: the warehouse's
-    file name, not its folder), where the project is
-    (the manifest holds its path), and the dbt-core and dbt-duckdb versions. Content, not modification
-    times: a release copied with its files' older mtimes (`rsync -a`, `cp -p`, an unpacked archive) still
-    counts as a change. ~35 small files: a few ms."""
+    file name, not its folder), where the project is (the manifest holds its path), and the dbt-core and
+    dbt-duckdb versions. Content, not modification times: a release copied with its files' older mtimes
+    (`rsync -a`, `cp -p`, an unpacked archive) still counts as a change. ~35 small files: a few ms."""
     root, h = Path(project.project_dir).resolve(), hashlib.sha256()
     h.update(json.dumps([version("dbt-core"), version("dbt-duckdb"), str(root),
                          sorted(parse_env(env).items())]).encode())
