@@ -48,8 +48,7 @@ _RUN_TIME_ONLY = ("MEDFLOW_PII_KEY", "MEDFLOW_DUCKDB_MEMORY_LIMIT", "MEDFLOW_DUC
 def parse_env(env: Mapping[str, str]) -> dict[str, str | None]:
     """The MEDFLOW_* values a parse runs with (None: unset): the target, and the warehouse's file name under
     PARSE_ONLY_DIR; the PII key (read by the connection plugin) and DuckDB's settings unset."""
-    out: dict[str, str | None] = {k: v for k, v in env.items() if k not in _RUN_TIME_ONLY}
-    out.update(dict.fromkeys(_RUN_TIME_ONLY))
+    out: dict[str, str | None] = {**env, **dict.fromkeys(_RUN_TIME_ONLY)}
     if out.get("MEDFLOW_WAREHOUSE_PATH"):
         out["MEDFLOW_WAREHOUSE_PATH"] = f"{PARSE_ONLY_DIR}/{Path(out['MEDFLOW_WAREHOUSE_PATH']).name}"
     return out
