@@ -150,3 +150,53 @@ def test_scoped_uniqueness_test_catches_a_collision_with_an_older_file(tmp_path,
 
     assert unique_test([newer]) == ("fail", 1)      # the run's key, counted over every file: two rows
     assert unique_test([other]) == ("pass", 0)      # a run that did not bring the key does not see it
+
+
+def test_faster_builtin_checks_answer_like_panderas_own_on_edge_values():
+    """factory.fast_builtin_check writes str_matches, isin and notin in SQL DuckDB runs faster; on every such
+    check of every schema, and on values built to tell the two apart (a trailing newline, NULL, an empty
+    string, case, one character too many), it must answer exactly as Pandera's own expression does."""
+    import inspect
+
+    import ibis
+    import pandera.ibis as pa
+    from pandera.api.ibis.types import IbisData
+
+    from medflow_assets.quality import schemas
+    from medflow_assets.quality.factory import _bound_column, fast_builtin_check, pattern_spans_whole_string
+
+    assert not pattern_spans_whole_string(r"^a|b$")      # (^a)|(b$): a search and a full match differ
+    assert not pattern_spans_whole_string("^a\\$")       # an escaped dollar anchors nothing
+    assert pattern_spans_whole_string(r"^([0-9]{4}[0-9FTU]|[A-V][0-9]{4})$")
+    assert pattern_spans_whole_string(r"^[]|]$")
+
+    hexkey = "0123456789abcdef" * 4
+    values = ["", " ", "\n", "a", "b", "ab", "ba", "xab", "F", "f", "M", "U", "FM", "000", "036", "36", "0361",
+              "1234567890", "1234567890\n", "\n1234567890", " 1234567890", "2234567890", "3234567890",
+              "12345678901", hexkey, hexkey + "\n", hexkey.upper(), hexkey[:-1], hexkey + "0", "A01", "A0", "A01B",
+              "A01BCDEF", "A01BCDEFG", "99213", "9921F", "9921G", "J1234", "W1234", "11", "1", "111", "CO",
+              "A1B2", "A1B2C", "paid", "Paid", "paid ", "reversed", "nw_001", "Nw", "n", "n-w", "]", "|", "^",
+              "$", *schemas.DEPARTMENTS, schemas.DEPARTMENTS[0] + "\n", *schemas.RESTRICTED_ZIP3, None]
+    extra = [pa.Check.str_matches(r"^a|b$"), pa.Check.str_matches(r"^[]|]$"), pa.Check.str_matches("^a\\$"),
+             pa.Check.str_matches("ab"), pa.Check.isin(["a", "b"]), pa.Check.notin(["a", "ab"]),
+             pa.Check.isin("ab")]  # a string: Pandera reads its characters
+    checks = [(f"{model.__name__}.{name}", check)
+              for model in vars(schemas).values()
+              if inspect.isclass(model) and issubclass(model, pa.DataFrameModel) and model is not pa.DataFrameModel
+              for name, col in model.to_schema().columns.items() if col.dtype.type.is_string()
+              for check in col.checks if check.name in ("str_matches", "isin", "notin")]
+    checks += [(f"extra.{c.name}", c) for c in extra]
+    t = ibis.memtable({"v": values}, schema={"v": "string"})
+    con = ibis.duckdb.connect()
+    fast_used = 0
+    for label, check in checks:
+        fast = fast_builtin_check(check, t.v)
+        own = _bound_column(check._check_fn(IbisData(t, key="v"), **check._check_kwargs), t, "v")
+        if fast is None:
+            continue
+        fast_used += 1
+        got = con.execute(t.select(own=own, fast=fast))
+        assert got["own"].tolist() == got["fast"].tolist(), label
+    # every str_matches, isin and notin of the schemas takes the fast path (patterns all span the string);
+    # of the extras, the two searches and Pandera's character set do not
+    assert fast_used == len(checks) - 3 and fast_used > 20

@@ -65,6 +65,61 @@ def _bound_column(out, table: ibis.Table, column: str):
     return out
 
 
+@ibis.udf.scalar.builtin
+def regexp_full_match(value: str, pattern: str) -> bool:
+    """DuckDB's regexp_full_match: True when the whole string matches `pattern`."""
+
+
+def pattern_spans_whole_string(pattern: str) -> bool:
+    """True when `pattern` is `^...$` with both anchors binding all of it: no `|` outside parentheses and
+    brackets (`^a|b$` is `(^a)|(b$)`), and the final `$` not escaped. Matching such a pattern anywhere in a
+    string is the same as matching the whole string with it."""
+    if len(pattern) < 2 or not (pattern.startswith("^") and pattern.endswith("$")):
+        return False
+    inner, i, depth, in_class = pattern[1:-1], 0, 0, False
+    while i < len(inner):
+        c = inner[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1
+            # a ']' first in a class (after an optional '^') is a literal ']'
+            i += inner[i:i + 1] == "^"
+            i += inner[i:i + 1] == "]"
+            continue
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+        elif c == "|" and depth == 0:
+            return False
+        i += 1
+    return i == len(inner) and depth == 0 and not in_class  # i > len: the '$' was escaped
+
+
+def fast_builtin_check(check: pa.Check, column: ibis.Column) -> ibis.Expr | None:
+    """The expression of a Pandera builtin check, written so DuckDB runs it faster, or None for Pandera's own.
+    Same answer on every value, NULL included (tests/test_quality.py compares both on edge cases):
+    - str_matches on a pattern spanning the whole string: `regexp_full_match` instead of Pandera's
+      `regexp_matches` (a search): 5x faster on a 10-character NPI, 1.3x on a 64-character key;
+    - isin / notin of strings: one list lookup instead of a chain of comparisons: 8x faster on 26 values.
+    At 10M lines they took ~5 of the ~11 s all checks took (BENCHMARKS.md, session 23)."""
+    if not column.type().is_string():
+        return None
+    kwargs = check._check_kwargs
+    if check.name == "str_matches" and isinstance(kwargs.get("pattern"), str) \
+            and pattern_spans_whole_string(kwargs["pattern"]):
+        return regexp_full_match(column, kwargs["pattern"])
+    values = kwargs.get("allowed_values" if check.name == "isin" else "forbidden_values")
+    if check.name in ("isin", "notin") and not isinstance(values, str) and values \
+            and all(isinstance(v, str) for v in values):
+        found = ibis.literal(sorted(set(values)), type="array<string>").contains(column)
+        return found if check.name == "isin" else ~found
+    return None
+
+
 def check_expressions(schema: pa.DataFrameSchema, t: ibis.Table) -> dict[str, ibis.Expr]:
     """rule name -> boolean expression that is True on a failing row."""
     register_ibis_backends()
@@ -77,7 +132,9 @@ def check_expressions(schema: pa.DataFrameSchema, t: ibis.Table) -> dict[str, ib
         for check in col.checks:
             if check.element_wise:
                 raise ValueError(f"{schema.name}.{name}: element-wise checks run in Python; write a vectorized one")
-            ok = _bound_column(check._check_fn(IbisData(t, key=name), **check._check_kwargs), t, name)
+            ok = fast_builtin_check(check, t[name])
+            if ok is None:
+                ok = _bound_column(check._check_fn(IbisData(t, key=name), **check._check_kwargs), t, name)
             if check.ignore_na:
                 ok = ok | t[name].isnull()
             failing[f"{name}.{check.name}"] = ~ok
