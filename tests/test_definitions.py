@@ -1,5 +1,6 @@
 """The Definitions object: what the graph contains and how it is grouped."""
 
+import json
 import os
 import subprocess
 from types import SimpleNamespace
@@ -80,6 +81,17 @@ def test_dbt_runs_in_process(tmp_path, monkeypatch):
             "gold/claims_monthly_summary"} <= materialized
     assert query(warehouse, "SELECT count(*) FROM silver.silver_claim_lines")[0][0] > 0
     assert [args for args in started if args[:1] != ["uname"]] == []  # platform.processor() may run `uname -p`
+    # silver_members waits for silver_claim_lines_validated (meta.order_after: side by side, two 10M-line
+    # statements are slower than one after the other), without an edge in the asset graph
+    from medflow_assets.settings import DBT_PROJECT_DIR
+
+    (target,) = DBT_PROJECT_DIR.glob(f"target/medflow_dbt_bronze_silver-{result.run_id[:8]}-*")
+    timing = {r["unique_id"].split(".")[-1]: {t["name"]: t for t in r["timing"]}
+              for r in json.loads((target / "run_results.json").read_text())["results"]}
+    assert (timing["silver_members"]["execute"]["started_at"]
+            >= timing["silver_claim_lines_validated"]["execute"]["completed_at"])
+    assert "silver/silver_claim_lines_validated" not in {
+        d.asset_key.to_user_string() for d in _specs()["silver/silver_members"].deps}
 
 
 def test_dbt_prunes_old_target_folders(tmp_path):

@@ -6,11 +6,16 @@
     of a file that replaces rows loaded from other bytes (a corrected file), the run rebuilds that payer's
     rows from all of its bronze instead (payer is part of every row), so a version only the old bytes had
     does not stay. -#}
+{#- meta.order_after: run after silver_claim_lines_validated, whose data it does not read (the ref below; the
+    asset graph leaves the edge out: MedflowTranslator). Side by side on two cores and DuckDB's 800MB, the two
+    10M-line statements took 74 s; one after the other 62-67 s (BENCHMARKS.md, session 23). -#}
 {{ config(materialized='incremental', incremental_strategy='append',
+          meta={'order_after': ['silver_claim_lines_validated']},
           pre_hook="{% set reloaded = payers_reloaded() if is_incremental() else [] %}"
                    "{% if reloaded %}delete from {{ this }} where payer in {{ sql_list(reloaded) }}{% endif %}") }}
 {%- set reloaded = payers_reloaded() if is_incremental() else [] %}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
+-- depends_on: {{ ref('silver_claim_lines_validated') }} (order only: meta.order_after)
 {%- set contracts = landing_state().contracts %}
 with distinct_members as (
   select distinct payer, member_id, member_first_name, member_last_name, member_full_name, member_email,
