@@ -168,7 +168,10 @@ def test_faster_builtin_checks_answer_like_panderas_own_on_edge_values():
     assert not pattern_spans_whole_string(r"^a|b$")      # (^a)|(b$): a search and a full match differ
     assert not pattern_spans_whole_string("^a\\$")       # an escaped dollar anchors nothing
     assert pattern_spans_whole_string(r"^([0-9]{4}[0-9FTU]|[A-V][0-9]{4})$")
-    assert pattern_spans_whole_string(r"^[]|]$")
+    assert pattern_spans_whole_string(r"^[]|]$") and pattern_spans_whole_string(r"^(?:a|b)$")
+    # what the scanner does not follow answers False (Pandera's own search is used)
+    for pattern in [r"^[[:alpha:](]|x[[:alpha:])]$", r"^a)|(b$", r"^(?m)[0-9]+$", r"^a\Q$", r"^*a$", r"^?a$"]:
+        assert not pattern_spans_whole_string(pattern), pattern
 
     hexkey = "0123456789abcdef" * 4
     values = ["", " ", "\n", "a", "b", "ab", "ba", "xab", "F", "f", "M", "U", "FM", "000", "036", "36", "0361",
@@ -198,5 +201,8 @@ def test_faster_builtin_checks_answer_like_panderas_own_on_edge_values():
         got = con.execute(t.select(own=own, fast=fast))
         assert got["own"].tolist() == got["fast"].tolist(), label
     # every str_matches, isin and notin of the schemas takes the fast path (patterns all span the string);
-    # of the extras, the two searches and Pandera's character set do not
+    # of the extras, `^a|b$`, `^a\$` and `ab` (searches) do not
     assert fast_used == len(checks) - 3 and fast_used > 20
+    # a custom check is never taken for a builtin, whatever its name
+    custom = pa.Check(lambda data: data.table.select(data.key), name="isin")
+    assert fast_builtin_check(custom, t.v) is None

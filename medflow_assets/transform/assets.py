@@ -41,10 +41,12 @@ class MedflowTranslator(DagsterDbtTranslator):
             group = next((part for part in fqn if part in LAYERS), "default")
         if props.get("resource_type") in ("model", "seed"):
             spec = spec.replace_attributes(group_name=group)
-        order_after = set((props.get("config", {}).get("meta") or {}).get("order_after", []))
+        order_after = (props.get("config", {}).get("meta") or {}).get("order_after", [])
         if order_after:
-            # refs that only order dbt's run (the model does not read them): no edge in the asset graph
-            spec = spec.replace_attributes(deps=[d for d in spec.deps if d.asset_key.path[-1] not in order_after])
+            # models ref'd only to order dbt's run (the model does not read them): no edge in the asset graph
+            drop = {DagsterDbtTranslator.get_asset_spec(self, manifest, f"model.{props['package_name']}.{name}",
+                                                        project).key for name in order_after}
+            spec = spec.replace_attributes(deps=[d for d in spec.deps if d.asset_key not in drop])
         if group == "gold":
             # Declarative automation: gold follows silver, but never past a failed blocking check
             # (eager() alone ignores blocking checks).

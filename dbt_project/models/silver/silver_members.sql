@@ -7,8 +7,9 @@
     rows from all of its bronze instead (payer is part of every row), so a version only the old bytes had
     does not stay. -#}
 {#- meta.order_after: run after silver_claim_lines_validated, whose data it does not read (the ref below; the
-    asset graph leaves the edge out: MedflowTranslator). Side by side on two cores and DuckDB's 800MB, the two
-    10M-line statements took 74 s; one after the other 62-67 s (BENCHMARKS.md, session 23). -#}
+    asset graph leaves the edge out: MedflowTranslator). At 10M lines, side by side on two cores and DuckDB's
+    800MB, the two statements took longer than one after the other (`benchmarks/probes.py silver-order`,
+    BENCHMARKS.md). -#}
 {{ config(materialized='incremental', incremental_strategy='append',
           meta={'order_after': ['silver_claim_lines_validated']},
           pre_hook="{% set reloaded = payers_reloaded() if is_incremental() else [] %}"
