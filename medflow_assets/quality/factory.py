@@ -118,7 +118,8 @@ def fast_builtin_check(check: pa.Check, column: ibis.Column) -> ibis.Expr | None
     - str_matches on a pattern spanning the whole string: `regexp_full_match` instead of Pandera's
       `regexp_matches` (a search): 5x faster on a 10-character NPI, 1.3x on a 64-character key;
     - isin / notin of strings: one list lookup instead of a chain of comparisons: 7x faster on 26 values.
-    At 10M lines every check together took 12.7 s before and 5.7 s after (README, BENCHMARKS.md)."""
+    At 10M lines every check together takes half the time (`benchmarks/probes.py checks`: 15.2 s -> 7.3 s;
+    BENCHMARKS.md, session 23)."""
     # Pandera's builtin checks dispatch per backend; a custom check is a plain function, whatever its name
     if not isinstance(check._check_fn, Dispatcher) or not column.type().is_string():
         return None
