@@ -87,20 +87,30 @@ def _run_side_by_side(con, statements: list[str]) -> None:
         raise errors[0]
 
 
-def run_script(script: Path, db: Path, memory_limit: str, threads: int, shards_side_by_side: bool = False) -> float:
-    t0 = time.perf_counter()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    # the settings MedFlow's dbt profile gives DuckDB
+def connect(db: Path, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
+    """A connection with the settings MedFlow's dbt profile gives DuckDB, and the HMAC macro (per connection:
+    a cursor needs it again)."""
     con = duckdb.connect(str(db), config={"memory_limit": memory_limit, "threads": threads,
                                           "storage_compatibility_version": WAREHOUSE_STORAGE_VERSION,
                                           "preserve_insertion_order": False})
     con.execute(hmac_macro_sql(load_settings().pii_key))
+    return con
+
+
+def script_statements(script: Path) -> list[str]:
+    return [st.rstrip(";\n") for st in script.read_text().split(";\n\n") if st.strip()]
+
+
+def run_script(script: Path, db: Path, memory_limit: str, threads: int, shards_side_by_side: bool = False) -> float:
+    t0 = time.perf_counter()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(db, memory_limit, threads)
     for schema in ("bronze", "silver", "gold", "reference"):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     seeds = DBT_PROJECT_DIR / "seeds"
     for seed in sorted(seeds.glob("*.csv")):  # dbt seeds; every one of their columns is text
         con.execute(f"CREATE OR REPLACE TABLE reference.{seed.stem} AS FROM read_csv('{seed}', all_varchar=true)")
-    statements = [st.rstrip(";\n") for st in script.read_text().split(";\n\n") if st.strip()]
+    statements = script_statements(script)
     shards = [st for st in statements if '"bronze"."bronze_claim_lines_shard_' in st.split("AS", 1)[0]]
     if shards_side_by_side:
         _run_side_by_side(con, shards)

@@ -19,15 +19,14 @@ import threading
 import time
 from pathlib import Path
 
-import duckdb
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import floor
 from medflow_assets.quality import factory
 from medflow_assets.quality.checks import BRONZE_SILVER_CHECKS, GOLD_CHECKS, quarantine_rates
 from medflow_assets.resources import WarehouseResource
-from medflow_assets.settings import WAREHOUSE_STORAGE_VERSION, load_settings
+from medflow_assets.settings import load_settings
 from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
 
@@ -37,7 +36,7 @@ def probe_checks(warehouse: Path, rounds: int) -> dict:
                                                  checks_memory_limit=s.checks_memory_limit, threads=s.threads))
     fast = factory.fast_builtin_check
     walls: dict[str, list[float]] = {"pandera": [], "fast": []}
-    answers = {}
+    first = None
     try:
         for _ in range(rounds):
             for mode in ("pandera", "fast"):
@@ -49,8 +48,8 @@ def probe_checks(warehouse: Path, rounds: int) -> dict:
                     out[c.relation] = [v.rows_checked, v.rules_checked, v.failures, v.structural]
                 out["quarantine_rate_gate"] = quarantine_rates(con.con)
                 walls[mode].append(round(time.perf_counter() - t0, 2))
-                answers.setdefault(mode, out)
-                if out != answers[mode] or out != answers.get("pandera", out):
+                first = first or out
+                if out != first:
                     raise SystemExit(f"{mode}: the checks answered differently")
     finally:
         factory.fast_builtin_check = fast
@@ -63,7 +62,7 @@ def _statement(statements: list[str], relation: str) -> str:
 
 
 def probe_silver_order(floor_db: Path, script: Path, rounds: int) -> dict:
-    statements = [st.rstrip(";\n") for st in script.read_text().split(";\n\n") if st.strip()]
+    statements = floor.script_statements(script)
     pair = {name: _statement(statements, name) for name in ("silver_claim_lines_validated", "silver_members")}
     s = load_settings()
     walls: dict[str, list[dict]] = {"one after the other": [], "side by side": []}
@@ -72,9 +71,7 @@ def probe_silver_order(floor_db: Path, script: Path, rounds: int) -> dict:
         for _ in range(rounds):
             for mode, rows in walls.items():
                 shutil.copy(floor_db, db)
-                con = duckdb.connect(str(db), config={
-                    "memory_limit": s.memory_limit, "threads": s.threads, "preserve_insertion_order": False,
-                    "storage_compatibility_version": WAREHOUSE_STORAGE_VERSION})
+                con = floor.connect(db, s.memory_limit, s.threads)
                 for name in pair:
                     con.execute(f"DROP TABLE silver.{name}")
                 con.execute("CHECKPOINT")
