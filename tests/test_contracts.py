@@ -106,3 +106,17 @@ def test_file_of_unknown_payer_is_rejected(tmp_path):
     (folder / "x.csv").write_text("a,b\n1,2\n")
     lf = inspect_file(folder / "x.csv", "mystery", None, tmp_path)
     assert "no payer contract for folder 'mystery'" in lf.error
+
+
+def test_an_invalid_contract_is_set_aside_by_payer_when_asked_and_raises_otherwise(tmp_path):
+    for payer in ("acme", "zenith"):
+        _write(tmp_path, payer, BASE.format(payer=payer))
+    broken = _write(tmp_path, "broken", BASE.format(payer="broken").replace('delimiter: ","', 'delimiter: ",,"'))
+    invalid: dict[str, str] = {}
+    assert set(load_contracts(tmp_path, invalid)) == {"acme", "zenith"}
+    assert list(invalid) == ["broken"]
+    assert str(broken) in invalid["broken"] and "delimiter must be one character" in invalid["broken"]
+    with pytest.raises(ContractError, match="delimiter must be one character"):
+        load_contracts(tmp_path)
+    with pytest.raises(ContractError, match="no payer contracts"):
+        load_contracts(tmp_path / "empty", {})

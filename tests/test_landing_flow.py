@@ -16,21 +16,36 @@ from tests.helpers import (
 
 
 def test_file_not_matching_its_contract_is_rejected_and_others_flow(tmp_path):
+    """A file that does not match its contract, and the files of a payer whose contract is invalid, are
+    rejected by name; every other file reaches gold."""
     landing = copy_sample(tmp_path / "landing")
     src = landing / "northwind" / "northwind_claims_001.csv"
     rows = list(csv.reader(src.open()))
     drop = {rows[0].index("paid_amount"), rows[0].index("status")}
     with (landing / "northwind" / "northwind_broken.csv").open("w", newline="") as f:
         csv.writer(f).writerows([[v for i, v in enumerate(r) if i not in drop] for r in rows[:50]])
+    contracts = copy_contracts(tmp_path / "contracts")
+    (contracts / "acme.yaml").write_text((contracts / "northwind.yaml").read_text().replace(
+        "payer: northwind", "payer: acme").replace("amount_encoding: dollars", "amount_encoding: euros"))
+    (landing / "acme").mkdir()
+    (landing / "acme" / "acme_claims_001.csv").write_text(src.read_text())
     wh = tmp_path / "wh.duckdb"
-    result = materialize_graph(landing, wh)
+    result = materialize_graph(landing, wh, contracts=contracts)
+    assert result.success
     check = check_result(result, "files_match_payer_contracts")
     assert not check.passed
     assert check.severity == dg.AssetCheckSeverity.ERROR
     assert "northwind/northwind_broken.csv" in check.description
     assert "missing columns: paid_amount, status" in check.description
+    assert f"payer contract {contracts / 'acme.yaml'}: amount_encoding must be one of" in check.description
+    assert check.metadata["invalid_contracts"].value == "acme"
     assert query(wh, "SELECT status, error LIKE '%paid_amount, status%' FROM landing.landing_file_registry "
                      "WHERE source_file = 'northwind/northwind_broken.csv'") == [("rejected", True)]
+    assert query(wh, "SELECT status, error LIKE 'acme/acme_claims_001.csv: not read, because its payer''s contract "
+                     "is invalid: payer contract %acme.yaml: amount_encoding must be one of%' "
+                     "FROM landing.landing_file_registry WHERE payer = 'acme'") == [("rejected", True)]
+    assert query(wh, "SELECT payer FROM landing.payer_contracts ORDER BY 1") == [
+        ("bluepeak",), ("cascade",), ("northwind",)]
     # every other file, all three payers included, reached gold
     assert query(wh, "SELECT count(*) FROM bronze.bronze_claim_lines WHERE source_file LIKE '%broken%'") == [(0,)]
     assert {r[0] for r in query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary")} == {
@@ -193,6 +208,25 @@ def test_a_copy_landing_in_the_same_second_as_its_original_does_not_take_its_pla
             _landed("cascade/e1.txt", "c" * 64, has_rows=False), _landed("cascade/e2.txt", "c" * 64, has_rows=False)]
     assert write_registry(con, both, {}, seen_at=datetime(2026, 11, 28, 11, 0, 0)) == {
         "cascade/n2.txt": "cascade/n1.txt"}
+
+
+def test_the_registry_keeps_the_last_valid_contract_of_a_payer_whose_contract_is_invalid_now():
+    """Its loaded rows were read with that contract, and the quarantine-rate gate reads its limit."""
+    from medflow_assets.landing.assets import write_registry
+    from medflow_assets.landing.contracts import load_contracts
+    from medflow_assets.settings import CONTRACTS_DIR
+
+    contracts = load_contracts(CONTRACTS_DIR)
+    con = duckdb.connect()
+    write_registry(con, [], contracts)
+    stored = dict(con.execute("SELECT payer, contract_json FROM landing.payer_contracts").fetchall())
+    assert sorted(stored) == ["bluepeak", "cascade", "northwind"]
+    without_cascade = {k: v for k, v in contracts.items() if k != "cascade"}
+    write_registry(con, [], without_cascade, keep_contracts={"cascade"})  # cascade.yaml invalid now
+    assert dict(con.execute("SELECT payer, contract_json FROM landing.payer_contracts").fetchall()) == stored
+    write_registry(con, [], without_cascade)  # cascade.yaml removed
+    assert sorted(p for (p,) in con.execute("SELECT payer FROM landing.payer_contracts").fetchall()) == [
+        "bluepeak", "northwind"]
 
 
 def test_a_files_first_landing_is_its_write_time_kept_through_corrections_and_new_after_it_left():

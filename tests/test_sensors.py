@@ -191,6 +191,55 @@ def test_a_contract_that_changes_reruns_its_payers_files_and_touching_a_failed_f
             ("cascade/cascade_claims_001.txt", "retried")]
 
 
+def test_an_invalid_contract_holds_its_payers_files_and_no_other_payers(tmp_path):
+    """A payer whose contract file is invalid (a typo while onboarding, an edit gone wrong): its files are
+    neither run nor taken for deleted, the sensor names the contract on every tick, and the other payers'
+    files run as usual. Once the contract is valid, what changed meanwhile runs."""
+    from medflow_assets.landing.sensors import evaluate_landing
+    from medflow_assets.landing.zone import LocalLanding
+
+    landing, contracts = tmp_path / "landing", tmp_path / "contracts"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    (landing / "acme").mkdir()
+    shutil.copy(landing / "northwind" / "northwind_claims_001.csv", landing / "acme" / "acme_claims_001.csv")
+    nw = contracts / "northwind.yaml"
+    good_nw = nw.read_text()
+    acme_ok = good_nw.replace("payer: northwind", "payer: acme")
+    (contracts / "acme.yaml").write_text(acme_ok.replace("columns:", "colums:"))  # the typo
+    instance = dg.DagsterInstance.ephemeral()
+    with medflow_env(contracts_path=contracts):
+        _, _, _, summary = evaluate_landing(LocalLanding(landing), None, set())
+        assert summary["held: contract invalid"] == ["acme/acme_claims_001.csv"]
+        assert list(summary["invalid contracts"]) == ["acme"]
+        assert str(contracts / "acme.yaml") in summary["invalid contracts"]["acme"]
+        assert "unknown keys ['colums']" in summary["invalid contracts"]["acme"]
+
+        first = _evaluate(local_landing_sensor, instance, landing, None)
+        sample = ["bluepeak/bluepeak_claims_001.csv", "cascade/cascade_claims_001.txt", "northwind/northwind_claims_001.csv"]
+        assert sorted(instance.get_dynamic_partitions("landing_file")) == sample  # acme's file waits
+        assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+                for r in first.run_requests] == [(sample[0], sample[-1])]
+
+        # northwind's contract breaks too, while one of its files changes and bluepeak sends a new file
+        nw.write_text(good_nw.replace('delimiter: ","', 'delimiter: ",,"'))
+        with (landing / "northwind" / "northwind_claims_001.csv").open("a") as f:
+            f.write("\n")
+        shutil.copy(landing / "bluepeak" / "bluepeak_claims_001.csv", landing / "bluepeak" / "bluepeak_claims_002.csv")
+        held = _evaluate(local_landing_sensor, instance, landing, first.cursor)
+        # bluepeak's file runs; northwind's waits, and is not taken for deleted (no landing-only run)
+        assert [(r.partition_key, r.tags["medflow/change"], r.asset_selection) for r in held.run_requests] == [
+            ("bluepeak/bluepeak_claims_002.csv", "new", None)]
+        assert _evaluate(local_landing_sensor, instance, landing, held.cursor).run_requests == []
+
+        # both contracts fixed: acme's file is new, northwind's changed bytes run
+        nw.write_text(good_nw)
+        (contracts / "acme.yaml").write_text(acme_ok)
+        fixed = _evaluate(local_landing_sensor, instance, landing, held.cursor)
+        assert [(r.partition_key, r.tags["medflow/change"]) for r in fixed.run_requests] == [
+            ("acme/acme_claims_001.csv", "new"), ("northwind/northwind_claims_001.csv", "changed")]
+
+
 def test_a_file_that_vanishes_between_the_scan_and_its_checksum_is_looked_at_again(tmp_path):
     from medflow_assets.landing.sensors import evaluate_landing
     from medflow_assets.landing.zone import LandingReadError, LocalLanding

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contrac
 
 
 def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract],
-                   seen_at: datetime | None = None, gone: dict[str, str] | None = None) -> dict[str, str]:
+                   seen_at: datetime | None = None, gone: dict[str, str] | None = None,
+                   keep_contracts: set[str] = frozenset()) -> dict[str, str]:
     """Upsert these files into the registry and replace the contracts. A file version (same checksum)
     keeps the time it was first seen, so reprocessing unchanged input gives identical tables.
     dbt reads both tables at run time (dbt vars would force a full re-parse on every change).
@@ -54,6 +55,8 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     `gone`: {file: why} for registered files no longer in the landing zone. An accepted one becomes
     `missing`: dbt stops reading it (its rows already loaded stay), and it still counts as the original of
     any copy of it that lands later.
+    `keep_contracts`: payers whose contract file is invalid now. The table keeps their last valid contract,
+    the one their loaded rows were read with (the quarantine-rate gate reads its max_quarantine_rate).
     Returns {copy: original} and sets each copy's error."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
@@ -104,7 +107,8 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     if gone:
         con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, checked_at = now()::TIMESTAMP "
                         "WHERE source_file = ? AND status = 'accepted'", [(why, k) for k, why in gone.items()])
-    con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
+    con.execute(f"DELETE FROM {CONTRACTS_TABLE} WHERE NOT list_contains(?::VARCHAR[], payer)",
+                [sorted(keep_contracts)])
     if contracts:
         con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
                         [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
@@ -127,7 +131,8 @@ def _why_gone(source_file: str, zone, unread: list[str]) -> str:
     backfill_policy=single_run,
     retry_policy=TRANSIENT_RETRY,
     check_specs=[dg.AssetCheckSpec(CONTRACT_CHECK, asset="landing_files",
-                                   description="Every landed file has the columns its payer contract names."),
+                                   description="Every payer contract is valid, and every landed file has the columns its "
+                                               "payer contract names."),
                  dg.AssetCheckSpec(COPY_CHECK, asset="landing_files",
                                    description="No landed file has the same bytes as another one (a re-sent "
                                                "file under a new name); copies are rejected, not loaded."),
@@ -142,10 +147,15 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     with only_transient_retried("landing", warehouse):
         try:
             settings = load_settings()  # stops here, before any data is read, when settings are unusable
-            contracts = load_contracts(settings.contracts_path)
+            # a payer whose contract is invalid has its files rejected (below); the other payers' files flow
+            invalid: dict[str, str] = {}
+            contracts = load_contracts(settings.contracts_path, invalid)
         except (SettingsError, ContractError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc  # retrying cannot help
         announce_key(settings, context.log)
+        for payer, why in invalid.items():
+            context.log.error(f"{why} -- the files of landing folder {payer}/ are not read until it is fixed; "
+                              "the other payers' files are")
         zone = landing.zone()
         wanted = sorted(context.partition_keys)
         attempt = context.retry_number + 1
@@ -154,7 +164,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             present = {o.source_file: o for o in scan.objects}
             # sha256 releases the GIL: files are hashed in parallel (1.9 GB in 11 files: 1.4 s -> 0.7 s on 2 cores)
             with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
-                files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer)),
+                files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer),
+                                                               invalid.get(present[k].payer)),
                                       [k for k in wanted if k in present]))
         except LandingReadError as exc:
             if any(code in str(exc) for code in _AUTH_ERRORS):
@@ -174,7 +185,7 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
                 gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
                     f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
-            copies = write_registry(con, files, contracts, gone=gone)
+            copies = write_registry(con, files, contracts, gone=gone, keep_contracts=set(invalid))
         rejected = [f for f in files if not f.accepted]
         for f in rejected:
             if f.source_file in copies:
@@ -201,7 +212,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                     for f in files[:200])),
         })
         not_matching = [f for f in rejected if f.source_file not in copies]
-        problems = [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
+        # an invalid contract is said in every landing run until it is fixed, whether or not the run has its files
+        problems = list(invalid.values()) + [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
             [f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone"] if len(gone) > UNREAD_SHOWN else [])
         yield dg.AssetCheckResult(
             check_name=CONTRACT_CHECK,
@@ -210,6 +222,7 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             description="; ".join(problems) if problems else
             f"all {len(files) - len(copies)} files checked match their payer contracts",
             metadata={"files_checked": len(files) - len(copies), "files_rejected": len(not_matching),
+                      "invalid_contracts": ", ".join(sorted(invalid)) or "none",
                       "rejected_files": ", ".join(f.source_file for f in not_matching) or "none"},
         )
         # A copy loses nothing (its original's rows are loaded): a warning for whoever tidies the landing zone.

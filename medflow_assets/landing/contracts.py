@@ -175,12 +175,24 @@ def load_contract(path: Path) -> PayerContract:
     )
 
 
-def load_contracts(contracts_dir: Path) -> dict[str, PayerContract]:
-    """All contracts in a folder, keyed by payer (sorted, so dbt vars are stable between runs)."""
-    contracts = {}
-    for path in sorted(Path(contracts_dir).glob("*.yaml")):
-        c = load_contract(path)
-        contracts[c.payer] = c
-    if not contracts:
+def load_contracts(contracts_dir: Path, invalid: dict[str, str] | None = None) -> dict[str, PayerContract]:
+    """All valid contracts in a folder, keyed by payer (sorted, so dbt vars are stable between runs).
+
+    An invalid contract raises ContractError. With `invalid` given, it is recorded there instead, as
+    {file stem (the payer whose landing folder it is for): the error naming the file and the problem}, and
+    left out: the landing sensor and the landing step use this, so one payer's broken contract (a typo while
+    onboarding) holds that payer's files back and no other payer's. No *.yaml at all raises either way."""
+    paths = sorted(Path(contracts_dir).glob("*.yaml"))
+    if not paths:
         raise ContractError(f"no payer contracts (*.yaml) in {contracts_dir}")
+    contracts = {}
+    for path in paths:
+        try:
+            c = load_contract(path)
+        except ContractError as exc:
+            if invalid is None:
+                raise
+            invalid[path.stem] = str(exc)
+            continue
+        contracts[c.payer] = c
     return contracts

@@ -19,11 +19,15 @@ from medflow_assets.settings import PROJECT_ROOT, Settings, load_settings
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "data" / "dagster_home"
 
 
-def register_landed_files(instance: dg.DagsterInstance, settings: Settings | None = None) -> list[str]:
-    """Add a partition for each landed file not registered yet; returns all partition keys, in order."""
+def register_landed_files(instance: dg.DagsterInstance, settings: Settings | None = None,
+                          invalid: dict[str, str] | None = None) -> list[str]:
+    """Add a partition for each landed file not registered yet; returns all partition keys, in order.
+    `invalid` receives {payer: why} for contracts that are invalid (their files are registered too: the run's
+    landing step rejects them, naming the contract)."""
     settings = settings or load_settings()
     zone = landing_resource(settings).process_config_and_initialize().zone()
-    keys = [o.source_file for o in zone.scan(load_contracts(settings.contracts_path)).objects]
+    invalid = {} if invalid is None else invalid
+    keys = [o.source_file for o in zone.scan(load_contracts(settings.contracts_path, invalid)).objects]
     known = instance.get_dynamic_partitions(landing_file_partitions.name)
     new = [k for k in keys if k not in set(known)]
     if new:
@@ -49,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"medflow-load: DAGSTER_HOME not set; using {DEFAULT_DAGSTER_HOME}", flush=True)
     landing_job()  # import the definitions (Dagster, dbt, Pandera: ~2 s; they end with gc.freeze())
     with dg.DagsterInstance.get() as instance:
-        keys = register_landed_files(instance)
+        invalid: dict[str, str] = {}
+        keys = register_landed_files(instance, invalid=invalid)
+        for payer, why in invalid.items():
+            print(f"medflow-load: {why} -- the files of {payer}/ are rejected in this run; the other payers' files "
+                  "load", file=sys.stderr, flush=True)
         if not keys:
             print("medflow-load: no landed files found; nothing to materialize", file=sys.stderr)
             return 1

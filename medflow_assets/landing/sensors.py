@@ -101,14 +101,23 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     ahead) once it is unchanged since the last tick."""
     previous, arrivals, was_settling = read_cursor(cursor)
     now_ns = time.time_ns() if now_ns is None else now_ns
-    contracts = load_contracts(load_settings().contracts_path)
+    invalid: dict[str, str] = {}  # payer: why its contract is invalid; its files wait, the others go on
+    contracts = load_contracts(load_settings().contracts_path, invalid)
     scan = zone.scan(contracts)
     digests = {payer: contract_digest(c) for payer, c in contracts.items()}
     state, settling, decided, touched = {}, {}, [], []
     summary = {"new": [], "changed": [], "contract changed": [], "retried": [], "unchanged": [], "settling": [],
-               "deleted": [], "not read": scan.unread}
+               "deleted": [], "not read": scan.unread, "held: contract invalid": [], "invalid contracts": invalid}
     for obj in scan.objects:
         before = previous.get(obj.source_file)
+        if obj.payer in invalid:
+            # neither run (it would be rejected) nor deleted: what was loaded stays the state, and the file is
+            # looked at again once the contract is valid (a new file then runs; a loaded one runs again if its
+            # bytes or the contract differ from what was loaded)
+            if before:
+                state[obj.source_file] = before
+            summary["held: contract invalid"].append(obj.source_file)
+            continue
         contract = digests.get(obj.payer, contract_digest(None))
         # an entry of an older cursor has no contract digest: it takes the current one
         contract_before = before[2] if before and len(before) > 2 else contract
@@ -252,6 +261,10 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
                              "it is read once it has stopped changing")
         for why in summary["not read"][:20]:  # every tick, until the file is moved or renamed
             context.log.warning(f"Not read: {why}")
+        for payer, why in summary["invalid contracts"].items():  # every tick, until the contract is fixed
+            held = [k for k in summary["held: contract invalid"] if k.startswith(f"{payer}/")]
+            context.log.error(f"{why} -- {len(held)} file(s) of {payer}/ wait until it is fixed; the other payers' "
+                              "files run")
         context.log.info(", ".join(f"{k}: {len(v)}" for k, v in summary.items()))
         for k in summary["already loaded"][:20]:
             context.log.info(f"{k}: these bytes are already loaded (registry and silver); not run again")

@@ -208,10 +208,17 @@ def digest_and_head(zone: LandingZone, obj: LandingObject) -> tuple[str, bytes]:
     return h.hexdigest(), first
 
 
-def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None) -> LandedFile:
-    """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract."""
+def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None,
+                   contract_error: str | None = None) -> LandedFile:
+    """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract.
+    `contract_error`: why the payer's contract file is invalid (load_contracts' `invalid`), when it is."""
     lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes,
                     modified_at=obj.modified_at)
+    if contract is None and contract_error:
+        lf.error = (f"{obj.source_file}: not read, because its payer's contract is invalid: {contract_error}. "
+                    f"Fix the contract; the landing sensor holds the folder's files until then, and runs them "
+                    "once it is valid.")
+        return lf
     if contract is None:
         lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
                     f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file; with the contract in "
