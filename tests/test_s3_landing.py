@@ -86,6 +86,15 @@ def test_s3_landing_flows_to_gold_and_the_sensor_runs_a_new_object(s3, tmp_path)
     assert query(wh, "SELECT count(*) - count(DISTINCT (payer, claim_id, claim_line_number)) "
                      "FROM silver.silver_claim_lines") == [(0,)]
     assert _sensor(instance, s3, prefix, tick2.cursor).run_requests == []
+    # the registry keeps each object's ETag beside its sha256: a sensor that starts over (no cursor, as after
+    # medflow-load or a cursor reset) runs none of the loaded objects again, and still runs a changed one
+    assert query(wh, "SELECT etag FROM landing.landing_file_registry "
+                     "WHERE source_file = 'cascade/cascade_claims_001.txt'") == [(etag,)]
+    with medflow_env(warehouse_path=wh):
+        assert _sensor(instance, s3, prefix, None).run_requests == []
+        s3.client().upload_file(str(new.path), BUCKET, f"{prefix}/{key}")  # the first version again
+        assert [(r.partition_key, r.tags["medflow/change"]) for r in _sensor(instance, s3, prefix, None).run_requests] == [
+            (key, "new")]
 
 
 def test_s3_object_not_valid_csv_and_a_byte_copy_are_rejected_and_the_others_flow(s3, tmp_path):

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS {REGISTRY_TABLE} (
 -- first_landed_at: when a file of this name first landed, kept through its corrections (the order of a
 -- line's versions across files, macros/line_versions.sql); added after the first registries
 ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS first_landed_at TIMESTAMP;
+-- etag: an S3 object's ETag when its bytes (checksum) were read, so the S3 sensor, which knows objects by
+-- ETag, can tell the bytes are loaded already (sensors.warehouse_holds); NULL for local files
+ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS etag VARCHAR;
 CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contract_json VARCHAR NOT NULL);
 """
 
@@ -61,12 +64,12 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
                 "size_bytes BIGINT, checksum VARCHAR, header_json VARCHAR, status VARCHAR, error VARCHAR, "
-                "modified_at TIMESTAMP)")
+                "modified_at TIMESTAMP, etag VARCHAR)")
     if files:
-        con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
             # a rejected file's first line may be data (no header): only accepted headers are kept
             (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header) if f.accepted else None,
-             "accepted" if f.accepted else "rejected", f.error, f.modified_at) for f in files])
+             "accepted" if f.accepted else "rejected", f.error, f.modified_at, f.etag) for f in files])
     con.execute("BEGIN TRANSACTION")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE merged AS

@@ -54,7 +54,7 @@ def _sha256(zone: LandingZone, obj: LandingObject) -> str:
 
 def _etag(zone: LandingZone, obj: LandingObject) -> str:
     """An S3 object's checksum: its ETag (the fingerprint is ETag@LastModified)."""
-    return obj.fingerprint.rsplit("@", 1)[0]
+    return obj.etag or obj.fingerprint.rsplit("@", 1)[0]
 
 
 def contract_digest(contract: PayerContract | None) -> str:
@@ -201,12 +201,14 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
 
 
-def warehouse_holds(warehouse_path, keys: list[str]) -> dict[str, tuple[str, str]]:
+def warehouse_holds(warehouse_path, keys: list[str], by_etag: bool = False) -> dict[str, tuple[str, str]]:
     """{file: (sha256, contract digest)} for the files among `keys` that the registry holds as accepted and
-    silver loaded from those bytes (the data-quality log has the file with that checksum). Read-only, no wait."""
+    silver loaded from those bytes (the data-quality log has the file with that checksum); with `by_etag`
+    (S3), {file: (ETag, contract digest)}: the ETag the object had when landing read those bytes. Read-only,
+    no wait."""
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         rows = con.execute(f"""
-            SELECT r.source_file, r.checksum, c.contract_json
+            SELECT r.source_file, {"r.etag" if by_etag else "r.checksum"}, c.contract_json
             FROM {REGISTRY_TABLE} r JOIN {CONTRACTS_TABLE} c USING (payer)
             WHERE r.status = 'accepted' AND list_contains(?, r.source_file)
               AND r.checksum IN (SELECT l.file_checksum FROM silver.silver_data_quality_log l
@@ -245,7 +247,7 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
 
         def loaded_files(keys: list[str]) -> dict[str, tuple[str, str]]:
             try:
-                return warehouse_holds(load_settings().warehouse_path, keys)
+                return warehouse_holds(load_settings().warehouse_path, keys, by_etag=not local)
             except (duckdb.Error, OSError) as exc:  # no warehouse yet, or a run holds it: the files run
                 context.log.info(f"cannot tell whether {len(keys)} file(s) are already loaded ({exc}); running them")
                 return {}
@@ -253,7 +255,7 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else _etag,
             settle_seconds=settle_seconds,
-            failed_files=failed_files, loaded_files=loaded_files if local else None)
+            failed_files=failed_files, loaded_files=loaded_files)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:

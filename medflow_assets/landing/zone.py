@@ -39,6 +39,7 @@ class LandingObject:
     fingerprint: str      # changes when the object is written (size:mtime locally, ETag@LastModified on S3)
     modified_ns: int | None = None  # last write, locally (S3 shows an object only once its upload completed)
     modified_at: datetime | None = None  # last write (local time), locally and on S3 (LastModified)
+    etag: str | None = None  # on S3, the object's ETag (what the S3 sensor compares); None locally
 
     @property
     def payer(self) -> str:
@@ -60,6 +61,7 @@ class LandedFile:
     error: str | None = None  # why the file cannot be loaded (None = accepted)
     has_rows: bool = True     # False for a file with a header and nothing after it
     modified_at: datetime | None = None  # the object's last write (local time), when the zone tells it
+    etag: str | None = None  # the S3 object's ETag at the scan (the registry keeps it beside the sha256)
 
     @property
     def accepted(self) -> bool:
@@ -181,9 +183,10 @@ class S3Landing:
                     if rel and not rel.endswith("/") and _classify(rel, contracts, unread):
                         # a re-upload of the same bytes keeps the ETag but moves LastModified: the sensor
                         # sees it touched (and retries it when its last run failed), not changed
+                        etag = item["ETag"].strip('"')
                         out.append(LandingObject(rel, f"s3://{self.bucket}/{item['Key']}", int(item["Size"]),
-                                                 f"{item['ETag'].strip(chr(34))}@{item['LastModified'].isoformat()}",
-                                                 modified_at=_local(item["LastModified"].timestamp())))
+                                                 f"{etag}@{item['LastModified'].isoformat()}",
+                                                 modified_at=_local(item["LastModified"].timestamp()), etag=etag))
         except Exception as exc:  # botocore raises many types; the message must name the place
             raise LandingReadError(f"cannot list {self.description}: {exc}") from exc
         return Scan(sorted(out, key=lambda o: o.source_file), sorted(unread))
@@ -213,7 +216,7 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
     """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract.
     `contract_error`: why the payer's contract file is invalid (load_contracts' `invalid`), when it is."""
     lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes,
-                    modified_at=obj.modified_at)
+                    modified_at=obj.modified_at, etag=obj.etag)
     if contract is None and contract_error:
         lf.error = (f"{obj.source_file}: not read, because its payer's contract is invalid: {contract_error}. "
                     f"Fix the contract; the landing sensor holds the folder's files until then, and runs them "
