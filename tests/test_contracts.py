@@ -120,3 +120,31 @@ def test_an_invalid_contract_is_set_aside_by_payer_when_asked_and_raises_otherwi
         load_contracts(tmp_path)
     with pytest.raises(ContractError, match="no payer contracts"):
         load_contracts(tmp_path / "empty", {})
+
+
+@pytest.mark.parametrize("text, message", [
+    (BASE.format(payer="acme").replace("columns:", "max_quarantine_rate: ten\ncolumns:"),
+     "max_quarantine_rate must be a number between 0 and 1 (0.10 = 10%), not 'ten'"),
+    (BASE.format(payer="acme").replace("columns:", "max_quarantine_rate:\ncolumns:"),
+     "max_quarantine_rate must be a number between 0 and 1 (0.10 = 10%), not None"),
+    (re.sub(r"status_map:.*\n", "status_map: [P, D]\n", BASE.format(payer="acme")), "status_map must be a mapping"),
+    (re.sub(r"status_map:.*\n", "status_map:\n", BASE.format(payer="acme")), "status_map is empty"),
+    (BASE.format(payer="acme").replace("columns:", "defaults: [x]\ncolumns:"), "defaults must be a mapping"),
+])
+def test_a_contract_value_of_the_wrong_kind_is_a_contract_error_naming_it(tmp_path, text, message):
+    """Not a crash that would stop the other payers (load_contracts sets ContractErrors aside per payer)."""
+    with pytest.raises(ContractError) as err:
+        load_contract(_write(tmp_path, "acme", text))
+    assert message in str(err.value)
+
+
+def test_unreadable_contract_files_are_set_aside_and_editor_files_ignored(tmp_path):
+    _write(tmp_path, "zenith", BASE.format(payer="zenith"))
+    (tmp_path / "latin.yaml").write_bytes((BASE.format(payer="latin") + "description: caf\xe9\n").encode("latin-1"))
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / ".#zenith.yaml").symlink_to(tmp_path / "gone")  # an editor's lock file: a dangling link
+    invalid: dict[str, str] = {}
+    assert list(load_contracts(tmp_path, invalid)) == ["zenith"]
+    assert sorted(invalid) == ["folder", "latin"]
+    assert "cannot be read as UTF-8 text (UnicodeDecodeError" in invalid["latin"]
+    assert "cannot be read as UTF-8 text (IsADirectoryError" in invalid["folder"]

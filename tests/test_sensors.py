@@ -10,7 +10,7 @@ from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import LandingResource
 from medflow_assets.landing.sensors import local_landing_sensor, s3_landing_sensor
 from medflow_assets.settings import CONTRACTS_DIR
-from tests.helpers import SAMPLE_LANDING, medflow_env
+from tests.helpers import SAMPLE_LANDING, check_result, medflow_env
 
 
 def _evaluate(sensor, instance, landing_dir, cursor, settle_seconds=0):
@@ -238,6 +238,59 @@ def test_an_invalid_contract_holds_its_payers_files_and_no_other_payers(tmp_path
         fixed = _evaluate(local_landing_sensor, instance, landing, held.cursor)
         assert [(r.partition_key, r.tags["medflow/change"]) for r in fixed.run_requests] == [
             ("acme/acme_claims_001.csv", "new"), ("northwind/northwind_claims_001.csv", "changed")]
+
+
+def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only_if_a_run_held_it(tmp_path):
+    """cascade's contract breaks after its file was loaded. A run over every file meanwhile (medflow-load)
+    holds the file: its registry row and rows stay as they were, dbt leaves it out. Once the contract is
+    valid again the sensor runs it (the registry says a run held it), and not when no run held it."""
+    from tests.helpers import materialize_graph, query
+
+    landing, contracts, wh = tmp_path / "landing", tmp_path / "contracts", tmp_path / "wh.duckdb"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    shutil.copytree(CONTRACTS_DIR, contracts)
+    instance = dg.DagsterInstance.ephemeral()
+    key = "cascade/cascade_claims_001.txt"
+    cascade = contracts / "cascade.yaml"
+    good = cascade.read_text()
+    registry = "SELECT status, checksum, held_reason FROM landing.landing_file_registry WHERE source_file = ?"
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success
+    loaded = query(wh, registry, [key])
+    bronze = query(wh, "SELECT count(*), sum(hash(source_row_number)) FROM bronze.bronze_claim_lines "
+                       "WHERE payer = 'cascade'")
+    last_load = "SELECT max(load_id) FROM silver.silver_data_quality_log WHERE source_file = ?"
+    load_id = query(wh, last_load, [key])
+    with medflow_env(contracts_path=contracts, warehouse_path=wh):
+        tick = _evaluate(local_landing_sensor, instance, landing, None)
+        assert tick.run_requests == []  # every file already loaded
+        cascade.write_text(good.replace("amount_encoding: cents", "amount_encoding: pennies"))
+        tick = _evaluate(local_landing_sensor, instance, landing, tick.cursor)
+        assert tick.run_requests == [] and json.loads(tick.cursor)["held"] == [key]
+
+        result = materialize_graph(landing, wh, contracts=contracts, instance=instance)  # as medflow-load
+        assert result.success
+        (status, checksum, held_reason), = query(wh, registry, [key])
+        assert (status, checksum) == loaded[0][:2] and held_reason.startswith(
+            f"{key}: held, not read, while its payer's contract is invalid (payer contract {cascade}: amount_encoding")
+        assert query(wh, "SELECT count(*), sum(hash(source_row_number)) FROM bronze.bronze_claim_lines "
+                         "WHERE payer = 'cascade'") == bronze
+        assert query(wh, last_load, [key]) == load_id  # dbt left the file out
+        check = check_result(result, "files_match_payer_contracts")
+        assert not check.passed and f"1 file(s) held until their contract is valid: {key}" in check.description
+        assert query(wh, "SELECT json_extract_string(contract_json, '$.amount_encoding') FROM landing.payer_contracts "
+                         "WHERE payer = 'cascade'") == [("cents",)]  # the last valid contract, kept
+
+        cascade.write_text(good)
+        fixed = _evaluate(local_landing_sensor, instance, landing, tick.cursor)
+        assert [(r.partition_key, r.tags["medflow/change"]) for r in fixed.run_requests] == [(key, "contract fixed")]
+        assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[key]).success
+        assert query(wh, registry, [key]) == loaded
+
+        # broken and fixed again with no run in between: nothing to run
+        cascade.write_text(good.replace("amount_encoding: cents", "amount_encoding: pennies"))
+        held = _evaluate(local_landing_sensor, instance, landing, fixed.cursor)
+        cascade.write_text(good)
+        assert _evaluate(local_landing_sensor, instance, landing, held.cursor).run_requests == []
 
 
 def test_a_file_that_vanishes_between_the_scan_and_its_checksum_is_looked_at_again(tmp_path):

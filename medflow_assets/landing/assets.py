@@ -7,10 +7,10 @@ from datetime import datetime
 
 import dagster as dg
 
-from medflow_assets.landing.contracts import ContractError, PayerContract, load_contracts
+from medflow_assets.landing.contracts import ContractError, PayerContract, load_contracts, refresh_derived
 from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
 from medflow_assets.landing.resource import LandingResource
-from medflow_assets.landing.zone import LandedFile, LandingReadError, inspect_object
+from medflow_assets.landing.zone import LandedFile, LandingReadError, held_file, inspect_object
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, only_transient_retried
 from medflow_assets.settings import SettingsError, announce_key, load_settings
 
@@ -35,13 +35,17 @@ ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS first_landed_at TIMESTAMP;
 -- etag: an S3 object's ETag when its bytes (checksum) were read, so the S3 sensor, which knows objects by
 -- ETag, can tell the bytes are loaded already (sensors.warehouse_holds); NULL for local files
 ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS etag VARCHAR;
+-- held_reason: set while the file's payer contract is invalid. The row keeps its last verdict (status,
+-- checksum: what silver holds), the dbt step leaves the file out (transform/assets.py write_selection), and
+-- the sensor runs it once the contract is valid (sensors.warehouse_holds does not count it as loaded)
+ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS held_reason VARCHAR;
 CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contract_json VARCHAR NOT NULL);
 """
 
 
 def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContract],
                    seen_at: datetime | None = None, gone: dict[str, str] | None = None,
-                   keep_contracts: set[str] = frozenset()) -> dict[str, str]:
+                   keep_contracts: set[str] = frozenset(), held: list[LandedFile] = ()) -> dict[str, str]:
     """Upsert these files into the registry and replace the contracts. A file version (same checksum)
     keeps the time it was first seen, so reprocessing unchanged input gives identical tables.
     dbt reads both tables at run time (dbt vars would force a full re-parse on every change).
@@ -59,7 +63,10 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     `missing`: dbt stops reading it (its rows already loaded stay), and it still counts as the original of
     any copy of it that lands later.
     `keep_contracts`: payers whose contract file is invalid now. The table keeps their last valid contract,
-    the one their loaded rows were read with (the quarantine-rate gate reads its max_quarantine_rate).
+    the one their loaded rows were read with (the quarantine-rate gate reads its max_quarantine_rate), with
+    what MedFlow derives from a contract (canonical fields, date pattern) brought up to date.
+    `held`: files of such payers (zone.held_file). A registered one keeps its row, marked with held_reason;
+    one never registered gets a `rejected` row with the reason (nothing of it was read).
     Returns {copy: original} and sets each copy's error."""
     con.execute(_REGISTRY_DDL)
     con.execute("CREATE OR REPLACE TEMP TABLE scan (source_file VARCHAR, payer VARCHAR, path VARCHAR, "
@@ -107,16 +114,41 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                         [(f.error, f.source_file) for f in files if f.source_file in copies])
     con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
+    if held:
+        con.executemany(f"UPDATE {REGISTRY_TABLE} SET held_reason = ?, checked_at = now()::TIMESTAMP "
+                        "WHERE source_file = ?", [(f.error, f.source_file) for f in held])
+        con.executemany(f"""
+            INSERT INTO {REGISTRY_TABLE} (source_file, payer, path, size_bytes, status, error, first_seen_at,
+                                          checked_at, held_reason)
+            SELECT ?, ?, ?, ?, 'rejected', ?, coalesce(?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)),
+                   now()::TIMESTAMP, ?
+            WHERE NOT EXISTS (SELECT 1 FROM {REGISTRY_TABLE} WHERE source_file = ?)""",
+                        [(f.source_file, f.payer, f.path, f.size_bytes, f.error, seen_at, f.error, f.source_file)
+                         for f in held])
     if gone:
-        con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, checked_at = now()::TIMESTAMP "
-                        "WHERE source_file = ? AND status = 'accepted'", [(why, k) for k, why in gone.items()])
-    con.execute(f"DELETE FROM {CONTRACTS_TABLE} WHERE NOT list_contains(?::VARCHAR[], payer)",
-                [sorted(keep_contracts)])
+        con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, held_reason = NULL, "
+                        "checked_at = now()::TIMESTAMP WHERE source_file = ? AND status = 'accepted'",
+                        [(why, k) for k, why in gone.items()])
+    kept = con.execute(f"SELECT payer, contract_json FROM {CONTRACTS_TABLE} WHERE list_contains(?::VARCHAR[], payer)",
+                       [sorted(keep_contracts)]).fetchall()
+    con.execute(f"DELETE FROM {CONTRACTS_TABLE}")
+    if kept:
+        con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
+                        [(payer, json.dumps(_refreshed(json.loads(cj)), sort_keys=True)) for payer, cj in kept])
     if contracts:
         con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
                         [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
     con.execute("COMMIT")
     return copies
+
+
+def _refreshed(dbt_json: dict) -> dict:
+    """refresh_derived, or the contract as stored when this version cannot derive from it (it was valid for
+    the version that stored it)."""
+    try:
+        return refresh_derived(dbt_json)
+    except (KeyError, ValueError):
+        return dbt_json
 
 
 def _why_gone(source_file: str, zone, unread: list[str]) -> str:
@@ -150,15 +182,17 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
     with only_transient_retried("landing", warehouse):
         try:
             settings = load_settings()  # stops here, before any data is read, when settings are unusable
-            # a payer whose contract is invalid has its files rejected (below); the other payers' files flow
+            # a payer whose contract is invalid has its files held (below); the other payers' files flow
             invalid: dict[str, str] = {}
             contracts = load_contracts(settings.contracts_path, invalid)
+            if not contracts:
+                raise ContractError("no payer contract is valid: " + "; ".join(invalid.values()))
         except (SettingsError, ContractError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc  # retrying cannot help
         announce_key(settings, context.log)
         for payer, why in invalid.items():
-            context.log.error(f"{why} -- the files of landing folder {payer}/ are not read until it is fixed; "
-                              "the other payers' files are")
+            context.log.error(f"{why} -- the files of landing folder {payer}/ are held (not read) until it is "
+                              "fixed; the other payers' files flow")
         zone = landing.zone()
         wanted = sorted(context.partition_keys)
         attempt = context.retry_number + 1
@@ -167,9 +201,10 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             present = {o.source_file: o for o in scan.objects}
             # sha256 releases the GIL: files are hashed in parallel (1.9 GB in 11 files: 1.4 s -> 0.7 s on 2 cores)
             with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
-                files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer),
-                                                               invalid.get(present[k].payer)),
-                                      [k for k in wanted if k in present]))
+                files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer)),
+                                      [k for k in wanted if k in present and present[k].payer not in invalid]))
+            held = [held_file(present[k], invalid[present[k].payer]) for k in wanted
+                    if k in present and present[k].payer in invalid]
         except LandingReadError as exc:
             if any(code in str(exc) for code in _AUTH_ERRORS):
                 raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "
@@ -188,7 +223,7 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
                 gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
                     f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
-            copies = write_registry(con, files, contracts, gone=gone, keep_contracts=set(invalid))
+            copies = write_registry(con, files, contracts, gone=gone, keep_contracts=set(invalid), held=held)
         rejected = [f for f in files if not f.accepted]
         for f in rejected:
             if f.source_file in copies:
@@ -201,22 +236,32 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             context.log.warning(f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone or no longer read")
         for why in scan.unread[:UNREAD_SHOWN]:
             context.log.warning(f"Not read: {why}")
+        if held:
+            context.log.error(f"{len(held)} file(s) held while their payer's contract is invalid: "
+                              + ", ".join(f.source_file for f in held[:UNREAD_SHOWN])
+                              + (" ..." if len(held) > UNREAD_SHOWN else ""))
         accepted = [f for f in files if f.accepted]
-        context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, from {zone.description}")
+        context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, {len(held)} held, "
+                         f"from {zone.description}")
         yield dg.MaterializeResult(metadata={
             "files_accepted": len(accepted),
             "files_rejected": len(rejected),
+            "files_held": len(held),
             "files_missing": len(gone),
             "bytes_accepted": sum(f.size_bytes for f in accepted),
             "landing_zone": zone.description,
             "files": dg.MetadataValue.md(
                 "| file | payer | status | sha256 |\n|---|---|---|---|\n" + "\n".join(
                     f"| {f.source_file} | {f.payer} | {'accepted' if f.accepted else 'rejected'} | {f.checksum[:12]} |"
-                    for f in files[:200])),
+                    for f in files[:200])
+                + "".join(f"\n| {f.source_file} | {f.payer} | held | - |" for f in held[:max(0, 200 - len(files))])),
         })
         not_matching = [f for f in rejected if f.source_file not in copies]
         # an invalid contract is said in every landing run until it is fixed, whether or not the run has its files
-        problems = list(invalid.values()) + [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
+        problems = list(invalid.values()) + ([
+            f"{len(held)} file(s) held until their contract is valid: "
+            + ", ".join(f.source_file for f in held[:UNREAD_SHOWN]) + (" ..." if len(held) > UNREAD_SHOWN else "")]
+            if held else []) + [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
             [f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone"] if len(gone) > UNREAD_SHOWN else [])
         yield dg.AssetCheckResult(
             check_name=CONTRACT_CHECK,
@@ -225,7 +270,7 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             description="; ".join(problems) if problems else
             f"all {len(files) - len(copies)} files checked match their payer contracts",
             metadata={"files_checked": len(files) - len(copies), "files_rejected": len(not_matching),
-                      "invalid_contracts": ", ".join(sorted(invalid)) or "none",
+                      "invalid_contracts": ", ".join(sorted(invalid)) or "none", "files_held": len(held),
                       "rejected_files": ", ".join(f.source_file for f in not_matching) or "none"},
         )
         # A copy loses nothing (its original's rows are loaded): a warning for whoever tidies the landing zone.

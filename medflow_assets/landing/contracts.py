@@ -100,9 +100,14 @@ class PayerContract:
         d = asdict(self)
         d.pop("source_path")
         d.pop("description")
-        d["canonical_fields"] = list(CANONICAL_FIELDS)
-        d["date_pattern"] = date_pattern(self.date_format)
-        return d
+        return refresh_derived(d)
+
+
+def refresh_derived(dbt_json: dict) -> dict:
+    """A contract as dbt reads it, with what MedFlow derives from it (the canonical fields, the date pattern)
+    computed by this version of MedFlow: also for a payer's last valid contract kept while its contract file
+    is invalid (landing's write_registry)."""
+    return {**dbt_json, "canonical_fields": list(CANONICAL_FIELDS), "date_pattern": date_pattern(dbt_json["date_format"])}
 
 
 def _fail(path: Path, msg: str) -> ContractError:
@@ -111,7 +116,11 @@ def _fail(path: Path, msg: str) -> ContractError:
 
 def load_contract(path: Path) -> PayerContract:
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"cannot be read as UTF-8 text ({type(exc).__name__}: {exc})") from exc
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _fail(path, f"is not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
@@ -123,6 +132,11 @@ def load_contract(path: Path) -> PayerContract:
     for key in ("payer", "file_glob", "delimiter", "date_format", "amount_encoding", "status_map", "columns"):
         if key not in raw:
             raise _fail(path, f"missing required key '{key}'")
+    for key in ("status_map", "columns", "defaults"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise _fail(path, f"{key} must be a mapping (key: value lines), not {type(raw[key]).__name__}")
+    if not raw["status_map"]:
+        raise _fail(path, "status_map is empty: map each of the payer's status codes to a canonical status")
     payer = str(raw["payer"])
     if not _PAYER_RE.match(payer):
         raise _fail(path, f"payer {payer!r} must be lower snake_case (it names a landing folder)")
@@ -156,9 +170,9 @@ def load_contract(path: Path) -> PayerContract:
     wrong = sorted({v for v in status_map.values() if v not in CLAIM_STATUSES})
     if wrong:
         raise _fail(path, f"status_map values {wrong} are not canonical statuses {CLAIM_STATUSES}")
-    rate = float(raw.get("max_quarantine_rate", 0.10))
-    if not 0 <= rate <= 1:
-        raise _fail(path, "max_quarantine_rate must be between 0 and 1")
+    rate = raw.get("max_quarantine_rate", 0.10)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise _fail(path, f"max_quarantine_rate must be a number between 0 and 1 (0.10 = 10%), not {rate!r}")
     return PayerContract(
         payer=payer,
         description=str(raw.get("description", "")),
@@ -170,7 +184,7 @@ def load_contract(path: Path) -> PayerContract:
         status_map=status_map,
         columns=columns,
         defaults=defaults,
-        max_quarantine_rate=rate,
+        max_quarantine_rate=float(rate),
         source_path=str(path),
     )
 
@@ -182,7 +196,8 @@ def load_contracts(contracts_dir: Path, invalid: dict[str, str] | None = None) -
     {file stem (the payer whose landing folder it is for): the error naming the file and the problem}, and
     left out: the landing sensor and the landing step use this, so one payer's broken contract (a typo while
     onboarding) holds that payer's files back and no other payer's. No *.yaml at all raises either way."""
-    paths = sorted(Path(contracts_dir).glob("*.yaml"))
+    # an editor's lock or backup (.#acme.yaml) is not a contract
+    paths = sorted(p for p in Path(contracts_dir).glob("*.yaml") if not p.name.startswith("."))
     if not paths:
         raise ContractError(f"no payer contracts (*.yaml) in {contracts_dir}")
     contracts = {}
@@ -193,6 +208,11 @@ def load_contracts(contracts_dir: Path, invalid: dict[str, str] | None = None) -
             if invalid is None:
                 raise
             invalid[path.stem] = str(exc)
+            continue
+        except Exception as exc:  # a case load_contract does not foresee: still this payer's problem alone
+            if invalid is None:
+                raise
+            invalid[path.stem] = str(_fail(path, f"cannot be loaded ({type(exc).__name__}: {exc})"))
             continue
         contracts[c.payer] = c
     return contracts

@@ -22,12 +22,13 @@ DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "data" / "dagster_home"
 def register_landed_files(instance: dg.DagsterInstance, settings: Settings | None = None,
                           invalid: dict[str, str] | None = None) -> list[str]:
     """Add a partition for each landed file not registered yet; returns all partition keys, in order.
-    `invalid` receives {payer: why} for contracts that are invalid (their files are registered too: the run's
-    landing step rejects them, naming the contract)."""
+    `invalid` receives {payer: why} for contracts that are invalid: their payers' files wait, as the landing
+    sensor holds them (one registered before is held by the run's landing step, its loaded rows untouched)."""
     settings = settings or load_settings()
     zone = landing_resource(settings).process_config_and_initialize().zone()
     invalid = {} if invalid is None else invalid
-    keys = [o.source_file for o in zone.scan(load_contracts(settings.contracts_path, invalid)).objects]
+    keys = [o.source_file for o in zone.scan(load_contracts(settings.contracts_path, invalid)).objects
+            if o.payer not in invalid]
     known = instance.get_dynamic_partitions(landing_file_partitions.name)
     new = [k for k in keys if k not in set(known)]
     if new:
@@ -56,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         invalid: dict[str, str] = {}
         keys = register_landed_files(instance, invalid=invalid)
         for payer, why in invalid.items():
-            print(f"medflow-load: {why} -- the files of {payer}/ are rejected in this run; the other payers' files "
-                  "load", file=sys.stderr, flush=True)
+            print(f"medflow-load: {why} -- the files of {payer}/ wait until it is fixed (held, not read); the other "
+                  "payers' files load", file=sys.stderr, flush=True)
         if not keys:
             print("medflow-load: no landed files found; nothing to materialize", file=sys.stderr)
             return 1

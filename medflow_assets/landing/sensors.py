@@ -74,16 +74,17 @@ def contract_json_digest(dbt_json: dict) -> str:
 CURSOR_VERSION = 2
 
 
-def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str, str]]:
+def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str, str], set[str]]:
     """({source_file: [fingerprint, checksum, contract digest]}, arrivals so far, {source_file: fingerprint
-    of a file seen settling}); a cursor of earlier versions held the mapping alone, without digests."""
+    of a file seen settling}, {files held last tick: their payer's contract was invalid}); a cursor of
+    earlier versions held the mapping alone, without digests."""
     data = json.loads(cursor) if cursor else {}
     if data.get("version") == CURSOR_VERSION:
-        return data["files"], int(data["arrivals"]), data.get("settling", {})
+        return data["files"], int(data["arrivals"]), data.get("settling", {}), set(data.get("held", []))
     # an earlier cursor: its entries' contract digests (if any) were computed otherwise; each file takes the
     # current digest instead of counting as a contract change
     files = data.get("files", data)
-    return {k: v[:2] for k, v in files.items()}, int(data.get("arrivals", 0)), {}
+    return {k: v[:2] for k, v in files.items()}, int(data.get("arrivals", 0)), {}, set()
 
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
@@ -99,15 +100,16 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled
     when its last write is at least settle_seconds old; one whose mtime is in the future (a writer's clock
     ahead) once it is unchanged since the last tick."""
-    previous, arrivals, was_settling = read_cursor(cursor)
+    previous, arrivals, was_settling, was_held = read_cursor(cursor)
     now_ns = time.time_ns() if now_ns is None else now_ns
     invalid: dict[str, str] = {}  # payer: why its contract is invalid; its files wait, the others go on
     contracts = load_contracts(load_settings().contracts_path, invalid)
     scan = zone.scan(contracts)
     digests = {payer: contract_digest(c) for payer, c in contracts.items()}
-    state, settling, decided, touched = {}, {}, [], []
-    summary = {"new": [], "changed": [], "contract changed": [], "retried": [], "unchanged": [], "settling": [],
-               "deleted": [], "not read": scan.unread, "held: contract invalid": [], "invalid contracts": invalid}
+    state, settling, decided, touched, released = {}, {}, [], [], []
+    summary = {"new": [], "changed": [], "contract changed": [], "contract fixed": [], "retried": [], "unchanged": [],
+               "settling": [], "deleted": [], "not read": scan.unread, "held: contract invalid": [],
+               "invalid contracts": invalid}
     for obj in scan.objects:
         before = previous.get(obj.source_file)
         if obj.payer in invalid:
@@ -123,7 +125,10 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         contract_before = before[2] if before and len(before) > 2 else contract
         if before and before[0] == obj.fingerprint and contract_before == contract:
             state[obj.source_file] = [*before[:2], contract]
-            summary["unchanged"].append(obj.source_file)
+            if obj.source_file in was_held:  # held until now: did a run leave it held (asked below, once)?
+                released.append((obj.source_file, before[1]))
+            else:
+                summary["unchanged"].append(obj.source_file)
             continue
         age_ns = None if obj.modified_ns is None else now_ns - obj.modified_ns
         if settle_seconds > 0 and age_ns is not None and age_ns < settle_seconds * 1e9 and not (
@@ -151,6 +156,8 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             decided.append((obj.source_file, checksum, "changed"))
         elif contract_before != contract:
             decided.append((obj.source_file, checksum, "contract changed"))
+        elif obj.source_file in was_held:
+            released.append((obj.source_file, checksum))
         else:  # touched, same content: run again only if its last run failed (asked below, once)
             touched.append((obj.source_file, checksum))
     unknown = [(k, c) for k, c, change in decided if change == "new" and k in known_partitions]
@@ -167,6 +174,14 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             decided.append((source_file, checksum, "retried"))
         else:
             summary["unchanged"].append(source_file)
+    # files held last tick whose contract is valid again, bytes and contract as before: a run in between
+    # (medflow-load, one started by hand) may have left them held, not loaded; the registry says (one query)
+    loaded = loaded_files([k for k, _ in released]) if released and loaded_files is not None else {}
+    for source_file, checksum in released:
+        if loaded.get(source_file) == (checksum, state[source_file][2]):
+            summary["unchanged"].append(source_file)
+        else:
+            decided.append((source_file, checksum, "contract fixed"))
     requests = []
     for source_file, checksum, change in decided:
         arrivals += 1
@@ -198,6 +213,8 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     new_cursor = {"version": CURSOR_VERSION, "arrivals": arrivals, "files": state}
     if settling:
         new_cursor["settling"] = settling
+    if summary["held: contract invalid"]:
+        new_cursor["held"] = summary["held: contract invalid"]
     return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
 
 
@@ -210,7 +227,7 @@ def warehouse_holds(warehouse_path, keys: list[str], by_etag: bool = False) -> d
         rows = con.execute(f"""
             SELECT r.source_file, {"r.etag" if by_etag else "r.checksum"}, c.contract_json
             FROM {REGISTRY_TABLE} r JOIN {CONTRACTS_TABLE} c USING (payer)
-            WHERE r.status = 'accepted' AND list_contains(?, r.source_file)
+            WHERE r.status = 'accepted' AND r.held_reason IS NULL AND list_contains(?, r.source_file)
               AND r.checksum IN (SELECT l.file_checksum FROM silver.silver_data_quality_log l
                                  WHERE l.source_file = r.source_file)""", [keys]).fetchall()
     return {f: (checksum, contract_json_digest(json.loads(cj))) for f, checksum, cj in rows}
@@ -265,8 +282,8 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
             context.log.warning(f"Not read: {why}")
         for payer, why in summary["invalid contracts"].items():  # every tick, until the contract is fixed
             held = [k for k in summary["held: contract invalid"] if k.startswith(f"{payer}/")]
-            context.log.error(f"{why} -- {len(held)} file(s) of {payer}/ wait until it is fixed; the other payers' "
-                              "files run")
+            context.log.error(f"{why} -- " + (f"{len(held)} file(s) of {payer}/ wait until it is fixed; the other "
+                                              "payers' files run" if held else f"no files in {payer}/ wait for it"))
         context.log.info(", ".join(f"{k}: {len(v)}" for k, v in summary.items()))
         for k in summary["already loaded"][:20]:
             context.log.info(f"{k}: these bytes are already loaded (registry and silver); not run again")

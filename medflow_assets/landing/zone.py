@@ -68,6 +68,14 @@ class LandedFile:
         return self.error is None
 
 
+def held_file(obj: LandingObject, contract_error: str) -> LandedFile:
+    """A file of a payer whose contract is invalid (load_contracts' `invalid`): not read at all (no checksum,
+    no header) until the contract is valid; its `error` says why."""
+    return LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes,
+                      modified_at=obj.modified_at, etag=obj.etag,
+                      error=f"{obj.source_file}: held, not read, while its payer's contract is invalid ({contract_error})")
+
+
 @dataclass
 class Scan:
     objects: list[LandingObject]                         # the claim files: <payer>/<file> matching a contract
@@ -211,17 +219,10 @@ def digest_and_head(zone: LandingZone, obj: LandingObject) -> tuple[str, bytes]:
     return h.hexdigest(), first
 
 
-def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None,
-                   contract_error: str | None = None) -> LandedFile:
-    """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract.
-    `contract_error`: why the payer's contract file is invalid (load_contracts' `invalid`), when it is."""
+def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContract | None) -> LandedFile:
+    """Checksum (sha256 of the bytes) and header of one object, and its verdict against the contract."""
     lf = LandedFile(payer=obj.payer, source_file=obj.source_file, path=obj.location, size_bytes=obj.size_bytes,
                     modified_at=obj.modified_at, etag=obj.etag)
-    if contract is None and contract_error:
-        lf.error = (f"{obj.source_file}: not read, because its payer's contract is invalid: {contract_error}. "
-                    f"Fix the contract; the landing sensor holds the folder's files until then, and runs them "
-                    "once it is valid.")
-        return lf
     if contract is None:
         lf.error = (f"{obj.source_file}: no payer contract for folder '{obj.payer}'. Add "
                     f"medflow_assets/landing/contracts/{obj.payer}.yaml or move the file; with the contract in "

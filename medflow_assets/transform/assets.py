@@ -152,10 +152,17 @@ def reject_malformed_file(warehouse: WarehouseResource, location: str | None, re
     return error
 
 
-def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> None:
+def _has_column(con, table: str, column: str) -> bool:
+    schema, name = table.split(".")
+    return con.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+                       "AND column_name = ?", [schema, name, column]).fetchone()[0] > 0
+
+
+def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> set[str]:
     """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql), and
     for each whether it replaces rows silver loaded from other bytes (a corrected file): then silver_members
-    rebuilds that file's payer, so no member version only the old bytes had stays behind."""
+    rebuilds that file's payer, so no member version only the old bytes had stays behind. Returns the files
+    left out: held while their payer's contract is invalid."""
     with warehouse.connect() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS landing")
         con.execute(f"CREATE OR REPLACE TABLE {SELECTION_TABLE} "
@@ -167,8 +174,14 @@ def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> No
                 SELECT DISTINCT l.source_file FROM silver.silver_data_quality_log l
                 JOIN {REGISTRY_TABLE} r USING (source_file)
                 WHERE r.status = 'accepted' AND l.file_checksum IS DISTINCT FROM r.checksum""").fetchall()}
+        # a file held while its payer's contract is invalid (landing_files): dbt leaves it, and its loaded rows, alone
+        held = {r[0] for r in con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE held_reason IS NOT NULL "
+                                          "AND list_contains(?, source_file)", [source_files]).fetchall()} \
+            if source_files and _has_column(con, REGISTRY_TABLE, "held_reason") else set()
         if source_files:
-            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)", [(k, k in replaced) for k in source_files])
+            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)",
+                            [(k, k in replaced) for k in source_files if k not in held])
+    return held
 
 
 def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> None:
@@ -176,10 +189,11 @@ def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
     process still holds the warehouse file (open_warehouse); held past the wait, the step is retried."""
     try:
         if context.has_partition_key_range or context.has_partition_key:
-            keys = sorted(context.partition_keys)
-            write_selection(warehouse, keys)
+            held = write_selection(warehouse, sorted(context.partition_keys))
+            keys = [k for k in sorted(context.partition_keys) if k not in held]
             context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
-                             + (" ..." if len(keys) > 10 else ""))
+                             + (" ..." if len(keys) > 10 else "")
+                             + (f"; {len(held)} held while their payer's contract is invalid" if held else ""))
         else:
             with warehouse.connect():
                 pass
