@@ -228,6 +228,29 @@ def test_the_registry_keeps_the_last_valid_contract_of_a_payer_whose_contract_is
         "bluepeak", "northwind"]
 
 
+def test_a_held_file_keeps_its_row_or_gets_one_that_says_why_with_its_write_time_and_is_not_held_once_gone():
+    """write_registry's `held`: files of a payer whose contract is invalid (zone.held_file)."""
+    from datetime import datetime
+
+    from medflow_assets.landing.assets import write_registry
+    from medflow_assets.landing.zone import LandingObject, held_file
+
+    con = duckdb.connect()
+    write_registry(con, [_landed("cascade/loaded.txt", "a" * 64)], {}, seen_at=datetime(2026, 11, 1, 8, 0, 0))
+    written = datetime(2026, 10, 30, 7, 15, 0)
+    held = [held_file(LandingObject(k, f"/landing/{k}", 10, "10:1", modified_at=written), "payer contract x: bad")
+            for k in ("cascade/loaded.txt", "cascade/new.txt")]
+    write_registry(con, [], {}, seen_at=datetime(2026, 11, 2, 8, 0, 0), held=held)
+    rows = "SELECT source_file, status, checksum, held_reason, first_landed_at FROM landing.landing_file_registry ORDER BY 1"
+    reason = "held, not read, while its payer's contract is invalid (payer contract x: bad)"
+    assert con.execute(rows).fetchall() == [
+        ("cascade/loaded.txt", "accepted", "a" * 64, f"cascade/loaded.txt: {reason}", datetime(2026, 11, 1, 8, 0, 0)),
+        ("cascade/new.txt", "rejected", None, f"cascade/new.txt: {reason}", written)]
+    write_registry(con, [], {}, gone={k: "gone" for k in ("cascade/loaded.txt", "cascade/new.txt")})
+    assert con.execute("SELECT source_file, status, held_reason FROM landing.landing_file_registry ORDER BY 1"
+                       ).fetchall() == [("cascade/loaded.txt", "missing", None), ("cascade/new.txt", "rejected", None)]
+
+
 def test_a_files_first_landing_is_its_write_time_kept_through_corrections_and_new_after_it_left():
     """first_landed_at orders a line's versions across files (dbt_project/macros/line_versions.sql)."""
     from datetime import datetime

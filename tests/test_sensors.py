@@ -243,7 +243,8 @@ def test_an_invalid_contract_holds_its_payers_files_and_no_other_payers(tmp_path
 def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only_if_a_run_held_it(tmp_path):
     """cascade's contract breaks after its file was loaded. A run over every file meanwhile (medflow-load)
     holds the file: its registry row and rows stay as they were, dbt leaves it out. Once the contract is
-    valid again the sensor runs it (the registry says a run held it), and not when no run held it."""
+    valid again the sensor runs it, also when no tick saw the contract invalid (the registry says a run held
+    it), and not when no run held it."""
     from tests.helpers import materialize_graph, query
 
     landing, contracts, wh = tmp_path / "landing", tmp_path / "contracts", tmp_path / "wh.duckdb"
@@ -253,6 +254,7 @@ def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only
     key = "cascade/cascade_claims_001.txt"
     cascade = contracts / "cascade.yaml"
     good = cascade.read_text()
+    broken = good.replace("amount_encoding: cents", "amount_encoding: pennies")
     registry = "SELECT status, checksum, held_reason FROM landing.landing_file_registry WHERE source_file = ?"
     assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success
     loaded = query(wh, registry, [key])
@@ -261,12 +263,10 @@ def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only
     last_load = "SELECT max(load_id) FROM silver.silver_data_quality_log WHERE source_file = ?"
     load_id = query(wh, last_load, [key])
     with medflow_env(contracts_path=contracts, warehouse_path=wh):
-        tick = _evaluate(local_landing_sensor, instance, landing, None)
-        assert tick.run_requests == []  # every file already loaded
-        cascade.write_text(good.replace("amount_encoding: cents", "amount_encoding: pennies"))
-        tick = _evaluate(local_landing_sensor, instance, landing, tick.cursor)
-        assert tick.run_requests == [] and json.loads(tick.cursor)["held"] == [key]
+        start = _evaluate(local_landing_sensor, instance, landing, None)
+        assert start.run_requests == []  # every file already loaded
 
+        cascade.write_text(broken)  # no tick sees it broken before the run
         result = materialize_graph(landing, wh, contracts=contracts, instance=instance)  # as medflow-load
         assert result.success
         (status, checksum, held_reason), = query(wh, registry, [key])
@@ -279,16 +279,21 @@ def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only
         assert not check.passed and f"1 file(s) held until their contract is valid: {key}" in check.description
         assert query(wh, "SELECT json_extract_string(contract_json, '$.amount_encoding') FROM landing.payer_contracts "
                          "WHERE payer = 'cascade'") == [("cents",)]  # the last valid contract, kept
+        assert _evaluate(local_landing_sensor, instance, landing, start.cursor).run_requests == []  # still broken
 
         cascade.write_text(good)
-        fixed = _evaluate(local_landing_sensor, instance, landing, tick.cursor)
+        fixed = _evaluate(local_landing_sensor, instance, landing, start.cursor)
         assert [(r.partition_key, r.tags["medflow/change"]) for r in fixed.run_requests] == [(key, "contract fixed")]
+        again = _evaluate(local_landing_sensor, instance, landing, fixed.cursor)  # before the run: the same request
+        assert [r.run_key for r in again.run_requests] == [r.run_key for r in fixed.run_requests]
         assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[key]).success
         assert query(wh, registry, [key]) == loaded
+        assert _evaluate(local_landing_sensor, instance, landing, again.cursor).run_requests == []
 
         # broken and fixed again with no run in between: nothing to run
-        cascade.write_text(good.replace("amount_encoding: cents", "amount_encoding: pennies"))
-        held = _evaluate(local_landing_sensor, instance, landing, fixed.cursor)
+        cascade.write_text(broken)
+        held = _evaluate(local_landing_sensor, instance, landing, again.cursor)
+        assert held.run_requests == []
         cascade.write_text(good)
         assert _evaluate(local_landing_sensor, instance, landing, held.cursor).run_requests == []
 

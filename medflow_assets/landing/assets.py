@@ -119,16 +119,19 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                         "WHERE source_file = ?", [(f.error, f.source_file) for f in held])
         con.executemany(f"""
             INSERT INTO {REGISTRY_TABLE} (source_file, payer, path, size_bytes, status, error, first_seen_at,
-                                          checked_at, held_reason)
+                                          checked_at, held_reason, first_landed_at)
             SELECT ?, ?, ?, ?, 'rejected', ?, coalesce(?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)),
-                   now()::TIMESTAMP, ?
+                   now()::TIMESTAMP, ?, coalesce(?::TIMESTAMP, ?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP))
             WHERE NOT EXISTS (SELECT 1 FROM {REGISTRY_TABLE} WHERE source_file = ?)""",
-                        [(f.source_file, f.payer, f.path, f.size_bytes, f.error, seen_at, f.error, f.source_file)
-                         for f in held])
+                        [(f.source_file, f.payer, f.path, f.size_bytes, f.error, seen_at, f.error, f.modified_at,
+                          seen_at, f.source_file) for f in held])
     if gone:
-        con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, held_reason = NULL, "
+        con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, "
                         "checked_at = now()::TIMESTAMP WHERE source_file = ? AND status = 'accepted'",
                         [(why, k) for k, why in gone.items()])
+        # a file gone from the zone is held no longer: nothing is left to run once its contract is valid
+        con.execute(f"UPDATE {REGISTRY_TABLE} SET held_reason = NULL WHERE list_contains(?, source_file)",
+                    [list(gone)])
     kept = con.execute(f"SELECT payer, contract_json FROM {CONTRACTS_TABLE} WHERE list_contains(?::VARCHAR[], payer)",
                        [sorted(keep_contracts)]).fetchall()
     con.execute(f"DELETE FROM {CONTRACTS_TABLE}")

@@ -14,7 +14,10 @@ changes (added for a folder whose files were rejected for lack of one, a column 
 every file of that payer runs again. A file touched without new bytes runs again when the last run for it
 failed (touching it is the way to retry by hand). Files new to Dagster in one tick run as one run (a
 partition range); others run one file per run. A file the cursor does not know whose bytes the warehouse
-already holds (after medflow-load, or a cursor reset) does not run again (local zone; warehouse_holds)."""
+already holds (after medflow-load, or a cursor reset) does not run again (warehouse_holds; on S3 by ETag).
+
+A payer whose contract file is invalid has its files held: not run, not taken for deleted, an error on every
+tick. A file a run held meanwhile (the registry's held_reason) runs once its contract is valid again."""
 
 import hashlib
 import json
@@ -74,39 +77,41 @@ def contract_json_digest(dbt_json: dict) -> str:
 CURSOR_VERSION = 2
 
 
-def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str, str], set[str]]:
+def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str, str]]:
     """({source_file: [fingerprint, checksum, contract digest]}, arrivals so far, {source_file: fingerprint
-    of a file seen settling}, {files held last tick: their payer's contract was invalid}); a cursor of
-    earlier versions held the mapping alone, without digests."""
+    of a file seen settling}); a cursor of earlier versions held the mapping alone, without digests."""
     data = json.loads(cursor) if cursor else {}
     if data.get("version") == CURSOR_VERSION:
-        return data["files"], int(data["arrivals"]), data.get("settling", {}), set(data.get("held", []))
+        return data["files"], int(data["arrivals"]), data.get("settling", {})
     # an earlier cursor: its entries' contract digests (if any) were computed otherwise; each file takes the
     # current digest instead of counting as a contract change
     files = data.get("files", data)
-    return {k: v[:2] for k, v in files.items()}, int(data.get("arrivals", 0)), {}, set()
+    return {k: v[:2] for k, v in files.items()}, int(data.get("arrivals", 0)), {}
 
 
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
                      checksum_of=None, settle_seconds: float = 0.0, now_ns: int | None = None,
-                     failed_files=None, loaded_files=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
+                     failed_files=None, loaded_files=None,
+                     held_files=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
     """(run requests, partitions to add, new cursor, summary). Pure apart from reading the zone (and
     `failed_files(keys)`, the files among `keys` whose last run failed, asked once, for the files touched
     without new bytes; and `loaded_files(keys)`, {file: (checksum, contract digest)} of the files among `keys`
     the warehouse already holds, asked once, for files the cursor does not know whose partition Dagster does:
-    after `medflow-load`, or a cursor reset, those bytes are not run again).
+    after `medflow-load`, or a cursor reset, those bytes are not run again; and `held_files(keys)`, {file:
+    when a run held it} for the files among `keys` the registry marks held (their contract was invalid then),
+    or None when the warehouse cannot be read).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
     moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled
     when its last write is at least settle_seconds old; one whose mtime is in the future (a writer's clock
     ahead) once it is unchanged since the last tick."""
-    previous, arrivals, was_settling, was_held = read_cursor(cursor)
+    previous, arrivals, was_settling = read_cursor(cursor)
     now_ns = time.time_ns() if now_ns is None else now_ns
     invalid: dict[str, str] = {}  # payer: why its contract is invalid; its files wait, the others go on
     contracts = load_contracts(load_settings().contracts_path, invalid)
     scan = zone.scan(contracts)
     digests = {payer: contract_digest(c) for payer, c in contracts.items()}
-    state, settling, decided, touched, released = {}, {}, [], [], []
+    state, settling, decided, touched = {}, {}, [], []
     summary = {"new": [], "changed": [], "contract changed": [], "contract fixed": [], "retried": [], "unchanged": [],
                "settling": [], "deleted": [], "not read": scan.unread, "held: contract invalid": [],
                "invalid contracts": invalid}
@@ -125,10 +130,7 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         contract_before = before[2] if before and len(before) > 2 else contract
         if before and before[0] == obj.fingerprint and contract_before == contract:
             state[obj.source_file] = [*before[:2], contract]
-            if obj.source_file in was_held:  # held until now: did a run leave it held (asked below, once)?
-                released.append((obj.source_file, before[1]))
-            else:
-                summary["unchanged"].append(obj.source_file)
+            summary["unchanged"].append(obj.source_file)
             continue
         age_ns = None if obj.modified_ns is None else now_ns - obj.modified_ns
         if settle_seconds > 0 and age_ns is not None and age_ns < settle_seconds * 1e9 and not (
@@ -156,8 +158,6 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             decided.append((obj.source_file, checksum, "changed"))
         elif contract_before != contract:
             decided.append((obj.source_file, checksum, "contract changed"))
-        elif obj.source_file in was_held:
-            released.append((obj.source_file, checksum))
         else:  # touched, same content: run again only if its last run failed (asked below, once)
             touched.append((obj.source_file, checksum))
     unknown = [(k, c) for k, c, change in decided if change == "new" and k in known_partitions]
@@ -174,14 +174,21 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
             decided.append((source_file, checksum, "retried"))
         else:
             summary["unchanged"].append(source_file)
-    # files held last tick whose contract is valid again, bytes and contract as before: a run in between
-    # (medflow-load, one started by hand) may have left them held, not loaded; the registry says (one query)
-    loaded = loaded_files([k for k, _ in released]) if released and loaded_files is not None else {}
-    for source_file, checksum in released:
-        if loaded.get(source_file) == (checksum, state[source_file][2]):
-            summary["unchanged"].append(source_file)
-        else:
-            decided.append((source_file, checksum, "contract fixed"))
+    # Files a landing run held while their payer's contract was invalid (medflow-load, a run started by hand,
+    # a queued run that started while the contract was being edited), whose contract is valid now and which
+    # nothing above runs anyway: they run once more. The registry knows (held_reason), not the cursor: the run
+    # may have held them while this sensor was not looking. One read-only query per tick; when the warehouse
+    # cannot be read (a run holds it), asked again next tick. The run_key names the hold (its time), so a
+    # request repeated before the run clears the mark is dropped by Dagster.
+    running = {d[0] for d in decided}
+    quiet = [k for k in summary["unchanged"] if k not in running]
+    held_before = held_files(quiet) if quiet and held_files is not None else None
+    fixed = []
+    for source_file, held_at in sorted((held_before or {}).items()):
+        summary["unchanged"].remove(source_file)
+        summary["contract fixed"].append(source_file)
+        fixed.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@held {held_at}",
+                                   tags={"medflow/landing_file": source_file, "medflow/change": "contract fixed"}))
     requests = []
     for source_file, checksum, change in decided:
         arrivals += 1
@@ -202,6 +209,7 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
                                       asset_check_keys=[*LANDING_CHECKS, QUARANTINE_GATE.key],
                                       tags={"medflow/landing_file": gone[0], "medflow/change": "deleted",
                                             "medflow/files_gone": str(len(gone))}))
+    requests += fixed
     if len(to_add) > 1:
         # Files new to Dagster run together: their partitions are added in this order, one after the other,
         # so the range first...last holds exactly them (one run, like medflow-load, instead of one per file).
@@ -213,9 +221,17 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     new_cursor = {"version": CURSOR_VERSION, "arrivals": arrivals, "files": state}
     if settling:
         new_cursor["settling"] = settling
-    if summary["held: contract invalid"]:
-        new_cursor["held"] = summary["held: contract invalid"]
     return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
+
+
+def warehouse_held(warehouse_path, keys: list[str]) -> dict[str, str]:
+    """{file: when a landing run held it} for the files among `keys` that the registry marks held (their
+    payer's contract was invalid in that run: the row keeps its last verdict, dbt left the file out).
+    Read-only, no wait."""
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        return {f: str(at) for f, at in con.execute(
+            f"SELECT source_file, checked_at FROM {REGISTRY_TABLE} WHERE held_reason IS NOT NULL "
+            "AND list_contains(?, source_file)", [keys]).fetchall()}
 
 
 def warehouse_holds(warehouse_path, keys: list[str], by_etag: bool = False) -> dict[str, tuple[str, str]]:
@@ -269,10 +285,16 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
                 context.log.info(f"cannot tell whether {len(keys)} file(s) are already loaded ({exc}); running them")
                 return {}
 
+        def held_files(keys: list[str]) -> dict[str, str] | None:
+            try:
+                return warehouse_held(load_settings().warehouse_path, keys)
+            except (duckdb.Error, OSError):  # no warehouse yet, an older registry, or a run holds it: next tick
+                return None
+
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else _etag,
             settle_seconds=settle_seconds,
-            failed_files=failed_files, loaded_files=loaded_files)
+            failed_files=failed_files, loaded_files=loaded_files, held_files=held_files)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:
