@@ -265,6 +265,8 @@ def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only
     with medflow_env(contracts_path=contracts, warehouse_path=wh):
         start = _evaluate(local_landing_sensor, instance, landing, None)
         assert start.run_requests == []  # every file already loaded
+        # the registry (the warehouse) is asked about held files again only once a landing run reports one
+        assert json.loads(start.cursor)["holds_pending"] is False
 
         cascade.write_text(broken)  # no tick sees it broken before the run
         result = materialize_graph(landing, wh, contracts=contracts, instance=instance)  # as medflow-load
@@ -286,16 +288,33 @@ def test_a_loaded_payer_whose_contract_breaks_keeps_its_rows_and_runs_again_only
         assert [(r.partition_key, r.tags["medflow/change"]) for r in fixed.run_requests] == [(key, "contract fixed")]
         again = _evaluate(local_landing_sensor, instance, landing, fixed.cursor)  # before the run: the same request
         assert [r.run_key for r in again.run_requests] == [r.run_key for r in fixed.run_requests]
+        assert json.loads(again.cursor)["holds_pending"] is True
         assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[key]).success
         assert query(wh, registry, [key]) == loaded
-        assert _evaluate(local_landing_sensor, instance, landing, again.cursor).run_requests == []
+        after = _evaluate(local_landing_sensor, instance, landing, again.cursor)
+        assert after.run_requests == [] and json.loads(after.cursor)["holds_pending"] is False
 
         # broken and fixed again with no run in between: nothing to run
         cascade.write_text(broken)
-        held = _evaluate(local_landing_sensor, instance, landing, again.cursor)
+        held = _evaluate(local_landing_sensor, instance, landing, after.cursor)
         assert held.run_requests == []
         cascade.write_text(good)
         assert _evaluate(local_landing_sensor, instance, landing, held.cursor).run_requests == []
+
+
+def test_a_held_file_dagster_has_no_partition_for_gets_one_with_its_run(tmp_path):
+    from medflow_assets.landing.sensors import evaluate_landing
+    from medflow_assets.landing.zone import LocalLanding
+
+    landing = tmp_path / "landing"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    zone, key = LocalLanding(landing), "cascade/cascade_claims_001.txt"
+    _, to_add, cursor, _ = evaluate_landing(zone, None, set())
+    known = set(to_add) - {key}  # its partition was deleted in the UI, say
+    reqs, to_add, _, summary = evaluate_landing(zone, cursor, known, held_files=lambda: {key: "2026-12-07 03:00:00"})
+    assert [(r.partition_key, r.tags["medflow/change"], r.run_key) for r in reqs] == [
+        (key, "contract fixed", f"{key}@held 2026-12-07 03:00:00")]
+    assert to_add == [key] and summary["contract fixed"] == [key]
 
 
 def test_a_file_that_vanishes_between_the_scan_and_its_checksum_is_looked_at_again(tmp_path):

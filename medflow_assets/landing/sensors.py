@@ -46,6 +46,7 @@ from medflow_assets.landing.zone import (
 from medflow_assets.quality.checks import QUARANTINE_GATE
 from medflow_assets.settings import load_settings
 
+LANDING_ASSET = dg.AssetKey("landing_files")
 # The deleted-files run's checks: landing's own, and the gate.
 LANDING_CHECKS = [dg.AssetCheckKey(dg.AssetKey("landing_files"), name)
                   for name in (CONTRACT_CHECK, COPY_CHECK, UNREAD_CHECK)]
@@ -97,9 +98,9 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     `failed_files(keys)`, the files among `keys` whose last run failed, asked once, for the files touched
     without new bytes; and `loaded_files(keys)`, {file: (checksum, contract digest)} of the files among `keys`
     the warehouse already holds, asked once, for files the cursor does not know whose partition Dagster does:
-    after `medflow-load`, or a cursor reset, those bytes are not run again; and `held_files(keys)`, {file:
-    when a run held it} for the files among `keys` the registry marks held (their contract was invalid then),
-    or None when the warehouse cannot be read).
+    after `medflow-load`, or a cursor reset, those bytes are not run again; and `held_files()`, {file: when a
+    run held it} for every file the registry marks held (its contract was invalid then), or None when the
+    warehouse cannot be read).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
     moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled
@@ -177,14 +178,16 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     # Files a landing run held while their payer's contract was invalid (medflow-load, a run started by hand,
     # a queued run that started while the contract was being edited), whose contract is valid now and which
     # nothing above runs anyway: they run once more. The registry knows (held_reason), not the cursor: the run
-    # may have held them while this sensor was not looking. One read-only query per tick; when the warehouse
-    # cannot be read (a run holds it), asked again next tick. The run_key names the hold (its time), so a
-    # request repeated before the run clears the mark is dropped by Dagster.
+    # may have held them while this sensor was not looking. When the warehouse cannot be read (a run holds
+    # it), asked again next tick. The run_key names the hold (its time), so a request repeated before the run
+    # clears the mark is dropped by Dagster.
     running = {d[0] for d in decided}
     quiet = [k for k in summary["unchanged"] if k not in running]
-    held_before = held_files(quiet) if quiet and held_files is not None else None
+    held_before = held_files() if held_files is not None else None
     fixed = []
     for source_file, held_at in sorted((held_before or {}).items()):
+        if source_file not in quiet:
+            continue  # its payer's contract is still invalid, or the file runs for another reason anyway
         summary["unchanged"].remove(source_file)
         summary["contract fixed"].append(source_file)
         fixed.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@held {held_at}",
@@ -196,7 +199,7 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         requests.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@{checksum}#{arrivals}",
                                       tags={"medflow/landing_file": source_file, "medflow/change": change}))
     summary["deleted"] = sorted(set(previous) - set(state))
-    to_add = sorted({r.partition_key for r in requests} - known_partitions)
+    to_add = sorted({r.partition_key for r in [*requests, *fixed]} - known_partitions)
     gone = [k for k in summary["deleted"] if k in known_partitions]
     if gone:
         # One run of landing alone, for the first such file: landing marks every accepted file of the registry
@@ -224,14 +227,30 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     return requests, to_add, json.dumps(new_cursor, sort_keys=True), summary
 
 
-def warehouse_held(warehouse_path, keys: list[str]) -> dict[str, str]:
-    """{file: when a landing run held it} for the files among `keys` that the registry marks held (their
-    payer's contract was invalid in that run: the row keeps its last verdict, dbt left the file out).
-    Read-only, no wait."""
+def warehouse_held(warehouse_path) -> dict[str, str]:
+    """{file: when a landing run held it} for every file the registry marks held (its payer's contract was
+    invalid in that run: the row keeps its last verdict, dbt left the file out). Read-only, no wait."""
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         return {f: str(at) for f, at in con.execute(
-            f"SELECT source_file, checked_at FROM {REGISTRY_TABLE} WHERE held_reason IS NOT NULL "
-            "AND list_contains(?, source_file)", [keys]).fetchall()}
+            f"SELECT source_file, checked_at FROM {REGISTRY_TABLE} WHERE held_reason IS NOT NULL").fetchall()}
+
+
+def landing_reported_holds(instance: dg.DagsterInstance, cursor: str | None) -> tuple[bool, int | None]:
+    """(whether the registry may hold files a landing run held, the storage id of the last landing_files
+    materialization looked at), from the event log, without opening the warehouse: true once a landing run
+    reported `files_held` since the last look, and until the registry shows none held (`holds_pending` in the
+    cursor, cleared by the sensor). A cursor without this (the first tick, an older cursor) looks once."""
+    data = json.loads(cursor) if cursor else {}
+    seen, pending = data.get("landing_seen"), bool(data.get("holds_pending", False))
+    if seen is None:
+        latest = instance.fetch_materializations(LANDING_ASSET, limit=1).records
+        return True, latest[0].storage_id if latest else 0
+    for record in instance.fetch_materializations(dg.AssetRecordsFilter(LANDING_ASSET, after_storage_id=seen),
+                                                  limit=1000, ascending=True).records:
+        held = record.asset_materialization.metadata.get("files_held") if record.asset_materialization else None
+        pending = pending or bool(held is not None and held.value)
+        seen = record.storage_id
+    return pending, seen
 
 
 def warehouse_holds(warehouse_path, keys: list[str], by_etag: bool = False) -> dict[str, tuple[str, str]]:
@@ -251,7 +270,7 @@ def warehouse_holds(warehouse_path, keys: list[str], by_etag: bool = False) -> d
 
 # landing_files, and silver's table (the last partitioned step): a run that failed anywhere on the way
 # leaves one of them FAILED for the file's partition.
-LAST_PARTITIONED_ASSETS = (dg.AssetKey("landing_files"), dg.AssetKey(["silver", "silver_claim_lines_validated"]))
+LAST_PARTITIONED_ASSETS = (LANDING_ASSET, dg.AssetKey(["silver", "silver_claim_lines_validated"]))
 
 
 def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
@@ -285,16 +304,26 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
                 context.log.info(f"cannot tell whether {len(keys)} file(s) are already loaded ({exc}); running them")
                 return {}
 
-        def held_files(keys: list[str]) -> dict[str, str] | None:
+        # the warehouse is asked about held files only while a landing run may have held some (event log)
+        pending, landing_seen = landing_reported_holds(context.instance, context.cursor)
+        holds: dict[str, str] | None = None
+
+        def held_files() -> dict[str, str] | None:
+            nonlocal holds
             try:
-                return warehouse_held(load_settings().warehouse_path, keys)
+                holds = warehouse_held(load_settings().warehouse_path)
             except (duckdb.Error, OSError):  # no warehouse yet, an older registry, or a run holds it: next tick
-                return None
+                holds = None
+            return holds
 
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else _etag,
             settle_seconds=settle_seconds,
-            failed_files=failed_files, loaded_files=loaded_files, held_files=held_files)
+            failed_files=failed_files, loaded_files=loaded_files, held_files=held_files if pending else None)
+        if pending and holds is not None and not holds:
+            pending = False  # the registry holds nothing any more
+        cursor = json.dumps({**json.loads(cursor), "landing_seen": landing_seen, "holds_pending": pending},
+                            sort_keys=True)
         for k in summary["deleted"]:
             context.log.info(f"{k} left {zone.description}; its loaded rows and partition are kept")
         for k in summary["settling"]:
