@@ -311,7 +311,7 @@ def test_a_held_file_dagster_has_no_partition_for_gets_one_with_its_run(tmp_path
     zone, key = LocalLanding(landing), "cascade/cascade_claims_001.txt"
     _, to_add, cursor, _ = evaluate_landing(zone, None, set())
     known = set(to_add) - {key}  # its partition was deleted in the UI, say
-    reqs, to_add, _, summary = evaluate_landing(zone, cursor, known, held_files=lambda: {key: "2026-12-07 03:00:00"})
+    reqs, to_add, _, summary = evaluate_landing(zone, cursor, known, held={key: "2026-12-07 03:00:00"})
     assert [(r.partition_key, r.tags["medflow/change"], r.run_key) for r in reqs] == [
         (key, "contract fixed", f"{key}@held 2026-12-07 03:00:00")]
     assert to_add == [key] and summary["contract fixed"] == [key]

@@ -239,10 +239,9 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             context.log.warning(f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone or no longer read")
         for why in scan.unread[:UNREAD_SHOWN]:
             context.log.warning(f"Not read: {why}")
+        held_names = ", ".join(f.source_file for f in held[:UNREAD_SHOWN]) + (" ..." if len(held) > UNREAD_SHOWN else "")
         if held:
-            context.log.error(f"{len(held)} file(s) held while their payer's contract is invalid: "
-                              + ", ".join(f.source_file for f in held[:UNREAD_SHOWN])
-                              + (" ..." if len(held) > UNREAD_SHOWN else ""))
+            context.log.error(f"{len(held)} file(s) held while their payer's contract is invalid: {held_names}")
         accepted = [f for f in files if f.accepted]
         context.log.info(f"{len(accepted)} landed files accepted, {len(rejected)} rejected, {len(held)} held, "
                          f"from {zone.description}")
@@ -261,11 +260,12 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         })
         not_matching = [f for f in rejected if f.source_file not in copies]
         # an invalid contract is said in every landing run until it is fixed, whether or not the run has its files
-        problems = list(invalid.values()) + ([
-            f"{len(held)} file(s) held until their contract is valid: "
-            + ", ".join(f.source_file for f in held[:UNREAD_SHOWN]) + (" ..." if len(held) > UNREAD_SHOWN else "")]
-            if held else []) + [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN] + (
-            [f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone"] if len(gone) > UNREAD_SHOWN else [])
+        problems = list(invalid.values())
+        if held:
+            problems.append(f"{len(held)} file(s) held until their contract is valid: {held_names}")
+        problems += [f.error for f in not_matching] + list(gone.values())[:UNREAD_SHOWN]
+        if len(gone) > UNREAD_SHOWN:
+            problems.append(f"... and {len(gone) - UNREAD_SHOWN} more files no longer in the zone")
         yield dg.AssetCheckResult(
             check_name=CONTRACT_CHECK,
             passed=not problems,

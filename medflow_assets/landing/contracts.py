@@ -204,15 +204,11 @@ def load_contracts(contracts_dir: Path, invalid: dict[str, str] | None = None) -
     for path in paths:
         try:
             c = load_contract(path)
-        except ContractError as exc:
+        except Exception as exc:  # a case load_contract does not foresee is still this payer's problem alone
             if invalid is None:
                 raise
-            invalid[path.stem] = str(exc)
-            continue
-        except Exception as exc:  # a case load_contract does not foresee: still this payer's problem alone
-            if invalid is None:
-                raise
-            invalid[path.stem] = str(_fail(path, f"cannot be loaded ({type(exc).__name__}: {exc})"))
+            invalid[path.stem] = str(exc if isinstance(exc, ContractError)
+                                     else _fail(path, f"cannot be loaded ({type(exc).__name__}: {exc})"))
             continue
         contracts[c.payer] = c
     return contracts

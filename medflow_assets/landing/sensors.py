@@ -93,14 +93,13 @@ def read_cursor(cursor: str | None) -> tuple[dict[str, list[str]], int, dict[str
 def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: set[str],
                      checksum_of=None, settle_seconds: float = 0.0, now_ns: int | None = None,
                      failed_files=None, loaded_files=None,
-                     held_files=None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
+                     held: dict[str, str] | None = None) -> tuple[list[dg.RunRequest], list[str], str, dict]:
     """(run requests, partitions to add, new cursor, summary). Pure apart from reading the zone (and
     `failed_files(keys)`, the files among `keys` whose last run failed, asked once, for the files touched
     without new bytes; and `loaded_files(keys)`, {file: (checksum, contract digest)} of the files among `keys`
     the warehouse already holds, asked once, for files the cursor does not know whose partition Dagster does:
-    after `medflow-load`, or a cursor reset, those bytes are not run again; and `held_files()`, {file: when a
-    run held it} for every file the registry marks held (its contract was invalid then), or None when the
-    warehouse cannot be read).
+    after `medflow-load`, or a cursor reset, those bytes are not run again; and `held`, {file: when a run
+    held it} for every file the registry marks held (its contract was invalid then), or None when not known).
 
     Locally the fingerprint is size:mtime and the checksum is the sha256, computed only when the fingerprint
     moved; on S3 the fingerprint is ETag@LastModified and the checksum the ETag. A local file is settled
@@ -183,9 +182,8 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     # clears the mark is dropped by Dagster.
     running = {d[0] for d in decided}
     quiet = [k for k in summary["unchanged"] if k not in running]
-    held_before = held_files() if held_files is not None else None
     fixed = []
-    for source_file, held_at in sorted((held_before or {}).items()):
+    for source_file, held_at in sorted((held or {}).items()):
         if source_file not in quiet:
             continue  # its payer's contract is still invalid, or the file runs for another reason anyway
         summary["unchanged"].remove(source_file)
@@ -306,20 +304,16 @@ def _landing_sensor(name: str, backend: str, job: dg.JobDefinition | str):
 
         # the warehouse is asked about held files only while a landing run may have held some (event log)
         pending, landing_seen = landing_reported_holds(context.instance, context.cursor)
-        holds: dict[str, str] | None = None
-
-        def held_files() -> dict[str, str] | None:
-            nonlocal holds
+        holds = None
+        if pending:
             try:
                 holds = warehouse_held(load_settings().warehouse_path)
             except (duckdb.Error, OSError):  # no warehouse yet, an older registry, or a run holds it: next tick
-                holds = None
-            return holds
+                pass
 
         requests, to_add, cursor, summary = evaluate_landing(
             zone, context.cursor, known, checksum_of=_sha256 if local else _etag,
-            settle_seconds=settle_seconds,
-            failed_files=failed_files, loaded_files=loaded_files, held_files=held_files if pending else None)
+            settle_seconds=settle_seconds, failed_files=failed_files, loaded_files=loaded_files, held=holds)
         if pending and holds is not None and not holds:
             pending = False  # the registry holds nothing any more
         cursor = json.dumps({**json.loads(cursor), "landing_seen": landing_seen, "holds_pending": pending},
