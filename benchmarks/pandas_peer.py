@@ -30,7 +30,8 @@ RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "
          "invalid_diagnosis_code", "invalid_procedure_code", "invalid_place_of_service",
          "amounts_out_of_order", "paid_amount_on_unpaid_status", "paid_before_service", "negative_amount",
          "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code",
-         "duplicate_line", "reversal_mismatch", "reversal_of_rejected_line")  # dbt's failed_rules order
+         "duplicate_line", "claim_member_mismatch", "reversal_mismatch",
+         "reversal_of_rejected_line")  # dbt's failed_rules order
 KEY = ["payer", "claim_id", "claim_line_number"]
 AMOUNTS = ["billed_amount", "allowed_amount", "paid_amount"]
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
@@ -301,6 +302,14 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
     # parts are already in (source_file, source_row_number) order, so "not the first" is duplicated().
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
     df["duplicate_line"] = keyed & df.duplicated(["source_file", *KEY], keep="first")
+    # every line of a claim whose lines in one file name more than one member (lines without a member count
+    # along but do not make a claim mixed)
+    claim = ["source_file", "payer", "claim_id"]
+    named = df.loc[df["claim_id"].notna() & df["member_key"].notna(), [*claim, "member_key"]]
+    members = named.groupby(claim, sort=False)["member_key"].nunique()
+    mixed = members.index[members.to_numpy() > 1]
+    df["claim_member_mismatch"] = (df["claim_id"].notna().to_numpy()
+                                   & pd.MultiIndex.from_frame(df[claim]).isin(mixed))
     resolve_versions(df)
     df["failed_rule_count"] = df[list(RULES)].sum(axis=1)
     return df

@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from medflow_assets import resources
+from medflow_assets.quality.checks import GOLD_CHECKS
 from medflow_assets.resources import open_warehouse
 from medflow_assets.settings import PROJECT_ROOT
 from medflow_assets.synth.generator import generate
@@ -97,27 +98,34 @@ def test_a_step_waits_while_another_process_still_holds_the_warehouse(tmp_path, 
     assert any("held by another process; waiting" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("held_at", ["before dbt", "when dbt connects"])
-def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_path, monkeypatch, held_at):
-    """A process outside MedFlow (a DuckDB session left open) holds the warehouse past the wait, found by the
-    step before dbt or by dbt's own connection (the file taken in between): the step fails with a message
-    saying so and its retry policy runs it again, which succeeds once the file is free. A run-level retry
-    does not do this (run retries are for runs whose process died)."""
+def built_and_held(tmp_path, monkeypatch, module):
+    """The sample materialized, then its warehouse held by another process past a 0.2 s wait, until the first
+    step that fails for it (through `module.held_elsewhere`) has failed: then the holder lets go."""
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance).success
     holder = hold_warehouse(wh)
     monkeypatch.setattr(resources, "LOCK_WAIT_S", 0.2)
-    held_elsewhere = transform_assets.held_elsewhere
+    held_elsewhere = module.held_elsewhere
 
-    def let_go_after_the_first_failure(warehouse):  # the holder lets go once the step has failed for it
+    def let_go_after_the_first_failure(warehouse):
         if holder.poll() is None:
             holder.stdin.write("go\n")
             holder.stdin.flush()
             holder.wait(timeout=30)
         return held_elsewhere(warehouse)
 
-    monkeypatch.setattr(transform_assets, "held_elsewhere", let_go_after_the_first_failure)
+    monkeypatch.setattr(module, "held_elsewhere", let_go_after_the_first_failure)
+    return wh, instance, holder
+
+
+@pytest.mark.parametrize("held_at", ["before dbt", "when dbt connects"])
+def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_path, monkeypatch, held_at):
+    """A process outside MedFlow (a DuckDB session left open) holds the warehouse past the wait, found by the
+    step before dbt or by dbt's own connection (the file taken in between): the step fails with a message
+    saying so and its retry policy runs it again, which succeeds once the file is free. A run-level retry
+    does not do this (run retries are for runs whose process died)."""
+    wh, instance, holder = built_and_held(tmp_path, monkeypatch, transform_assets)
     if held_at == "when dbt connects":  # the step's own wait saw the file free
         monkeypatch.setattr(transform_assets, "_prepare", lambda context, warehouse: None)
     result = materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance, partitions=[],
@@ -128,6 +136,31 @@ def test_a_dbt_step_held_out_past_the_wait_is_retried_by_its_retry_policy(tmp_pa
     assert "is held by another process" in retried[0].event_specific_data.error.to_string()
     assert holder.returncode == 0
     assert query(wh, "SELECT count(*) > 0 FROM gold.claims_monthly_summary") == [(True,)]
+
+
+@pytest.mark.parametrize("step", ["gold_quality", "quality__data_quality_scorecard"])
+def test_a_check_step_or_the_scorecard_held_out_past_the_wait_is_retried(tmp_path, monkeypatch, step):
+    """The Pandera check steps and the scorecard read or write the warehouse too: held past the wait by a
+    process outside MedFlow, they fail saying so and their retry policy runs them again, like the dbt steps;
+    each check is reported once, by the attempt that ran."""
+    wh, instance, holder = built_and_held(tmp_path, monkeypatch, resources)
+    selection = (dg.AssetSelection.checks(*[c.key for c in GOLD_CHECKS])
+                 if step == "gold_quality" else dg.AssetSelection.assets(["quality", "data_quality_scorecard"]))
+    result = materialize_graph(PROJECT_ROOT / "data" / "landing", wh, instance=instance, partitions=[],
+                               selection=selection)
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retried] == [step]
+    assert "is held by another process" in retried[0].event_specific_data.error.to_string()
+    assert holder.returncode == 0
+    if step == "gold_quality":
+        evaluations = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        names = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations]
+        assert sorted(names) == sorted((c.asset_key.to_user_string(), c.name) for c in GOLD_CHECKS)
+        assert all(e.passed for e in evaluations)
+    else:
+        [(runs,)] = query(wh, "SELECT count(DISTINCT run_id) FROM quality.scorecard_history")
+        assert runs == 2  # the first load's measurement and this run's, once
 
 
 def test_a_step_failing_for_a_cause_that_is_not_transient_fails_at_once_naming_it(tmp_path, monkeypatch):

@@ -408,6 +408,13 @@ def test_impossible_lines_are_quarantined_by_the_rule_they_break(tmp_path):
     member[col["member_id"]] = "\t" + paid[21][col["member_id"]] + "\t"
     same_member[col["member_id"]] = paid[21][col["member_id"]]
     out += [tabbed, plain, member, same_member]
+    # one claim whose lines name two members (and a third line naming none): every line of it is quarantined
+    base = paid[-1]
+    other = next(r[col["member_id"]] for r in paid if r[col["member_id"]] != base[col["member_id"]])
+    mixed = [list(base), list(base), list(base)]
+    mixed[1][col["line_number"]], mixed[1][col["member_id"]] = "98", other
+    mixed[2][col["line_number"]], mixed[2][col["member_id"]] = "99", ""
+    out += mixed
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
     with (landing / "northwind" / "northwind_rules.csv").open("w", newline="") as f:
@@ -422,6 +429,12 @@ def test_impossible_lines_are_quarantined_by_the_rule_they_break(tmp_path):
     assert query(wh, "SELECT claim_id FROM silver.silver_claim_lines WHERE source_row_number = ?", [n + 1]) == [
         (plain[col["claim_id"]],)]
     assert got[n + 3] == got[n + 4] == []
+    assert [got[n + 5], got[n + 6], got[n + 7]] == [
+        ["claim_member_mismatch"], ["claim_member_mismatch"], ["missing_member_id", "claim_member_mismatch"]]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE claim_id = ?",
+                 [base[col["claim_id"]]]) == [(0,)]
+    assert query(wh, """SELECT rows_failed FROM silver.silver_data_quality_log
+                        WHERE rule_id = 'claim_member_mismatch'""") == [(3,)]
     [(keys, in_members)] = query(wh, f"""
         SELECT count(DISTINCT v.member_key), count(DISTINCT m.member_key) FROM silver.silver_claim_lines_validated v
         JOIN silver.silver_members m USING (payer, member_key) WHERE v.source_row_number IN ({n + 3}, {n + 4})""")

@@ -39,6 +39,9 @@ def test_file_with_15_percent_bad_rows_fails_the_gate_and_gold_is_not_built(tmp_
                          "'cascade/cascade_claims_001.txt' ORDER BY rows_failed DESC, rule_id LIMIT 1")[0][0]
     assert top_rule in gate.description
     assert gate.metadata["files_over_threshold"].value == 1
+    # a failed blocking check is not a transient cause: its step is not retried (TRANSIENT_RETRY is on it)
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []
+    assert [e.step_key for e in result.get_step_failure_events()] == ["bronze_silver_quality"]
     # gold was not materialized in this run, and no gold table exists in the fresh warehouse
     assert not any(k.startswith("gold/") for k in _materialized(result))
     assert query(wh, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'gold'") == [(0,)]

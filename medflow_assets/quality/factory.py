@@ -19,7 +19,8 @@ from pandera.api.ibis.types import IbisData
 from pandera.backends.ibis.register import register_ibis_backends
 from pandera.config import ValidationDepth, config_context
 
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, open_warehouse
+from medflow_assets.landing.partitions import TRANSIENT_RETRY
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, only_transient_retried, open_warehouse
 
 MAX_KEYS = 10
 
@@ -291,21 +292,26 @@ def run_source_files(context) -> list[str] | None:
 def schema_checks(name: str, checks: list[SchemaCheck], extra_specs: list[dg.AssetCheckSpec] = (),
                   extra=None) -> dg.AssetChecksDefinition:
     """One Dagster step running several schema checks over one read-only connection (a step per check
-    would cost ~0.1 s of orchestration each). `extra(con, context)` yields results for `extra_specs`."""
+    would cost ~0.1 s of orchestration each). `extra(con, context)` yields results for `extra_specs`.
+    A warehouse another process holds past the wait is retried like the dbt steps (TRANSIENT_RETRY); the
+    connection is opened before the first result, so a retried attempt reports each check once. An error in
+    a check fails the step at once, named (only_transient_retried), and a failed blocking check is not
+    retried either: Dagster fails the step after its results, outside the retry policy."""
 
     @dg.multi_asset_check(name=name, specs=[c.spec() for c in checks] + list(extra_specs), can_subset=True,
-                          pool=WAREHOUSE_POOL)
+                          pool=WAREHOUSE_POOL, retry_policy=TRANSIENT_RETRY)
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         selected = context.selected_asset_check_keys
         files = run_source_files(context)
-        con = connect_ibis(warehouse)
-        try:
-            for check in checks:
-                if check.key in selected:
-                    yield check.run(con, context.log, files)
-            if extra is not None and any(s.key in selected for s in extra_specs):
-                yield from extra(con.con, context)
-        finally:
-            con.disconnect()
+        with only_transient_retried(name, warehouse):
+            con = connect_ibis(warehouse)
+            try:
+                for check in checks:
+                    if check.key in selected:
+                        yield check.run(con, context.log, files)
+                if extra is not None and any(s.key in selected for s in extra_specs):
+                    yield from extra(con.con, context)
+            finally:
+                con.disconnect()
 
     return _checks

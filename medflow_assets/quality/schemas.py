@@ -250,8 +250,9 @@ class PayerProviderStats(pa.DataFrameModel):
 
     @pa.dataframe_check
     def members_within_claims_each_claim_one_member(cls, data):
-        """More members than claims: some claim's lines name more than one member (a payer's data error
-        silver does not catch; the failing keys name the NPI and payer to look at)."""
+        """More members than claims: some claim's lines name more than one member (silver quarantines such a
+        claim within one file, as claim_member_mismatch, but does not compare lines sent in different
+        files; the failing keys name the NPI and payer to look at)."""
         t = data.table
         return t.members <= t.claims
 

@@ -3,8 +3,8 @@ version replaced, with the trend across runs."""
 
 import dagster as dg
 
-from medflow_assets.landing.partitions import single_run
-from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource
+from medflow_assets.landing.partitions import TRANSIENT_RETRY, single_run
+from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, only_transient_retried
 from medflow_assets.transform.assets import DOWNSTREAM_AUTOMATION, model_key
 
 HISTORY = "quality.scorecard_history"
@@ -18,12 +18,37 @@ HISTORY = "quality.scorecard_history"
     pool=WAREHOUSE_POOL,
     automation_condition=DOWNSTREAM_AUTOMATION,
     backfill_policy=single_run,
+    retry_policy=TRANSIENT_RETRY,  # a warehouse another process holds past the wait (only_transient_retried)
     description="Valid rate, failures per rule and lines superseded by a later file's version, for every landed "
                 "file, appended to quality.scorecard_history each run; the metadata table compares each file with "
                 "its previous measurement.",
 )
 def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    with only_transient_retried("data_quality_scorecard", warehouse):
+        rows, runs = _measure(context.run.run_id, warehouse)
+    lines = ["| payer | file | rows | valid rate | previous | change | failures per rule | superseded by a later file |",
+             "|---|---|---|---|---|---|---|---|"]
+    for payer, source_file, n, rate, prev, failures, superseded in rows:
+        change = "new" if prev is None else "-" if rate is None else f"{(rate - prev) * 100:+.2f} pp"
+        rules = ", ".join(f"{k}: {v}" for k, v in sorted((failures or {}).items(), key=lambda kv: -kv[1])) or "-"
+        lines.append(f"| {payer} | {source_file} | {n} | {'n/a (no rows)' if rate is None else f'{rate:.2%}'} | "
+                     f"{'-' if prev is None else f'{prev:.2%}'} | {change} | {rules} | {'n/a' if superseded is None else superseded or '-'} |")
+    total = sum(r[2] for r in rows)
+    valid = sum(r[2] * r[3] for r in rows if r[2])
+    return dg.MaterializeResult(metadata={
+        "scorecard": dg.MetadataValue.md("\n".join(lines)),
+        "files": len(rows),
+        "overall_valid_rate": dg.MetadataValue.float(round(valid / total, 4) if total else 1.0),
+        "lines_superseded": sum(r[6] or 0 for r in rows),
+        "runs_in_history": runs,
+    })
+
+
+def _measure(run_id: str, warehouse: WarehouseResource) -> tuple[list[tuple], int]:
+    """Append this run's measurement of every file to the history (one transaction) and read it back with the
+    previous measurement of each file."""
     with warehouse.connect() as con:
+        con.execute("BEGIN")
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
         con.execute(f"""CREATE TABLE IF NOT EXISTS {HISTORY} (
             measured_at TIMESTAMP, run_id VARCHAR, payer VARCHAR, source_file VARCHAR, file_checksum VARCHAR,
@@ -42,7 +67,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
                                     FILTER (WHERE rows_failed > 0)) AS failures_per_rule,
                    -- valid lines of this file that a later file's version replaced (not failures)
                    max(rows_superseded) AS rows_superseded
-            FROM silver.silver_data_quality_log GROUP BY ALL""", [context.run.run_id])
+            FROM silver.silver_data_quality_log GROUP BY ALL""", [run_id])
         rows = con.execute(f"""
             WITH ranked AS (
               SELECT *, row_number() OVER (PARTITION BY source_file ORDER BY measured_at DESC, run_id) AS k
@@ -51,21 +76,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
                    c.failures_per_rule, c.rows_superseded
             FROM ranked c LEFT JOIN ranked p ON p.source_file = c.source_file AND p.k = 2
             WHERE c.k = 1 AND c.run_id = ?
-            ORDER BY c.payer, c.source_file""", [context.run.run_id]).fetchall()
+            ORDER BY c.payer, c.source_file""", [run_id]).fetchall()
+        con.execute("COMMIT")
         runs = con.execute(f"SELECT count(DISTINCT run_id) FROM {HISTORY}").fetchone()[0]
-    lines = ["| payer | file | rows | valid rate | previous | change | failures per rule | superseded by a later file |",
-             "|---|---|---|---|---|---|---|---|"]
-    for payer, source_file, n, rate, prev, failures, superseded in rows:
-        change = "new" if prev is None else "-" if rate is None else f"{(rate - prev) * 100:+.2f} pp"
-        rules = ", ".join(f"{k}: {v}" for k, v in sorted((failures or {}).items(), key=lambda kv: -kv[1])) or "-"
-        lines.append(f"| {payer} | {source_file} | {n} | {'n/a (no rows)' if rate is None else f'{rate:.2%}'} | "
-                     f"{'-' if prev is None else f'{prev:.2%}'} | {change} | {rules} | {'n/a' if superseded is None else superseded or '-'} |")
-    total = sum(r[2] for r in rows)
-    valid = sum(r[2] * r[3] for r in rows if r[2])
-    return dg.MaterializeResult(metadata={
-        "scorecard": dg.MetadataValue.md("\n".join(lines)),
-        "files": len(rows),
-        "overall_valid_rate": dg.MetadataValue.float(round(valid / total, 4) if total else 1.0),
-        "lines_superseded": sum(r[6] or 0 for r in rows),
-        "runs_in_history": runs,
-    })
+    return rows, runs

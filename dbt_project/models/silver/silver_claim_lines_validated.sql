@@ -60,27 +60,44 @@ parsed as (
   from {{ run_rows }} b
   left join member_keys mk on mk.member_ref = upper(member_id)
 ),
-{#- duplicate_line: the same payer + claim id + line came earlier in the same file. A copy in another file is
-    a version of the line, not a duplicate: macros/line_versions.sql (this model's post-hook) keeps the
-    latest version in silver_claim_lines and marks the earlier ones superseded. Found from the key columns
-    alone: a window over every column would sort the whole table (it cost 20 of 57 s at 10M). -#}
-later_lines as (
-  select source_file, source_row_number
-  from (select payer, source_file, source_row_number, {{ claim_id_expr }} as claim_id,
+{#- Two rules that compare a file's rows with each other, found from the claim's key columns alone (a window
+    over every column would sort the whole table: it cost 20 of 57 s at 10M), one window for both:
+    - duplicate_line: the same payer + claim id + line came earlier in the same file. A copy in another file
+      is a version of the line, not a duplicate: macros/line_versions.sql (this model's post-hook) keeps the
+      latest version in silver_claim_lines and marks the earlier ones superseded.
+    - claim_member_mismatch: the lines of one claim in one file name more than one member. Every line of
+      the claim in the file is flagged (one without a member too: the file does not say which member is
+      meant); lines without a member do not make a claim mixed. The window compares the ids as written; the
+      few claims whose ids differ so are compared again as member_key hashes them ("M1" and " m1" are one
+      member). Lines of one claim in different files are not compared (a later file may correct the member).
+    At 10M lines the window costs ~1.7 s more than one for duplicate_line alone (a separate group on the
+    normalized ids: ~7 s more; README, session 25). -#}
+claim_rows as (
+  select source_file, source_row_number, payer, claim_id, member_id,
+         claim_line_number is not null and claim_line_number = lag(claim_line_number) over in_order as is_duplicate,
+         min(member_id) over in_claim <> max(member_id) over in_claim as ids_differ_as_written
+  from (select payer, source_file, source_row_number, member_id, {{ claim_id_expr }} as claim_id,
                {{ line_expr }} as claim_line_number
         from {{ run_rows }} b)
-  where claim_id is not null and claim_line_number is not null
-  qualify row_number() over (partition by source_file, payer, claim_id, claim_line_number
-                             order by source_row_number) > 1
+  where claim_id is not null
+  window in_claim as (partition by source_file, payer, claim_id),
+         in_order as (partition by source_file, payer, claim_id order by claim_line_number, source_row_number)
+  qualify is_duplicate or ids_differ_as_written
+),
+cross_row as (
+  select source_file, source_row_number, is_duplicate,
+         ids_differ_as_written and min(member_ref) over in_claim <> max(member_ref) over in_claim as is_mixed_claim
+  from (select *, {{ pseudonym_input('upper(member_id)') }} as member_ref from claim_rows)
+  window in_claim as (partition by source_file, payer, claim_id)
 ),
 flagged as (
-  select p.*, d.source_file is not null as is_duplicate
+  select p.*, coalesce(x.is_duplicate, false) as is_duplicate, coalesce(x.is_mixed_claim, false) as is_mixed_claim
   from parsed p
-  left join later_lines d using (source_file, source_row_number)
+  left join cross_row x using (source_file, source_row_number)
 ),
 ruled as (
 select
-  * exclude (is_duplicate, birth_date, has_birth_date, npi_number, member_zip_digits),
+  * exclude (is_duplicate, is_mixed_claim, birth_date, has_birth_date, npi_number, member_zip_digits),
   year(birth_date) as birth_year,
   list_filter([
     case when claim_id is null then 'missing_claim_id' end,
@@ -117,7 +134,8 @@ select
     case when denial_reason_code is not null and not regexp_full_match(denial_reason_code, '[0-9A-Z]{1,4}')
          then 'invalid_denial_reason_code' end,
     case when claim_id is not null and claim_line_number is not null and is_duplicate
-         then 'duplicate_line' end
+         then 'duplicate_line' end,
+    case when is_mixed_claim then 'claim_member_mismatch' end
     {#- reversal_mismatch and reversal_of_rejected_line are added by the post-hook, which sees the line's
         other versions -#}
   ], r -> r is not null) as failed_rules,
