@@ -298,8 +298,9 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
     if not parts:
         raise SystemExit(f"no landed files to read under {landing}")
     df = pd.concat(parts, ignore_index=True)
-    # row_number() over (partition by source_file, payer, claim_id, claim_line_number order by row) > 1:
-    # parts are already in (source_file, source_row_number) order, so "not the first" is duplicated().
+    # duplicate_line: not the first row of its (file, payer, claim id, line) (the SQL: the line number equals
+    # the previous row's in the claim's window ordered by line and row); parts are already in (source_file,
+    # source_row_number) order, so "not the first" is duplicated().
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
     df["duplicate_line"] = keyed & df.duplicated(["source_file", *KEY], keep="first")
     # every line of a claim whose lines in one file name more than one member (lines without a member count

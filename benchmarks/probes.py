@@ -1,4 +1,4 @@
-"""Two A/B probes behind design choices (README, BENCHMARKS.md), each alternating its two variants:
+"""Three probes behind design choices (README, BENCHMARKS.md), each alternating its two variants:
 
   python benchmarks/probes.py checks --warehouse benchmarks/.work/10m/medflow/medflow.duckdb --rounds 3
       every Pandera check and the gate on a built warehouse, with fast_builtin_check (factory.py) and with
@@ -7,6 +7,11 @@
       --script benchmarks/.work/10m/floor.sql --rounds 2
       silver_claim_lines_validated and silver_members (the floor's SQL) on a copy of the floor's warehouse
       without them: one after the other, as dbt runs them now, and side by side on two cursors, as before.
+  python benchmarks/probes.py cross-row --floor-db benchmarks/.work/10m/floor/medflow.duckdb \
+      --script benchmarks/.work/10m/floor.sql --rounds 3
+      the rules that compare a file's rows with each other, alone on the floor's bronze: the model's one
+      window for duplicate_line and claim_member_mismatch (taken from the script), the window for
+      duplicate_line alone as it was before session 25, and a separate group on the normalized member ids.
 """
 
 import argparse
@@ -102,6 +107,51 @@ def probe_silver_order(floor_db: Path, script: Path, rounds: int) -> dict:
                                                 for m, rs in walls.items()}}
 
 
+_WS = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13) || chr(160)"  # trim_space() compiled
+_RUN_ROWS = ('(select * from "bronze"."bronze_claim_lines" where source_file in '
+             '(select source_file from "medflow"."landing"."dbt_selection"))')
+_CLAIM_ID = f"nullif(trim(claim_id, {_WS}), '')"
+_LINE = (f"case when regexp_full_match(trim(claim_line_number, {_WS}), '[0-9]+') "
+         f"then try_cast(trim(claim_line_number, {_WS}) as integer) end")
+
+
+def probe_cross_row(floor_db: Path, script: Path, rounds: int) -> dict:
+    stmt = _statement(floor.script_statements(script), "silver_claim_lines_validated")
+    if "claim_rows as (" not in stmt:
+        raise SystemExit(f"{script} was compiled before claim_member_mismatch: run benchmarks/run.py at 10m first")
+    model = stmt[stmt.index("claim_rows as ("): stmt.index("flagged as (")].rstrip().rstrip(",")
+    forms = {
+        "one window for both (the model)": f"""with {model}
+            select count(*) filter (where is_duplicate), count(*) filter (where is_mixed_claim) from cross_row""",
+        "duplicate_line alone (before)": f"""select count(*), 0 from (
+            select payer, source_file, source_row_number, {_CLAIM_ID} as claim_id, {_LINE} as claim_line_number
+            from {_RUN_ROWS} b)
+            where claim_id is not null and claim_line_number is not null
+            qualify row_number() over (partition by source_file, payer, claim_id, claim_line_number
+                                       order by source_row_number) > 1""",
+        "a separate group on normalized ids": f"""select 0, count(*) from (
+            select source_file, payer, claim_id from (
+              select source_file, payer, {_CLAIM_ID} as claim_id,
+                     nullif(trim(upper(member_id), {_WS}), '') as member_ref from {_RUN_ROWS} b)
+            where claim_id is not null and member_ref is not null
+            group by all having min(member_ref) <> max(member_ref))""",
+    }
+    s = load_settings()
+    walls: dict[str, list[float]] = {name: [] for name in forms}
+    found: dict[str, list] = {}
+    con = floor.connect(floor_db, s.memory_limit, s.threads)
+    try:
+        for r in range(rounds):
+            for name in (list(forms) if r % 2 == 0 else list(forms)[::-1]):
+                t = time.perf_counter()
+                found[name] = list(con.execute(forms[name]).fetchone())
+                walls[name].append(round(time.perf_counter() - t, 2))
+    finally:
+        con.close()
+    return {"walls_s": walls, "median_s": {n: statistics.median(w) for n, w in walls.items()},
+            "duplicate_lines, mixed-claim lines (or claims)": found}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="probe", required=True)
@@ -112,11 +162,17 @@ def main(argv=None) -> int:
     o.add_argument("--floor-db", type=Path, required=True)
     o.add_argument("--script", type=Path, required=True)
     o.add_argument("--rounds", type=int, default=2)
+    x = sub.add_parser("cross-row")
+    x.add_argument("--floor-db", type=Path, required=True)
+    x.add_argument("--script", type=Path, required=True)
+    x.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     if args.probe == "checks":
         out = probe_checks(args.warehouse, args.rounds)
-    else:
+    elif args.probe == "silver-order":
         out = probe_silver_order(args.floor_db, args.script, args.rounds)
+    else:
+        out = probe_cross_row(args.floor_db, args.script, args.rounds)
     print(json.dumps(out))
     return 0
 

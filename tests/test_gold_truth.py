@@ -98,9 +98,10 @@ def test_days_to_payment_count_paid_lines_only_and_every_mart_agrees_on_total_pa
     assert totals == (Decimal("20.00"),) * 3
 
 
-def test_a_claim_naming_two_members_fails_gold_naming_the_rule_and_where_to_look(tmp_path):
-    """Silver does not compare lines of one claim with each other: a claim whose lines name two members
-    reaches gold, where the blocking check fails saying which rule broke and for which NPI and payer."""
+def test_a_claim_naming_two_members_in_two_files_fails_gold_naming_the_rule_and_where_to_look(tmp_path):
+    """Silver quarantines a claim whose lines in one file name two members (claim_member_mismatch,
+    test_landing_flow.py) but does not compare lines sent in different files: such a claim reaches gold,
+    where the blocking check fails saying which rule broke and for which NPI and payer."""
     import csv
 
     from tests.helpers import SAMPLE_LANDING, check_result, materialize_graph
@@ -117,10 +118,13 @@ def test_a_claim_naming_two_members_fails_gold_naming_the_rule_and_where_to_look
         crafted.append(r)
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
-    with (landing / "northwind" / "nw_two_members.csv").open("w", newline="") as f:
-        csv.writer(f).writerows([header, *crafted])
-    result = materialize_graph(landing, tmp_path / "wh.duckdb")
+    for name, line in zip(("nw_two_members_a.csv", "nw_two_members_b.csv"), crafted):
+        with (landing / "northwind" / name).open("w", newline="") as f:
+            csv.writer(f).writerows([header, line])
+    wh = tmp_path / "wh.duckdb"
+    result = materialize_graph(landing, wh)
     assert not result.success
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE claim_id = 'XM1'") == [(2,)]
     check = check_result(result, "pandera_PayerProviderStats")
     assert not check.passed
     assert check.description == ("1 rows: failed table.members_within_claims_each_claim_one_member (1); e.g. "

@@ -115,6 +115,13 @@ def test_scorecard_keeps_the_trend_across_runs(tmp_path):
     for payer in ("northwind", "bluepeak", "cascade"):
         assert f"| {payer} | {payer}/" in md
     assert query(wh, "SELECT count(*) FROM quality.scorecard_history") == [(6,)]
+    # a second attempt of the same run's step (a retry) replaces that run's measurement, in one transaction
+    from medflow_assets.quality.scorecard import _measure
+    from medflow_assets.resources import WarehouseResource
+
+    rows, runs = _measure(result.run_id, WarehouseResource(path=str(wh)))
+    assert runs == 2 and len(rows) == 3 and all(r[3] == r[4] for r in rows)  # compared with run 1, not itself
+    assert query(wh, "SELECT count(*), count(DISTINCT run_id) FROM quality.scorecard_history") == [(6, 2)]
 
 
 def test_scoped_uniqueness_test_catches_a_collision_with_an_older_file(tmp_path, sample_run):

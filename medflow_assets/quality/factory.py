@@ -302,8 +302,8 @@ def schema_checks(name: str, checks: list[SchemaCheck], extra_specs: list[dg.Ass
                           pool=WAREHOUSE_POOL, retry_policy=TRANSIENT_RETRY)
     def _checks(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         selected = context.selected_asset_check_keys
-        files = run_source_files(context)
         with only_transient_retried(name, warehouse):
+            files = run_source_files(context)
             con = connect_ibis(warehouse)
             try:
                 for check in checks:

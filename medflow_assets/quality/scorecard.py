@@ -26,6 +26,10 @@ HISTORY = "quality.scorecard_history"
 def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     with only_transient_retried("data_quality_scorecard", warehouse):
         rows, runs = _measure(context.run.run_id, warehouse)
+        return _report(rows, runs)
+
+
+def _report(rows: list[tuple], runs: int) -> dg.MaterializeResult:
     lines = ["| payer | file | rows | valid rate | previous | change | failures per rule | superseded by a later file |",
              "|---|---|---|---|---|---|---|---|"]
     for payer, source_file, n, rate, prev, failures, superseded in rows:
@@ -45,8 +49,8 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
 
 
 def _measure(run_id: str, warehouse: WarehouseResource) -> tuple[list[tuple], int]:
-    """Append this run's measurement of every file to the history (one transaction) and read it back with the
-    previous measurement of each file."""
+    """Append this run's measurement of every file to the history (one transaction; an attempt of the step
+    again replaces its run's rows) and read it back with the previous measurement of each file."""
     with warehouse.connect() as con:
         con.execute("BEGIN")
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
@@ -56,6 +60,7 @@ def _measure(run_id: str, warehouse: WarehouseResource) -> tuple[list[tuple], in
             rows_superseded BIGINT)""")
         # history written before session 22 has no rows_superseded: it reads NULL (not measured) there
         con.execute(f"ALTER TABLE {HISTORY} ADD COLUMN IF NOT EXISTS rows_superseded BIGINT")
+        con.execute(f"DELETE FROM {HISTORY} WHERE run_id = ?", [run_id])
         con.execute(f"""
             INSERT INTO {HISTORY} BY NAME
             SELECT now()::TIMESTAMP AS measured_at, ? AS run_id, payer, source_file, file_checksum,
