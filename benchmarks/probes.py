@@ -1,4 +1,4 @@
-"""Three probes behind design choices (README, BENCHMARKS.md), each alternating its two variants:
+"""Probes behind design choices (README, BENCHMARKS.md), each alternating its two variants:
 
   python benchmarks/probes.py checks --warehouse benchmarks/.work/10m/medflow/medflow.duckdb --rounds 3
       every Pandera check and the gate on a built warehouse, with fast_builtin_check (factory.py) and with
@@ -12,6 +12,9 @@
       the rules that compare a file's rows with each other, alone on the floor's bronze: the model's one
       window for duplicate_line and claim_member_mismatch (taken from the script), the window for
       duplicate_line alone as it was before session 25, and a separate group on the normalized member ids.
+  python benchmarks/probes.py sqlite-engine --writes 300
+      one SQLite insert per transaction in SQLAlchemy, as Dagster's SqliteEventLogStorage stores an event (a
+      new engine per write, NullPool), with one engine kept, and with a pooled connection.
 """
 
 import argparse
@@ -124,11 +127,12 @@ def probe_cross_row(floor_db: Path, script: Path, rounds: int) -> dict:
         "one window for both (the model)": f"""with {model}
             select count(*) filter (where is_duplicate), count(*) filter (where is_mixed_claim) from cross_row""",
         "duplicate_line alone (before)": f"""select count(*), 0 from (
-            select payer, source_file, source_row_number, {_CLAIM_ID} as claim_id, {_LINE} as claim_line_number
-            from {_RUN_ROWS} b)
+            select source_file, source_row_number from (
+              select payer, source_file, source_row_number, {_CLAIM_ID} as claim_id, {_LINE} as claim_line_number
+              from {_RUN_ROWS} b)
             where claim_id is not null and claim_line_number is not null
             qualify row_number() over (partition by source_file, payer, claim_id, claim_line_number
-                                       order by source_row_number) > 1""",
+                                       order by source_row_number) > 1)""",
         "a separate group on normalized ids": f"""select 0, count(*) from (
             select source_file, payer, claim_id from (
               select source_file, payer, {_CLAIM_ID} as claim_id,
@@ -152,6 +156,39 @@ def probe_cross_row(floor_db: Path, script: Path, rounds: int) -> dict:
             "duplicate_lines, mixed-claim lines (or claims)": found}
 
 
+def probe_sqlite_engine(writes: int) -> dict:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool, QueuePool
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/events.db"
+        with create_engine(url, poolclass=NullPool).connect() as c:
+            c.execute(text("PRAGMA journal_mode=WAL"))  # as Dagster's _initdb
+            c.execute(text("CREATE TABLE t (x INTEGER)"))
+            c.commit()
+
+        def write(engine):
+            with engine.connect() as conn, conn.begin():
+                conn.execute(text("INSERT INTO t VALUES (1)"))
+
+        def timed(name, make, per_write):
+            engine = None if per_write else make()
+            t = time.perf_counter()
+            for _ in range(writes):
+                e = make() if per_write else engine
+                write(e)
+                if per_write:
+                    e.dispose()
+            out[name] = round((time.perf_counter() - t) / writes * 1000, 3)
+
+        args = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+        timed("an engine per write (Dagster) ms", lambda: create_engine(url, poolclass=NullPool, **args), True)
+        timed("one engine kept ms", lambda: create_engine(url, poolclass=NullPool, **args), False)
+        timed("a pooled connection ms", lambda: create_engine(url, poolclass=QueuePool, **args), False)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="probe", required=True)
@@ -166,13 +203,17 @@ def main(argv=None) -> int:
     x.add_argument("--floor-db", type=Path, required=True)
     x.add_argument("--script", type=Path, required=True)
     x.add_argument("--rounds", type=int, default=3)
+    e = sub.add_parser("sqlite-engine")
+    e.add_argument("--writes", type=int, default=300)
     args = ap.parse_args(argv)
     if args.probe == "checks":
         out = probe_checks(args.warehouse, args.rounds)
     elif args.probe == "silver-order":
         out = probe_silver_order(args.floor_db, args.script, args.rounds)
-    else:
+    elif args.probe == "cross-row":
         out = probe_cross_row(args.floor_db, args.script, args.rounds)
+    else:
+        out = probe_sqlite_engine(args.writes)
     print(json.dumps(out))
     return 0
 

@@ -70,8 +70,8 @@ parsed as (
       meant); lines without a member do not make a claim mixed. The window compares the ids as written; the
       few claims whose ids differ so are compared again as member_key hashes them ("M1" and " m1" are one
       member). Lines of one claim in different files are not compared (a later file may correct the member).
-    At 10M lines, alone: this window ~8.1 s, the one for duplicate_line alone ~6.4 s, a separate group on the
-    normalized ids ~7.5 s (benchmarks/probes.py cross-row; BENCHMARKS.md, session 25). -#}
+    At 10M lines, alone: this window 8.1-9.5 s, the one for duplicate_line alone 6.4 s, a separate group on
+    the normalized ids (beside it) 7.5-9.0 s (benchmarks/probes.py cross-row; BENCHMARKS.md, session 25). -#}
 claim_rows as (
   select source_file, source_row_number, payer, claim_id, member_id,
          claim_line_number is not null and claim_line_number = lag(claim_line_number) over in_order as is_duplicate,
