@@ -1,4 +1,5 @@
-"""Probes behind design choices (README, BENCHMARKS.md), each alternating its two variants:
+"""Probes behind design choices (README, BENCHMARKS.md), each timing its variants (checks, silver-order and
+cross-row alternate their order between rounds):
 
   python benchmarks/probes.py checks --warehouse benchmarks/.work/10m/medflow/medflow.duckdb --rounds 3
       every Pandera check and the gate on a built warehouse, with fast_builtin_check (factory.py) and with
