@@ -309,8 +309,7 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
     named = df.loc[df["claim_id"].notna() & df["member_key"].notna(), [*claim, "member_key"]]
     members = named.groupby(claim, sort=False)["member_key"].nunique()
     mixed = members.index[members.to_numpy() > 1]
-    df["claim_member_mismatch"] = (df["claim_id"].notna().to_numpy()
-                                   & pd.MultiIndex.from_frame(df[claim]).isin(mixed))
+    df["claim_member_mismatch"] = pd.MultiIndex.from_frame(df[claim]).isin(mixed)
     resolve_versions(df)
     df["failed_rule_count"] = df[list(RULES)].sum(axis=1)
     return df

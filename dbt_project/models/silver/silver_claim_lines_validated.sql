@@ -133,8 +133,7 @@ select
     case when department not in (select department from {{ ref('departments') }}) then 'invalid_department' end,
     case when denial_reason_code is not null and not regexp_full_match(denial_reason_code, '[0-9A-Z]{1,4}')
          then 'invalid_denial_reason_code' end,
-    case when claim_id is not null and claim_line_number is not null and is_duplicate
-         then 'duplicate_line' end,
+    case when is_duplicate then 'duplicate_line' end,  {#- claim_rows: a claim id and a line number -#}
     case when is_mixed_claim then 'claim_member_mismatch' end
     {#- reversal_mismatch and reversal_of_rejected_line are added by the post-hook, which sees the line's
         other versions -#}
