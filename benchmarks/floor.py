@@ -29,15 +29,14 @@ sys.path.insert(0, str(ROOT))
 from medflow_assets.settings import DBT_PROJECT_DIR, WAREHOUSE_STORAGE_VERSION, load_settings
 from medflow_assets.transform.connection_plugin import hmac_macro_sql
 
-# The first query of the model's post-hook on a full build (dbt_project/macros/line_versions.sql): the lines
-# held in more than one file, whose versions it then resolves. Hooks are not in dbt's compiled model SQL, and
-# on the benchmark's data (no line sent twice) this query is all the hook does.
-LINES_HELD_TWICE = """CREATE OR REPLACE TEMP TABLE floor_lines_held_twice AS
-SELECT * FROM {table} t WHERE (t.payer, t.claim_id, t.claim_line_number) IN (
-  SELECT (payer, claim_id, claim_line_number) FROM {table}
-  WHERE claim_id IS NOT NULL AND claim_line_number IS NOT NULL
-    AND NOT list_contains(failed_rules, 'duplicate_line')
-  GROUP BY ALL HAVING count(*) > 1);"""
+# The first query of the model's post-hook on a full build (dbt_project/macros/line_versions.sql): the rows of
+# the claims held in more than one file, whose line versions and members it then compares. Hooks are not in
+# dbt's compiled model SQL, and on the benchmark's data (no claim in two files) this query is all the hook does.
+CLAIMS_IN_TWO_FILES = """CREATE OR REPLACE TEMP TABLE floor_claims_in_two_files AS
+SELECT * FROM {table} t WHERE (t.payer, t.claim_id) IN (
+  SELECT (payer, claim_id) FROM {table}
+  WHERE claim_id IS NOT NULL
+  GROUP BY ALL HAVING min(hash(source_file)) <> max(hash(source_file)));"""
 
 
 def compile_script(target_dir: Path) -> str:
@@ -65,7 +64,7 @@ def compile_script(target_dir: Path) -> str:
         kind = "VIEW" if node["config"].get("materialized") == "view" else "TABLE"
         statements.append(f'CREATE OR REPLACE {kind} "{node["schema"]}"."{node["alias"]}" AS\n{sql};')
         if node["alias"] == "silver_claim_lines_validated":
-            statements.append(LINES_HELD_TWICE.format(table=f'"{node["schema"]}"."{node["alias"]}"'))
+            statements.append(CLAIMS_IN_TWO_FILES.format(table=f'"{node["schema"]}"."{node["alias"]}"'))
     return "\n\n".join(statements) + "\n"
 
 

@@ -31,7 +31,7 @@ RULES = ("missing_claim_id", "invalid_claim_line_number", "missing_member_id", "
          "amounts_out_of_order", "paid_amount_on_unpaid_status", "paid_before_service", "negative_amount",
          "future_service_date", "future_paid_date", "invalid_department", "invalid_denial_reason_code",
          "duplicate_line", "claim_member_mismatch", "reversal_mismatch",
-         "reversal_of_rejected_line")  # dbt's failed_rules order
+         "reversal_of_rejected_line", "claim_member_conflict")  # dbt's failed_rules order
 KEY = ["payer", "claim_id", "claim_line_number"]
 AMOUNTS = ["billed_amount", "allowed_amount", "paid_amount"]
 ICD10_RE = r"(?:[A-Z][0-9][0-9A-Z][0-9A-Z]{0,4})"
@@ -320,8 +320,10 @@ def resolve_versions(df: pd.DataFrame) -> None:
     in landing order (here every file lands at once, so file name order), the last is the line. A reversal
     takes back the latest earlier version that is not a reversal, and is reversal_mismatch (replacing
     nothing) unless its amounts are exactly that version's, negated; with no such version but a rejected
-    copy in an earlier file, it is reversal_of_rejected_line."""
-    hook_rules = ["reversal_mismatch", "reversal_of_rejected_line"]
+    copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
+    (each line's latest version) name more than one member, each of them is claim_member_conflict, and the
+    versions they replaced stay replaced."""
+    hook_rules = ["reversal_mismatch", "reversal_of_rejected_line", "claim_member_conflict"]
     for column in [*hook_rules, "superseded", "reverses_version"]:
         df[column] = False
     own = df[[r for r in RULES if r not in hook_rules]].any(axis=1)
@@ -355,6 +357,16 @@ def resolve_versions(df: pd.DataFrame) -> None:
         later = versions.groupby(KEY, sort=False).cumcount(ascending=False).to_numpy() > 0
         df.loc[versions.index[later], "superseded"] = True
         df.loc[found.index[(found & ~mismatch).to_numpy()], "reverses_version"] = True
+    # the claims whose current lines name more than one member (within one file the model's
+    # claim_member_mismatch already took them out, so these have lines in more than one file)
+    current = ~own & ~df[hook_rules].any(axis=1) & ~df["superseded"]
+    named = df.loc[current, ["payer", "claim_id", "member_key"]].drop_duplicates()
+    mixed = named.loc[named.duplicated(["payer", "claim_id"]), ["payer", "claim_id"]].drop_duplicates()
+    if not mixed.empty:
+        conflicted = current & pd.MultiIndex.from_frame(df[["payer", "claim_id"]]).isin(
+            pd.MultiIndex.from_frame(mixed))
+        df.loc[conflicted, "claim_member_conflict"] = True
+        df.loc[conflicted, "reverses_version"] = False
 
 
 def current_lines(df: pd.DataFrame) -> pd.DataFrame:

@@ -98,13 +98,19 @@ def test_days_to_payment_count_paid_lines_only_and_every_mart_agrees_on_total_pa
     assert totals == (Decimal("20.00"),) * 3
 
 
-def test_a_claim_naming_two_members_in_two_files_fails_gold_naming_the_rule_and_where_to_look(tmp_path):
-    """Silver quarantines a claim whose lines in one file name two members (claim_member_mismatch,
-    test_landing_flow.py) but does not compare lines sent in different files: such a claim reaches gold,
-    where the blocking check fails saying which rule broke and for which NPI and payer."""
+def test_a_claim_naming_two_members_in_two_files_is_quarantined_and_gold_still_guards_against_it(tmp_path):
+    """Silver compares a claim's lines within a file (claim_member_mismatch, test_landing_flow.py) and across
+    files (claim_member_conflict, test_line_versions.py): both lines of a claim sent in two files for two
+    members are quarantined, and gold passes. Gold's blocking check stays as a second guard: a table where
+    an NPI counts more members than claims (here written by hand) fails it, naming the rule, NPI and payer."""
     import csv
 
-    from tests.helpers import SAMPLE_LANDING, check_result, materialize_graph
+    import dagster as dg
+    import duckdb
+
+    from medflow_assets.resources import build_resources
+    from medflow_assets.settings import load_settings
+    from tests.helpers import ALL_ASSETS, SAMPLE_LANDING, check_result, materialize_graph, medflow_env
 
     src = SAMPLE_LANDING / "northwind" / "northwind_claims_001.csv"
     header, *rows = list(csv.reader(src.open(newline="")))
@@ -118,15 +124,31 @@ def test_a_claim_naming_two_members_in_two_files_fails_gold_naming_the_rule_and_
         crafted.append(r)
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
-    for name, line in zip(("nw_two_members_a.csv", "nw_two_members_b.csv"), crafted):
+    clean = [r for r in rows if r is not paid[0] and r is not other]
+    for name, line, rest in zip(("nw_two_members_a.csv", "nw_two_members_b.csv"), crafted,
+                                (clean[:20], clean[20:40])):  # one line of 21 each: within the quarantine gate
         with (landing / "northwind" / name).open("w", newline="") as f:
-            csv.writer(f).writerows([header, line])
+            csv.writer(f).writerows([header, line, *rest])
     wh = tmp_path / "wh.duckdb"
     result = materialize_graph(landing, wh)
-    assert not result.success
-    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE claim_id = 'XM1'") == [(2,)]
-    check = check_result(result, "pandera_PayerProviderStats")
-    assert not check.passed
-    assert check.description == ("1 rows: failed table.members_within_claims_each_claim_one_member (1); e.g. "
-                                 "table.members_within_claims_each_claim_one_member: provider_npi=1234567893, "
+    assert result.success
+    assert query(wh, "SELECT claim_line_number, failed_rules FROM silver.silver_claims_quarantine "
+                     "WHERE claim_id = 'XM1' ORDER BY 1") == [("1", ["claim_member_conflict"]),
+                                                             ("2", ["claim_member_conflict"])]  # as landed
+    assert query(wh, "SELECT count(*) FROM gold.payer_provider_stats WHERE provider_npi = '1234567893'") == [(0,)]
+    assert check_result(result, "pandera_PayerProviderStats").passed
+
+    with duckdb.connect(str(wh)) as con:
+        con.execute("UPDATE gold.payer_provider_stats SET members = claims + 1 WHERE provider_npi = "
+                    "(SELECT min(provider_npi) FROM gold.payer_provider_stats)")
+        npi = con.execute("SELECT provider_npi FROM gold.payer_provider_stats WHERE members > claims").fetchone()[0]
+        n = con.execute("SELECT count(*) FROM gold.payer_provider_stats").fetchone()[0]
+    key = dg.AssetCheckKey(dg.AssetKey(["gold", "payer_provider_stats"]), "pandera_PayerProviderStats")
+    with medflow_env(warehouse_path=wh, landing_path=landing):
+        checked = dg.materialize(ALL_ASSETS, resources=build_resources(load_settings()),
+                                 selection=dg.AssetSelection.checks(key), raise_on_error=False)
+    check = check_result(checked, "pandera_PayerProviderStats")
+    assert not check.passed and not checked.success
+    assert check.description == (f"{n} rows: failed table.members_within_claims_each_claim_one_member (1); e.g. "
+                                 f"table.members_within_claims_each_claim_one_member: provider_npi={npi}, "
                                  "payer=northwind")

@@ -250,9 +250,9 @@ class PayerProviderStats(pa.DataFrameModel):
 
     @pa.dataframe_check
     def members_within_claims_each_claim_one_member(cls, data):
-        """More members than claims: some claim's lines name more than one member (silver quarantines such a
-        claim within one file, as claim_member_mismatch, but does not compare lines sent in different
-        files; the failing keys name the NPI and payer to look at)."""
+        """More members than claims: some claim's lines name more than one member. Silver quarantines such
+        a claim (claim_member_mismatch within a file, claim_member_conflict across files); this is the second
+        guard, for a silver table changed outside the models. The failing keys name the NPI and payer."""
         t = data.table
         return t.members <= t.claims
 

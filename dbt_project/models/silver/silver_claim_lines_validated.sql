@@ -6,7 +6,7 @@
     construction. No clear PII is kept here; the member's other pseudonyms (name, email, phone, SSN) are
     computed once per distinct member in silver_members. -#}
 {{ config(materialized='incremental', incremental_strategy='append',
-          pre_hook=["{{ remember_run_lines() }}", "{{ replace_run_files(selected_files()) }}"],
+          pre_hook=["{{ remember_run_claims() }}", "{{ replace_run_files(selected_files()) }}"],
           post_hook="{{ resolve_line_versions() }}") }}
 -- depends_on: {{ ref('safe_harbor_restricted_zip3') }} (zip3() reads it)
 {%- set contracts = landing_state().contracts %}
@@ -69,7 +69,8 @@ parsed as (
       the claim in the file is flagged (one without a member too: the file does not say which member is
       meant); lines without a member do not make a claim mixed. The window compares the ids as written; the
       few claims whose ids differ so are compared again as member_key hashes them ("M1" and " m1" are one
-      member). Lines of one claim in different files are not compared (a later file may correct the member).
+      member). Lines of one claim in different files are compared by the post-hook, on each line's latest
+      version (claim_member_conflict; a later file may correct the member by sending the claim again).
     At 10M lines, alone: this window 8.1-9.5 s, the one for duplicate_line alone 6.4 s, a separate group on
     the normalized ids (beside it) 7.5-9.0 s (benchmarks/probes.py cross-row; BENCHMARKS.md, session 25). -#}
 claim_rows as (
@@ -135,8 +136,8 @@ select
          then 'invalid_denial_reason_code' end,
     case when is_duplicate then 'duplicate_line' end,  {#- claim_rows: a claim id and a line number -#}
     case when is_mixed_claim then 'claim_member_mismatch' end
-    {#- reversal_mismatch and reversal_of_rejected_line are added by the post-hook, which sees the line's
-        other versions -#}
+    {#- reversal_mismatch, reversal_of_rejected_line and claim_member_conflict are added by the post-hook,
+        which sees the line's other versions and the claim's lines in other files -#}
   ], r -> r is not null) as failed_rules,
   {#- set by the post-hook: the file of the next (later) version of this line; for a reversal, the file of
       the version it takes back -#}
