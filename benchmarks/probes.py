@@ -13,6 +13,11 @@ cross-row alternate their order between rounds):
       the rules that compare a file's rows with each other, alone on the floor's bronze: the model's one
       window for duplicate_line and claim_member_mismatch (taken from the script), the window for
       duplicate_line alone as it was before session 25, and a separate group on the normalized member ids.
+  python benchmarks/probes.py claim-scope --floor-db benchmarks/.work/10m/floor/medflow.duckdb --rounds 3
+      the first query of the line-versions post-hook on a full build (macros/line_versions.sql), read-only on
+      the floor's silver: the claims with rows in more than one file, with the files told apart by
+      hash(source_file) (the hook's) and by the text itself, and the lines held in more than one file (the
+      scope before session 26).
   python benchmarks/probes.py sqlite-engine --writes 300
       one SQLite insert per transaction in SQLAlchemy, as Dagster's SqliteEventLogStorage stores an event (a
       new engine per write, NullPool), with one engine kept, and with a pooled connection.
@@ -157,6 +162,33 @@ def probe_cross_row(floor_db: Path, script: Path, rounds: int) -> dict:
             "duplicate_lines, mixed-claim lines (or claims)": found}
 
 
+def probe_claim_scope(floor_db: Path, rounds: int) -> dict:
+    table = "silver.silver_claim_lines_validated"
+    forms = {
+        "claims, files by hash (the hook)": f"""select count(*) from (select payer, claim_id from {table}
+            where claim_id is not null group by all having min(hash(source_file)) <> max(hash(source_file)))""",
+        "claims, files by name": f"""select count(*) from (select payer, claim_id from {table}
+            where claim_id is not null group by all having min(source_file) <> max(source_file))""",
+        "lines held twice (before)": f"""select count(*) from (select payer, claim_id, claim_line_number
+            from {table} where claim_id is not null and claim_line_number is not null
+              and not list_contains(failed_rules, 'duplicate_line')
+            group by all having count(*) > 1)""",
+    }
+    s = load_settings()
+    walls: dict[str, list[float]] = {name: [] for name in forms}
+    found: dict[str, int] = {}
+    con = floor.connect(floor_db, s.memory_limit, s.threads)
+    try:
+        for r in range(rounds):
+            for name in (list(forms) if r % 2 == 0 else list(forms)[::-1]):
+                t = time.perf_counter()
+                found[name] = con.execute(forms[name]).fetchone()[0]
+                walls[name].append(round(time.perf_counter() - t, 2))
+    finally:
+        con.close()
+    return {"walls_s": walls, "median_s": {n: statistics.median(w) for n, w in walls.items()}, "found": found}
+
+
 def probe_sqlite_engine(writes: int) -> dict:
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool, QueuePool
@@ -204,6 +236,9 @@ def main(argv=None) -> int:
     x.add_argument("--floor-db", type=Path, required=True)
     x.add_argument("--script", type=Path, required=True)
     x.add_argument("--rounds", type=int, default=3)
+    k = sub.add_parser("claim-scope")
+    k.add_argument("--floor-db", type=Path, required=True)
+    k.add_argument("--rounds", type=int, default=3)
     e = sub.add_parser("sqlite-engine")
     e.add_argument("--writes", type=int, default=300)
     args = ap.parse_args(argv)
@@ -213,6 +248,8 @@ def main(argv=None) -> int:
         out = probe_silver_order(args.floor_db, args.script, args.rounds)
     elif args.probe == "cross-row":
         out = probe_cross_row(args.floor_db, args.script, args.rounds)
+    elif args.probe == "claim-scope":
+        out = probe_claim_scope(args.floor_db, args.rounds)
     else:
         out = probe_sqlite_engine(args.writes)
     print(json.dumps(out))

@@ -348,12 +348,20 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
     assert unconserved_files(wh) == []
 
 
+def _peer_verdicts(landing, claim_id):
+    """(file, line, rules, superseded, reverses a version) of the pandas peer's rows of one claim."""
+    from benchmarks.pandas_peer import RULES, validated
+    peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
+    return sorted((r["source_file"], int(r["claim_line_number"]), [x for x in RULES if r[x]], bool(r["superseded"]),
+                   bool(r["reverses_version"])) for _, r in peer.iterrows() if r["claim_id"] == claim_id)
+
+
 def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_until_one_file_settles_it(tmp_path):
     """claim_member_conflict (macros/line_versions.sql): the latest versions of a claim's lines, from whichever
     file, must name one member. nw_001 sends claim C's lines 1-2 for member A; nw_002, landed later, line 3
     for member B: every current line of C is quarantined (nw_001's counted again), and gold no longer counts
-    C. nw_003 sends lines 1-3 for member B (the payer corrects the member): C is in silver again, as nw_003's
-    lines, and nothing is quarantined for the rule."""
+    C. Withdrawing nw_002's line settles it; so does nw_003 sending lines 1-3 for member B (the payer
+    corrects the member). A reversal naming the other member is one of the claim's lines again."""
     [made] = generate(tmp_path / "gen", 80, seed=75, defect_rate=0.0, payers=["northwind"],
                       manifest_dir=tmp_path / "m")
     header, *rows = list(csv.reader(made.path.open(newline="")))
@@ -371,7 +379,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     c1, c2, c3 = (line(paid[0], 1, member_a), line(paid[1], 2, member_a), line(paid[2], 3, member_b))
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
-    nw3 = "northwind/nw_003.csv"
+    nw3, nw4 = "northwind/nw_003.csv", "northwind/nw_004.csv"
 
     def write(name, lines, age_days):
         path = landing / name
@@ -380,8 +388,8 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
         when = path.stat().st_mtime - age_days * 86_400  # the landing order a rebuilt warehouse reads
         os.utime(path, (when, when))
 
-    write(NW1, [c1, c2, *others[:40]], 3)
-    write(NW2, [c3, *others[40:]], 2)
+    write(NW1, [c1, c2, *others[:40]], 4)
+    write(NW2, [c3, *others[40:]], 3)
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
@@ -389,49 +397,78 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     claim_rows = ("SELECT source_file, claim_line_number, failed_rules, superseded_by FROM "
                   "silver.silver_claim_lines_validated WHERE claim_id = 'XC1' ORDER BY 2, 1")
     assert query(wh, claim_rows) == [(NW1, 1, [], None), (NW1, 2, [], None)]
+    gold_paid = "SELECT sum(paid_amount) FROM gold.claims_monthly_summary"
+    log = ("SELECT source_file, max(rows_quarantined), max(rows_superseded), sum(rows_failed) FILTER "
+           "(WHERE rule_id = 'claim_member_conflict') FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1")
 
     result = materialize_graph(landing, wh, instance=instance, partitions=[NW2])
 
     assert result.success
     conflict = ["claim_member_conflict"]
-    assert query(wh, claim_rows) == [(NW1, 1, conflict, None), (NW1, 2, conflict, None), (NW2, 3, conflict, None)]
+    in_conflict = [(NW1, 1, conflict, None), (NW1, 2, conflict, None), (NW2, 3, conflict, None)]
+    assert query(wh, claim_rows) == in_conflict
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE claim_id = 'XC1'") == [(0,)]
     # the quarantine shows them with the raw text of the fields it shows, the member as its pseudonym only
     assert query(wh, "SELECT source_file, paid_amount, length(member_key) FROM silver.silver_claims_quarantine "
                      "WHERE claim_id = 'XC1' ORDER BY 1, claim_line_number") == [
         (NW1, c1[col["paid_amount"]], 64), (NW1, c2[col["paid_amount"]], 64), (NW2, c3[col["paid_amount"]], 64)]
     # nw_001's log is counted again: its two lines are quarantined now
-    assert query(wh, "SELECT source_file, max(rows_quarantined), sum(rows_failed) FILTER "
-                     "(WHERE rule_id = 'claim_member_conflict') FROM silver.silver_data_quality_log "
-                     "GROUP BY 1 ORDER BY 1") == [(NW1, 2, 2), (NW2, 1, 1)]
+    assert query(wh, log) == [(NW1, 2, 0, 2), (NW2, 1, 0, 1)]
     new_paid = sum(_money(r[col["paid_amount"]]) for r in others[40:]
                    if r[col["status"]] in ("paid", "adjusted", "reversed"))
     lost = _money(c1[col["paid_amount"]]) + _money(c2[col["paid_amount"]])
-    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == paid_before + new_paid - lost
+    assert query(wh, gold_paid)[0][0] == paid_before + new_paid - lost
     assert check_result(result, "pandera_PayerProviderStats").passed
     assert unconserved_files(wh) == []
-    # a warehouse built from both files in one run decides the same; so does the pandas peer
+    # the same file run again changes nothing; a warehouse built from both files in one run decides the same,
+    # and so does the pandas peer
+    verdicts = query(wh, VERDICTS)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, VERDICTS) == verdicts and query(wh, log) == [(NW1, 2, 0, 2), (NW2, 1, 0, 1)]
     fresh = tmp_path / "fresh.duckdb"
     assert materialize_graph(landing, fresh).success
-    assert query(fresh, VERDICTS) == query(wh, VERDICTS)
-    from benchmarks.pandas_peer import RULES, validated
-    peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
-    assert sorted((r["source_file"], int(r["claim_line_number"]), [x for x in RULES if r[x]], bool(r["superseded"]))
-                  for _, r in peer.iterrows() if r["claim_id"] == "XC1") == [
-        (NW1, 1, conflict, False), (NW1, 2, conflict, False), (NW2, 3, conflict, False)]
+    assert query(fresh, VERDICTS) == verdicts
+    assert _peer_verdicts(landing, "XC1") == [(f, n, r, False, False) for f, n, r, _ in in_conflict]
+
+    # nw_002 corrected without its line of the claim: the claim's lines are nw_001's again (the run's claims
+    # from before the run are compared, although the file holds none of the claim now)
+    write(NW2, others[40:], 3)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, claim_rows) == [(NW1, 1, [], None), (NW1, 2, [], None)]
+    assert query(wh, log) == [(NW1, 0, 0, 0), (NW2, 0, 0, 0)]
+    assert query(wh, gold_paid)[0][0] == paid_before + new_paid
+    # and sent again with it: in conflict again
+    write(NW2, [c3, *others[40:]], 3)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, claim_rows) == in_conflict
 
     # nw_003 sends every line of the claim for member B: its lines are the claim's, the earlier ones superseded
-    write(nw3, [line(c1, 1, member_b), line(c2, 2, member_b), line(c3, 3, member_b)], 1)
+    write(nw3, [line(c1, 1, member_b), line(c2, 2, member_b), line(c3, 3, member_b)], 2)
     assert materialize_graph(landing, wh, instance=instance, partitions=[nw3]).success
     assert query(wh, claim_rows) == [(NW1, 1, [], nw3), (nw3, 1, [], None), (NW1, 2, [], nw3), (nw3, 2, [], None),
                                      (NW2, 3, [], nw3), (nw3, 3, [], None)]
-    assert query(wh, "SELECT source_file, max(rows_quarantined), max(rows_superseded) FROM "
-                     "silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [(NW1, 0, 2), (NW2, 0, 1), (nw3, 0, 0)]
-    assert query(wh, "SELECT sum(paid_amount) FROM gold.claims_monthly_summary")[0][0] == (
+    assert query(wh, log) == [(NW1, 0, 2, 0), (NW2, 0, 1, 0), (nw3, 0, 0, 0)]
+    assert query(wh, gold_paid)[0][0] == (
         paid_before + new_paid + _money(c3[col["paid_amount"]]))  # lines 1-2 paid as before, line 3 added
     assert unconserved_files(wh) == []
+
+    # nw_004 reverses line 3 (its exact amounts negated) but names member A: the reversal is line 3's latest
+    # version, so the claim's lines name two members again; the reversal takes back nothing while quarantined
+    reversal = line(c3, 3, member_a)
+    reversal[col["status"]] = "reversed"
+    for field in ("billed_amount", "allowed_amount", "paid_amount"):
+        reversal[col[field]] = _fmt(-_money(c3[col[field]]))
+    write(nw4, [reversal], 1)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[nw4]).success
+    assert query(wh, claim_rows) == [
+        (NW1, 1, [], nw3), (nw3, 1, conflict, None), (NW1, 2, [], nw3), (nw3, 2, conflict, None),
+        (NW2, 3, [], nw3), (nw3, 3, [], nw4), (nw4, 3, conflict, None)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE claim_id = 'XC1' "
+                     "AND reverses IS NOT NULL") == [(0,)]
+    assert query(wh, gold_paid)[0][0] == paid_before + new_paid - lost
+    assert unconserved_files(wh) == []
+    assert _peer_verdicts(landing, "XC1") == sorted(
+        (f, n, r, s is not None, False) for f, n, r, s in query(wh, claim_rows))
     rebuilt = tmp_path / "rebuilt.duckdb"
     assert materialize_graph(landing, rebuilt).success
     assert query(rebuilt, VERDICTS) == query(wh, VERDICTS)
-    peer = validated(landing, load_contracts(CONTRACTS_DIR), DEV_PII_KEY)
-    assert not peer.loc[peer["claim_id"] == "XC1", "claim_member_conflict"].any()

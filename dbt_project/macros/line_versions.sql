@@ -13,16 +13,19 @@
       amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0.
       A reversal of a line no file in the warehouse holds (or a re-sent copy of one) keeps its own negative
       amounts, as before. A reversal whose line an earlier file holds only as a rejected copy that is not a
-      reversal (quarantined: gold never counted its payment) is quarantined as reversal_of_rejected_line
-      until that copy is corrected; it would otherwise take back money gold never showed. Comparing with
-      the last version that is not a reversal, rather than the version just before, keeps a re-sent
-      reversal a reversal of the same line.
+      reversal (quarantined for a rule of its own: gold never counted its payment) is quarantined as
+      reversal_of_rejected_line until that copy is corrected; it would otherwise take back money gold never
+      showed. Comparing with the last version that is not a reversal, rather than the version just before,
+      keeps a re-sent reversal a reversal of the same line.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
     which member is meant) and the versions they replaced stay replaced, until a file sends the claim's lines
-    naming one member (a correction of the member sends every line of the claim again). The model compares
-    the lines of a claim within one file (claim_member_mismatch).
+    naming one member (a correction of the member sends every line of the claim again). A reversal that is a
+    line's latest version is one of the claim's lines: its member counts (reversing a line under the other
+    member does not settle the claim). Such a quarantined line was good on its own: a reversal takes it back
+    like a good one (not reversal_of_rejected_line). The model compares the lines of a claim within one file
+    (claim_member_mismatch).
     resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
     the lines of the claims the run's files hold now or held before the run: a corrected file that no longer
     holds a line gives it back to the version before. On a first load or a run over every landed file it

@@ -11,6 +11,7 @@ from medflow_assets.quality.factory import SchemaCheck, run_source_files, schema
 from medflow_assets.transform.assets import NOT_VALID_CSV, model_key
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.10
+CONFLICT_RULE = "claim_member_conflict"  # silver rule decided across files (dbt_project/macros/line_versions.sql)
 
 
 def _check(model_name: str, layer: str, schema, keys: tuple[str, ...], blocking: bool,
@@ -48,31 +49,42 @@ QUARANTINE_GATE = dg.AssetCheckSpec(
 
 
 def quarantine_rates(con) -> list[dict]:
-    """Per landed file: rows, quarantined rows, rate, the payer's threshold, the top 3 rules, and whether the
-    file is gone from the landing zone (registry status missing: its loaded rows stay, but the gate no longer
-    holds gold back for it; deleting the file is how an operator sets it aside)."""
+    """Per landed file: rows, quarantined rows, rate, the payer's threshold, the top 3 rules, the rows
+    quarantined as claim_member_conflict (decided with other files' lines), and whether the file is gone from
+    the landing zone (registry status missing: its loaded rows stay, but the gate no longer holds gold back
+    for it; deleting the file is how an operator sets it aside)."""
     rows = con.execute(f"""
         WITH files AS (
           SELECT payer, source_file, max(rows_checked) AS rows_checked, max(rows_quarantined) AS rows_quarantined
           FROM silver.silver_data_quality_log GROUP BY ALL),
         top AS (
           SELECT source_file, list(rule_id || ' (' || rows_failed || ')' ORDER BY rows_failed DESC, rule_id)
-                 FILTER (WHERE rows_failed > 0) AS rules
+                 FILTER (WHERE rows_failed > 0) AS rules,
+                 coalesce(sum(rows_failed) FILTER (WHERE rule_id = '{CONFLICT_RULE}'), 0) AS conflicted
           FROM silver.silver_data_quality_log GROUP BY ALL)
         SELECT f.payer, f.source_file, f.rows_checked, f.rows_quarantined,
                f.rows_quarantined / greatest(f.rows_checked, 1) AS rate,
-               c.contract_json, coalesce(t.rules, []) AS rules, g.status = 'missing' AS gone
+               c.contract_json, coalesce(t.rules, []) AS rules, coalesce(t.conflicted, 0) AS conflicted,
+               g.status = 'missing' AS gone
         FROM files f LEFT JOIN top t USING (source_file)
         LEFT JOIN landing.payer_contracts c USING (payer)
         LEFT JOIN {REGISTRY_TABLE} g USING (source_file)
         ORDER BY f.source_file""").fetchall()
     out = []
-    for payer, source_file, n, q, rate, contract_json, rules, gone in rows:
+    for payer, source_file, n, q, rate, contract_json, rules, conflicted, gone in rows:
         contract = json.loads(contract_json) if contract_json else {}
         threshold = float(contract.get("max_quarantine_rate", DEFAULT_MAX_QUARANTINE_RATE))
         out.append({"payer": payer, "source_file": source_file, "rows": int(n), "quarantined": int(q),
-                    "rate": float(rate), "threshold": threshold, "top_rules": list(rules[:3]), "gone": bool(gone)})
+                    "rate": float(rate), "threshold": threshold, "top_rules": list(rules[:3]),
+                    "conflicted": int(conflicted), "gone": bool(gone)})
     return out
+
+
+def _conflict_hint(f: dict) -> str:
+    """For a file over its limit partly through claim_member_conflict: those rows are not this file's fault
+    alone, since the lines of their claims in another file name other members."""
+    return (f"; {f['conflicted']} of them {CONFLICT_RULE}: their claims' lines in another file name another "
+            "member (correcting either file settles them; see silver_claims_quarantine)") if f["conflicted"] else ""
 
 
 def quarantine_rate_gate(con, context):
@@ -85,12 +97,13 @@ def quarantine_rate_gate(con, context):
                   f"{f['threshold']:.0%} | {', '.join(f['top_rules']) or '-'} |" for f in (over or files))
     for f in over:
         context.log.error(f"Quarantine rate gate: {f['source_file']} has {f['rate']:.2%} of {f['rows']} rows "
-                          f"quarantined (limit {f['threshold']:.0%}); top rules {', '.join(f['top_rules'])}")
+                          f"quarantined (limit {f['threshold']:.0%}); top rules {', '.join(f['top_rules'])}"
+                          + _conflict_hint(f))
     yield dg.AssetCheckResult(
         asset_key=QUARANTINE_GATE.asset_key, check_name=QUARANTINE_GATE.name,
         passed=not over, severity=dg.AssetCheckSeverity.ERROR,
         description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {f['threshold']:.0%} "
-                               f"(top rules: {', '.join(f['top_rules'])})" for f in over)
+                               f"(top rules: {', '.join(f['top_rules'])}{_conflict_hint(f)})" for f in over)
                      + (" -- to go on: correct the file in the landing zone (a header-only file withdraws its "
                         "rows), raise max_quarantine_rate in the payer's contract, or delete the file to accept "
                         "the rows already loaded" if over else "")
