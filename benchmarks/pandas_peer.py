@@ -310,19 +310,22 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
     members = named.groupby(claim, sort=False)["member_key"].nunique()
     mixed = members.index[members.to_numpy() > 1]
     df["claim_member_mismatch"] = pd.MultiIndex.from_frame(df[claim]).isin(mixed)
-    resolve_versions(df)
+    # the claims with lines in more than one file (rows without a member broke a rule: never current lines)
+    claims = members.index.droplevel("source_file")
+    resolve_versions(df, claims[claims.duplicated(keep=False)].unique())
     df["failed_rule_count"] = df[list(RULES)].sum(axis=1)
     return df
 
 
-def resolve_versions(df: pd.DataFrame) -> None:
+def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     """A line's versions across files (dbt_project/macros/line_versions.sql): of the copies that broke no rule,
     in landing order (here every file lands at once, so file name order), the last is the line. A reversal
     takes back the latest earlier version that is not a reversal, and is reversal_mismatch (replacing
     nothing) unless its amounts are exactly that version's, negated; with no such version but a rejected
     copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
     (each line's latest version) name more than one member, each of them is claim_member_conflict, and the
-    versions they replaced stay replaced."""
+    versions they replaced stay replaced; only claims in `in_two_files` (payer, claim id: lines in more
+    than one file) can be such claims, as the SQL's full build looks only at those."""
     hook_rules = ["reversal_mismatch", "reversal_of_rejected_line", "claim_member_conflict"]
     for column in [*hook_rules, "superseded", "reverses_version"]:
         df[column] = False
@@ -359,7 +362,10 @@ def resolve_versions(df: pd.DataFrame) -> None:
         df.loc[found.index[(found & ~mismatch).to_numpy()], "reverses_version"] = True
     # the claims whose current lines name more than one member (within one file the model's
     # claim_member_mismatch already took them out, so these have lines in more than one file)
-    current = ~own & ~df[hook_rules].any(axis=1) & ~df["superseded"]
+    if in_two_files.empty:
+        return
+    current = (~own & ~df[hook_rules].any(axis=1) & ~df["superseded"]
+               & pd.MultiIndex.from_frame(df[["payer", "claim_id"]]).isin(in_two_files))
     named = df.loc[current, ["payer", "claim_id", "member_key"]].drop_duplicates()
     mixed = named.loc[named.duplicated(["payer", "claim_id"]), ["payer", "claim_id"]].drop_duplicates()
     if not mixed.empty:
