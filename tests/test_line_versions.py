@@ -361,7 +361,8 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     file, must name one member. nw_001 sends claim C's lines 1-2 for member A; nw_002, landed later, line 3
     for member B: every current line of C is quarantined (nw_001's counted again), and gold no longer counts
     C. Withdrawing nw_002's line settles it; so does nw_003 sending lines 1-3 for member B (the payer
-    corrects the member). A reversal naming the other member is one of the claim's lines again."""
+    corrects the member). A reversal naming the other member is one of the claim's lines again; the
+    quarantine-rate gate then stops gold for the files it empties, saying the rows are in conflict."""
     [made] = generate(tmp_path / "gen", 80, seed=75, defect_rate=0.0, payers=["northwind"],
                       manifest_dir=tmp_path / "m")
     header, *rows = list(csv.reader(made.path.open(newline="")))
@@ -453,22 +454,33 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     assert unconserved_files(wh) == []
 
     # nw_004 reverses line 3 (its exact amounts negated) but names member A: the reversal is line 3's latest
-    # version, so the claim's lines name two members again; the reversal takes back nothing while quarantined
+    # version, so the claim's lines name two members again; the reversal takes back nothing while quarantined.
+    # Two of nw_003's three lines are quarantined now: the quarantine-rate gate stops gold and says why
     reversal = line(c3, 3, member_a)
     reversal[col["status"]] = "reversed"
     for field in ("billed_amount", "allowed_amount", "paid_amount"):
         reversal[col[field]] = _fmt(-_money(c3[col[field]]))
     write(nw4, [reversal], 1)
-    assert materialize_graph(landing, wh, instance=instance, partitions=[nw4]).success
+    gold_before = query(wh, gold_paid)
+    result = materialize_graph(landing, wh, instance=instance, partitions=[nw4])
+    assert not result.success
     assert query(wh, claim_rows) == [
         (NW1, 1, [], nw3), (nw3, 1, conflict, None), (NW1, 2, [], nw3), (nw3, 2, conflict, None),
         (NW2, 3, [], nw3), (nw3, 3, [], nw4), (nw4, 3, conflict, None)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE claim_id = 'XC1' "
                      "AND reverses IS NOT NULL") == [(0,)]
-    assert query(wh, gold_paid)[0][0] == paid_before + new_paid - lost
+    gate = check_result(result, "quarantine_rate_gate")
+    hint = ("{n} of them claim_member_conflict: their claims' lines in another file name another member "
+            "(correcting either file settles them; see silver_claims_quarantine)")
+    assert not gate.passed
+    assert (f"{nw3}: 66.67% quarantined > 10% (top rules: claim_member_conflict (2); {hint.format(n=2)})"
+            in gate.description)
+    assert (f"{nw4}: 100.00% quarantined > 10% (top rules: claim_member_conflict (1); {hint.format(n=1)})"
+            in gate.description)
+    assert query(wh, gold_paid) == gold_before  # gold held back
     assert unconserved_files(wh) == []
     assert _peer_verdicts(landing, "XC1") == sorted(
         (f, n, r, s is not None, False) for f, n, r, s in query(wh, claim_rows))
     rebuilt = tmp_path / "rebuilt.duckdb"
-    assert materialize_graph(landing, rebuilt).success
+    assert not materialize_graph(landing, rebuilt).success  # the same gate
     assert query(rebuilt, VERDICTS) == query(wh, VERDICTS)
