@@ -361,8 +361,9 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     file, must name one member. nw_001 sends claim C's lines 1-2 for member A; nw_002, landed later, line 3
     for member B: every current line of C is quarantined (nw_001's counted again), and gold no longer counts
     C. Withdrawing nw_002's line settles it; so does nw_003 sending lines 1-3 for member B (the payer
-    corrects the member). A reversal naming the other member is one of the claim's lines again; the
-    quarantine-rate gate then stops gold for the files it empties, saying the rows are in conflict."""
+    corrects the member). A reversal must name the member of the version it takes back; a reversal of a line
+    no file holds is one of the claim's lines, and puts it in conflict again: the quarantine-rate gate then
+    stops gold for the files it empties, saying the rows are in conflict."""
     [made] = generate(tmp_path / "gen", 80, seed=75, defect_rate=0.0, payers=["northwind"],
                       manifest_dir=tmp_path / "m")
     header, *rows = list(csv.reader(made.path.open(newline="")))
@@ -453,30 +454,35 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
         paid_before + new_paid + _money(c3[col["paid_amount"]]))  # lines 1-2 paid as before, line 3 added
     assert unconserved_files(wh) == []
 
-    # nw_004 reverses line 3 (its exact amounts negated) but names member A: the reversal is line 3's latest
-    # version, so the claim's lines name two members again; the reversal takes back nothing while quarantined.
-    # Two of nw_003's three lines are quarantined now: the quarantine-rate gate stops gold and says why
-    reversal = line(c3, 3, member_a)
-    reversal[col["status"]] = "reversed"
-    for field in ("billed_amount", "allowed_amount", "paid_amount"):
-        reversal[col[field]] = _fmt(-_money(c3[col[field]]))
-    write(nw4, [reversal], 1)
+    # nw_004 reverses line 3 (its exact amounts negated) but names member A: not a reversal of nw_003's line
+    # (reversal_mismatch, replacing nothing). Its reversal of a line 4 no file holds, for member A, is one of
+    # the claim's lines: the claim's lines name two members again. All of nw_003's lines and both of
+    # nw_004's are quarantined: the quarantine-rate gate stops gold and says which rows are in conflict
+    def reversal_of(r, n, member):
+        v = line(r, n, member)
+        v[col["status"]] = "reversed"
+        for field in ("billed_amount", "allowed_amount", "paid_amount"):
+            v[col[field]] = _fmt(-_money(r[col[field]]))
+        return v
+
+    write(nw4, [reversal_of(c3, 3, member_a), reversal_of(c3, 4, member_a)], 1)
     gold_before = query(wh, gold_paid)
     result = materialize_graph(landing, wh, instance=instance, partitions=[nw4])
     assert not result.success
     assert query(wh, claim_rows) == [
         (NW1, 1, [], nw3), (nw3, 1, conflict, None), (NW1, 2, [], nw3), (nw3, 2, conflict, None),
-        (NW2, 3, [], nw3), (nw3, 3, [], nw4), (nw4, 3, conflict, None)]
+        (NW2, 3, [], nw3), (nw3, 3, conflict, None), (nw4, 3, ["reversal_mismatch"], None),
+        (nw4, 4, conflict, None)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE claim_id = 'XC1' "
                      "AND reverses IS NOT NULL") == [(0,)]
     gate = check_result(result, "quarantine_rate_gate")
     hint = ("{n} of them claim_member_conflict: their claims' lines in another file name another member "
             "(correcting either file settles them; see silver_claims_quarantine)")
     assert not gate.passed
-    assert (f"{nw3}: 66.67% quarantined > 10% (top rules: claim_member_conflict (2); {hint.format(n=2)})"
+    assert (f"{nw3}: 100.00% quarantined > 10% (top rules: claim_member_conflict (3); {hint.format(n=3)})"
             in gate.description)
-    assert (f"{nw4}: 100.00% quarantined > 10% (top rules: claim_member_conflict (1); {hint.format(n=1)})"
-            in gate.description)
+    assert (f"{nw4}: 100.00% quarantined > 10% (top rules: claim_member_conflict (1), reversal_mismatch (1); "
+            f"{hint.format(n=1)})" in gate.description)
     assert query(wh, gold_paid) == gold_before  # gold held back
     assert unconserved_files(wh) == []
     assert _peer_verdicts(landing, "XC1") == sorted(

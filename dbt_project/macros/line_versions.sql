@@ -8,30 +8,31 @@
     - each earlier one stays in silver_claim_lines_validated with superseded_by = the next version's file
       (counted as rows_superseded in the data-quality log, never quarantined: it was a good line);
     - a reversal takes back the latest earlier version that is not a reversal (`reverses` = its file). It
-      must take back exactly that version's amounts (billed, allowed and paid negated), else it is
-      quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows such a reversal with
-      amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0.
-      A reversal of a line no file in the warehouse holds (or a re-sent copy of one) keeps its own negative
-      amounts, as before. A reversal whose line an earlier file holds only as a rejected copy that is not a
-      reversal (quarantined for a rule of its own: gold never counted its payment) is quarantined as
-      reversal_of_rejected_line until that copy is corrected; it would otherwise take back money gold never
-      showed. Comparing with the last version that is not a reversal, rather than the version just before,
-      keeps a re-sent reversal a reversal of the same line.
+      must take back exactly that version's amounts (billed, allowed and paid negated), for that version's
+      member, else it is quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows
+      such a reversal with amounts 0 (the version's and the reversal's, netted), so gold counts the line as
+      reversed and pays 0. A reversal of a line no file in the warehouse holds (or a re-sent copy of one)
+      keeps its own negative amounts, as before. A reversal whose line an earlier file holds only as a
+      rejected copy that is not a reversal (quarantined for a rule of its own: gold never counted its
+      payment) is quarantined as reversal_of_rejected_line until that copy is corrected; it would otherwise
+      take back money gold never showed. Comparing with the last version that is not a reversal, rather
+      than the version just before, keeps a re-sent reversal a reversal of the same line.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
     which member is meant) and the versions they replaced stay replaced, until a file sends the claim's lines
     naming one member (a correction of the member sends every line of the claim again). A reversal that is a
-    line's latest version is one of the claim's lines: its member counts (reversing a line under the other
-    member does not settle the claim). Such a quarantined line was good on its own: a reversal takes it back
-    like a good one (not reversal_of_rejected_line). The model compares the lines of a claim within one file
-    (claim_member_mismatch).
+    line's latest version is one of the claim's lines, so its member counts: a reversal of a line no file
+    holds, naming another member, puts the claim in conflict (one of a line a file holds names that
+    version's member, or it is reversal_mismatch). A line quarantined this way was good on its own: a
+    reversal takes it back like a good one (not reversal_of_rejected_line). The model compares the lines of
+    a claim within one file (claim_member_mismatch).
     resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
     the lines of the claims the run's files hold now or held before the run: a corrected file that no longer
     holds a line gives it back to the version before. On a first load or a run over every landed file it
-    looks at every claim with rows in more than one file. Files whose rows change this way are listed in landing.dq_log_recount;
-    silver_data_quality_log counts them again in the same dbt invocation and empties the list (a failed
-    invocation leaves it for the next one). -#}
+    looks at every claim with rows in more than one file. Files whose rows change this way are listed in
+    landing.dq_log_recount; silver_data_quality_log counts them again in the same dbt invocation and empties
+    the list (a failed invocation leaves it for the next one). -#}
 
 {% macro recount_table() -%}landing.dq_log_recount{%- endmacro %}
 
@@ -102,7 +103,7 @@ taken_back as (
   {#- for a reversal: the latest earlier version that is not a reversal (reversals are skipped, so whether
       another reversal matched does not matter) -#}
   select *,
-    {%- for col in ['source_file', 'billed_amount', 'allowed_amount', 'paid_amount'] %}
+    {%- for col in ['source_file', 'billed_amount', 'allowed_amount', 'paid_amount', 'member_key'] %}
     last_value(case when claim_status <> 'reversed' then {{ col }} end ignore nulls) over (
       {{ order }} rows between unbounded preceding and 1 preceding) as taken_{{ col }}{{ "," if not loop.last }}
     {%- endfor %}
@@ -113,7 +114,8 @@ checked as (
          case when claim_status = 'reversed' then taken_source_file end as reverses,
          case when claim_status = 'reversed' and taken_source_file is not null
                    and not (billed_amount = -taken_billed_amount and allowed_amount = -taken_allowed_amount
-                            and paid_amount = -taken_paid_amount) then 'reversal_mismatch'
+                            and paid_amount = -taken_paid_amount
+                            and member_key is not distinct from taken_member_key) then 'reversal_mismatch'
               when claim_status = 'reversed' and taken_source_file is null and rejected_before > 0
                    then 'reversal_of_rejected_line' end as hook_rule
   from taken_back
