@@ -24,9 +24,10 @@
     naming one member (a correction of the member sends every line of the claim again). A reversal that is a
     line's latest version is one of the claim's lines, so its member counts: a reversal of a line no file
     holds, naming another member, puts the claim in conflict (one of a line a file holds names that
-    version's member, or it is reversal_mismatch). A line quarantined this way was good on its own: a
-    reversal takes it back like a good one (not reversal_of_rejected_line). The model compares the lines of
-    a claim within one file (claim_member_mismatch).
+    version's member, or it is reversal_mismatch). A reversal of a line quarantined this way is not
+    reversal_of_rejected_line (the line broke no rule of its own); while the claim is in conflict it is
+    quarantined with the claim's other lines. The model compares the lines of a claim within one file
+    (claim_member_mismatch).
     resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
     the lines of the claims the run's files hold now or held before the run: a corrected file that no longer
     holds a line gives it back to the version before. On a first load or a run over every landed file it
@@ -83,9 +84,10 @@ with copies as (
     select (payer, claim_id) from medflow_run_claims
   {%- else %}
     {#- every claim with rows in more than one file (a line held in more than one file is such a claim's).
-        The files are told apart by hash(source_file): min/max over the text took 6.2-6.6 s per 10M rows,
-        over its 64-bit hash 0.9 s (the group over the line keys it replaces: 1.3-1.9 s); two file names
-        of one claim with one hash would leave that claim to the next partial run of either file. -#}
+        The files are told apart by hash(source_file): per 10M rows min/max over the text took 4.4-5.1 s,
+        over its 64-bit hash 0.86-1.22 s, as the group over the line keys it replaces, 1.00-1.27 s
+        (benchmarks/probes.py claim-scope); two file names of one claim with one hash would leave that
+        claim to the next partial run of either file. -#}
     select (payer, claim_id) from {{ this }}
     where claim_id is not null
     group by all having min(hash(source_file)) <> max(hash(source_file))
