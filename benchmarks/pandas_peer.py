@@ -321,8 +321,8 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     """A line's versions across files (dbt_project/macros/line_versions.sql): of the copies that broke no rule,
     in landing order (here every file lands at once, so file name order), the last is the line. A reversal
     takes back the latest earlier version that is not a reversal, and is reversal_mismatch (replacing
-    nothing) unless its amounts are exactly that version's, negated, and it names that version's member;
-    with no such version but a rejected copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
+    nothing) unless its amounts are exactly that version's, negated; with no such version but a rejected
+    copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
     (each line's latest version) name more than one member, each of them is claim_member_conflict, and the
     versions they replaced stay replaced; only claims in `in_two_files` (payer, claim id: lines in more
     than one file) can be such claims, as the SQL's full build looks only at those."""
@@ -331,21 +331,18 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         df[column] = False
     own = df[[r for r in RULES if r not in hook_rules]].any(axis=1)
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
-    good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS, "member_key"]]
+    good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS]]
     found = pd.Series(False, index=good.index)
     mismatch = pd.Series(False, index=good.index)
     multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
     if not multi.empty:
         reversal = multi["claim_status"] == "reversed"
-        # the amounts and member of the latest earlier version that is not a reversal: shifted one down,
-        # then carried on
-        of_version = [*AMOUNTS, "member_key"]
-        taken = multi[of_version].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
-        taken = taken.groupby(KEY, sort=False)[of_version].shift(1).assign(**{k: multi[k] for k in KEY})
-        taken = taken.groupby(KEY, sort=False)[of_version].ffill()
+        # the amounts of the latest earlier version that is not a reversal: shifted one down, then carried on
+        taken = multi[AMOUNTS].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
+        taken = taken.groupby(KEY, sort=False)[AMOUNTS].shift(1).assign(**{k: multi[k] for k in KEY})
+        taken = taken.groupby(KEY, sort=False)[AMOUNTS].ffill()
         mirrored = np.logical_and.reduce([(multi[a] == -taken[a]).fillna(False).to_numpy(dtype=bool)
-                                          for a in AMOUNTS]
-                                         + [(multi["member_key"] == taken["member_key"]).to_numpy(dtype=bool)])
+                                          for a in AMOUNTS])
         found.loc[multi.index] = reversal.to_numpy() & taken["paid_amount"].notna().to_numpy(dtype=bool)
         mismatch.loc[multi.index] = found.loc[multi.index].to_numpy() & ~mirrored
     # a reversal with no earlier good version of its line, but a rejected copy (not a reversal) in an earlier file

@@ -361,9 +361,9 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     file, must name one member. nw_001 sends claim C's lines 1-2 for member A; nw_002, landed later, line 3
     for member B: every current line of C is quarantined (nw_001's counted again), and gold no longer counts
     C. Withdrawing nw_002's line settles it; so does nw_003 sending lines 1-3 for member B (the payer
-    corrects the member). A reversal must name the member of the version it takes back; a reversal of a line
-    no file holds is one of the claim's lines, and puts it in conflict again: the quarantine-rate gate then
-    stops gold for the files it empties, saying the rows are in conflict."""
+    corrects the member). A reversal that is a line's latest version is one of the claim's lines: one naming
+    the other member puts the claim in conflict again, and the quarantine-rate gate then stops gold for the
+    files it empties, saying the rows are in conflict."""
     [made] = generate(tmp_path / "gen", 80, seed=75, defect_rate=0.0, payers=["northwind"],
                       manifest_dir=tmp_path / "m")
     header, *rows = list(csv.reader(made.path.open(newline="")))
@@ -454,10 +454,10 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
         paid_before + new_paid + _money(c3[col["paid_amount"]]))  # lines 1-2 paid as before, line 3 added
     assert unconserved_files(wh) == []
 
-    # nw_004 reverses line 3 (its exact amounts negated) but names member A: not a reversal of nw_003's line
-    # (reversal_mismatch, replacing nothing). Its reversal of a line 4 no file holds, for member A, is one of
-    # the claim's lines: the claim's lines name two members again. All of nw_003's lines and both of
-    # nw_004's are quarantined: the quarantine-rate gate stops gold and says which rows are in conflict
+    # nw_004 reverses line 3 (its exact amounts negated) and a line 4 no file holds, both naming member A:
+    # line 3's latest version is now the reversal, and the claim's lines name two members again. All of them
+    # are quarantined, nothing is taken back while they are, and the quarantine-rate gate stops gold, saying
+    # which rows are in conflict
     def reversal_of(r, n, member):
         v = line(r, n, member)
         v[col["status"]] = "reversed"
@@ -471,18 +471,17 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     assert not result.success
     assert query(wh, claim_rows) == [
         (NW1, 1, [], nw3), (nw3, 1, conflict, None), (NW1, 2, [], nw3), (nw3, 2, conflict, None),
-        (NW2, 3, [], nw3), (nw3, 3, conflict, None), (nw4, 3, ["reversal_mismatch"], None),
-        (nw4, 4, conflict, None)]
+        (NW2, 3, [], nw3), (nw3, 3, [], nw4), (nw4, 3, conflict, None), (nw4, 4, conflict, None)]
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE claim_id = 'XC1' "
                      "AND reverses IS NOT NULL") == [(0,)]
     gate = check_result(result, "quarantine_rate_gate")
     hint = ("{n} of them claim_member_conflict: their claims' lines in another file name another member "
-            "(correcting either file settles them; see silver_claims_quarantine)")
+            "(correcting the file that names the wrong one settles them; see silver_claims_quarantine)")
     assert not gate.passed
-    assert (f"{nw3}: 100.00% quarantined > 10% (top rules: claim_member_conflict (3); {hint.format(n=3)})"
+    assert (f"{nw3}: 66.67% quarantined > 10% (top rules: claim_member_conflict (2); {hint.format(n=2)})"
             in gate.description)
-    assert (f"{nw4}: 100.00% quarantined > 10% (top rules: claim_member_conflict (1), reversal_mismatch (1); "
-            f"{hint.format(n=1)})" in gate.description)
+    assert (f"{nw4}: 100.00% quarantined > 10% (top rules: claim_member_conflict (2); {hint.format(n=2)})"
+            in gate.description)
     assert query(wh, gold_paid) == gold_before  # gold held back
     assert unconserved_files(wh) == []
     assert _peer_verdicts(landing, "XC1") == sorted(
@@ -490,3 +489,61 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     rebuilt = tmp_path / "rebuilt.duckdb"
     assert not materialize_graph(landing, rebuilt).success  # the same gate
     assert query(rebuilt, VERDICTS) == query(wh, VERDICTS)
+
+
+def test_a_member_corrected_by_sending_a_claim_again_settles_it_reversed_lines_too(tmp_path):
+    """A payer corrects a claim's member by sending every line again under the new member, the reversal of a
+    line it reversed earlier as a reversal again: the new versions replace the old ones (the reversal takes
+    the paid version back, whatever member that version named), nothing is quarantined, and the claim is
+    the new member's in silver. The pandas peer decides the same."""
+    [made] = generate(tmp_path / "gen", 60, seed=79, defect_rate=0.0, payers=["northwind"],
+                      manifest_dir=tmp_path / "m")
+    header, *rows = list(csv.reader(made.path.open(newline="")))
+    col = {name: header.index(name) for name in header}
+    paid = [r for r in rows if r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0]
+    member_a = paid[0][col["member_id"]]
+    member_b = next(r[col["member_id"]] for r in paid if r[col["member_id"]] != member_a)
+    others = [r for r in rows if r is not paid[0] and r is not paid[1]]
+
+    def line(base, n, member, reversed_=False):
+        r = list(base)
+        r[col["claim_id"]], r[col["line_number"]], r[col["member_id"]] = "XR1", str(n), member
+        if reversed_:
+            r[col["status"]] = "reversed"
+            for field in ("billed_amount", "allowed_amount", "paid_amount"):
+                r[col[field]] = _fmt(-_money(base[col[field]]))
+        return r
+
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    nw3 = "northwind/nw_003.csv"
+
+    def write(name, lines, age_days):
+        path = landing / name
+        with path.open("w", newline="") as f:
+            csv.writer(f).writerows([header, *lines])
+        when = path.stat().st_mtime - age_days * 86_400
+        os.utime(path, (when, when))
+
+    write(NW1, [line(paid[0], 1, member_a), line(paid[1], 2, member_a), *others[:20]], 3)
+    write(NW2, [line(paid[1], 2, member_a, reversed_=True), *others[20:40]], 2)
+    write(nw3, [line(paid[0], 1, member_b), line(paid[1], 2, member_b, reversed_=True), *others[40:]], 1)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    for name in (NW1, NW2, nw3):
+        assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
+    rows_of_claim = ("SELECT source_file, claim_line_number, failed_rules, superseded_by, reverses FROM "
+                     "silver.silver_claim_lines_validated WHERE claim_id = 'XR1' ORDER BY 2, 1")
+    assert query(wh, rows_of_claim) == [(NW1, 1, [], nw3, None), (nw3, 1, [], None, None),
+                                         (NW1, 2, [], NW2, None), (NW2, 2, [], nw3, NW1), (nw3, 2, [], None, NW1)]
+    # silver: both lines under member B's key, line 2 netted to 0
+    assert query(wh, "SELECT claim_line_number, claim_status, paid_amount, count(DISTINCT member_key) OVER () "
+                     "FROM silver.silver_claim_lines WHERE claim_id = 'XR1' ORDER BY 1") == [
+        (1, "paid", _money(paid[0][col["paid_amount"]]), 1), (2, "reversed", 0, 1)]
+    assert query(wh, "SELECT count(*) FROM silver.silver_claims_quarantine") == [(0,)]
+    assert unconserved_files(wh) == []
+    fresh = tmp_path / "fresh.duckdb"
+    assert materialize_graph(landing, fresh).success
+    assert query(fresh, VERDICTS) == query(wh, VERDICTS)
+    assert _peer_verdicts(landing, "XR1") == sorted(
+        (f, n, r, s is not None, v is not None) for f, n, r, s, v in query(wh, rows_of_claim))

@@ -8,10 +8,9 @@
     - each earlier one stays in silver_claim_lines_validated with superseded_by = the next version's file
       (counted as rows_superseded in the data-quality log, never quarantined: it was a good line);
     - a reversal takes back the latest earlier version that is not a reversal (`reverses` = its file). It
-      must take back exactly that version's amounts (billed, allowed and paid negated), for that version's
-      member, else it is quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows
-      such a reversal with amounts 0 (the version's and the reversal's, netted), so gold counts the line as
-      reversed and pays 0. A reversal of a line no file in the warehouse holds (or a re-sent copy of one)
+      must take back exactly that version's amounts (billed, allowed and paid negated), else it is
+      quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows such a reversal with
+      amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0. A reversal of a line no file in the warehouse holds (or a re-sent copy of one)
       keeps its own negative amounts, as before. A reversal whose line an earlier file holds only as a
       rejected copy that is not a reversal (quarantined for a rule of its own: gold never counted its
       payment) is quarantined as reversal_of_rejected_line until that copy is corrected; it would otherwise
@@ -22,11 +21,13 @@
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
     which member is meant) and the versions they replaced stay replaced, until a file sends the claim's lines
     naming one member (a correction of the member sends every line of the claim again). A reversal that is a
-    line's latest version is one of the claim's lines, so its member counts: a reversal of a line no file
-    holds, naming another member, puts the claim in conflict (one of a line a file holds names that
-    version's member, or it is reversal_mismatch). A reversal of a line quarantined this way is not
-    reversal_of_rejected_line (the line broke no rule of its own); while the claim is in conflict it is
-    quarantined with the claim's other lines. The model compares the lines of a claim within one file
+    line's latest version is one of the claim's lines, so its member counts: a reversal naming another
+    member than the claim's other lines puts the claim in conflict. A reversal is not compared with the
+    member of the version it takes back: a payer correcting a claim's member sends its reversed lines again
+    as reversals under the new member, and those must still take the versions back. So a one-line claim
+    reversed under another member nets, and shows under the reversal's member. A reversal of a line
+    quarantined this way is not reversal_of_rejected_line (the line broke no rule of its own); while the
+    claim is in conflict it is quarantined with the claim's other lines. The model compares the lines of a claim within one file
     (claim_member_mismatch).
     resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
     the lines of the claims the run's files hold now or held before the run: a corrected file that no longer
@@ -105,7 +106,7 @@ taken_back as (
   {#- for a reversal: the latest earlier version that is not a reversal (reversals are skipped, so whether
       another reversal matched does not matter) -#}
   select *,
-    {%- for col in ['source_file', 'billed_amount', 'allowed_amount', 'paid_amount', 'member_key'] %}
+    {%- for col in ['source_file', 'billed_amount', 'allowed_amount', 'paid_amount'] %}
     last_value(case when claim_status <> 'reversed' then {{ col }} end ignore nulls) over (
       {{ order }} rows between unbounded preceding and 1 preceding) as taken_{{ col }}{{ "," if not loop.last }}
     {%- endfor %}
@@ -116,8 +117,7 @@ checked as (
          case when claim_status = 'reversed' then taken_source_file end as reverses,
          case when claim_status = 'reversed' and taken_source_file is not null
                    and not (billed_amount = -taken_billed_amount and allowed_amount = -taken_allowed_amount
-                            and paid_amount = -taken_paid_amount
-                            and member_key is not distinct from taken_member_key) then 'reversal_mismatch'
+                            and paid_amount = -taken_paid_amount) then 'reversal_mismatch'
               when claim_status = 'reversed' and taken_source_file is null and rejected_before > 0
                    then 'reversal_of_rejected_line' end as hook_rule
   from taken_back

@@ -84,7 +84,8 @@ def _conflict_hint(f: dict) -> str:
     """For a file over its limit partly through claim_member_conflict: those rows are not this file's fault
     alone, since the lines of their claims in another file name other members."""
     return (f"; {f['conflicted']} of them {CONFLICT_RULE}: their claims' lines in another file name another "
-            "member (correcting either file settles them; see silver_claims_quarantine)") if f["conflicted"] else ""
+            "member (correcting the file that names the wrong one settles them; see silver_claims_quarantine)"
+            ) if f["conflicted"] else ""
 
 
 def quarantine_rate_gate(con, context):
