@@ -348,6 +348,26 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
     assert unconserved_files(wh) == []
 
 
+def _paid_lines_of_two_members(tmp_path, lines: int, seed: int):
+    """A clean northwind file's rows: (header, rows, column index, paid rows, a member, another member)."""
+    [made] = generate(tmp_path / "gen", lines, seed=seed, defect_rate=0.0, payers=["northwind"],
+                      manifest_dir=tmp_path / "m")
+    header, *rows = list(csv.reader(made.path.open(newline="")))
+    col = {name: header.index(name) for name in header}
+    paid = [r for r in rows if r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0]
+    member_a = paid[0][col["member_id"]]
+    return header, rows, col, paid, member_a, next(r[col["member_id"]] for r in paid
+                                                     if r[col["member_id"]] != member_a)
+
+
+def _write_aged(path, rows, age_days: int) -> None:
+    """Write a CSV file last modified `age_days` ago: the landing order a warehouse built again reads."""
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    when = path.stat().st_mtime - age_days * 86_400
+    os.utime(path, (when, when))
+
+
 def _peer_verdicts(landing, claim_id):
     """(file, line, rules, superseded, reverses a version) of the pandas peer's rows of one claim."""
     from benchmarks.pandas_peer import RULES, validated
@@ -364,13 +384,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     corrects the member). A reversal that is a line's latest version is one of the claim's lines: one naming
     the other member puts the claim in conflict again, and the quarantine-rate gate then stops gold for the
     files it empties, saying the rows are in conflict."""
-    [made] = generate(tmp_path / "gen", 80, seed=75, defect_rate=0.0, payers=["northwind"],
-                      manifest_dir=tmp_path / "m")
-    header, *rows = list(csv.reader(made.path.open(newline="")))
-    col = {name: header.index(name) for name in header}
-    paid = [r for r in rows if r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0]
-    member_a = paid[0][col["member_id"]]
-    member_b = next(r[col["member_id"]] for r in paid if r[col["member_id"]] != member_a)
+    header, rows, col, paid, member_a, member_b = _paid_lines_of_two_members(tmp_path, 80, seed=75)
 
     def line(base, n, member):
         r = list(base)
@@ -384,11 +398,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     nw3, nw4 = "northwind/nw_003.csv", "northwind/nw_004.csv"
 
     def write(name, lines, age_days):
-        path = landing / name
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows([header, *lines])
-        when = path.stat().st_mtime - age_days * 86_400  # the landing order a rebuilt warehouse reads
-        os.utime(path, (when, when))
+        _write_aged(landing / name, [header, *lines], age_days)
 
     write(NW1, [c1, c2, *others[:40]], 4)
     write(NW2, [c3, *others[40:]], 3)
@@ -496,13 +506,7 @@ def test_a_member_corrected_by_sending_a_claim_again_settles_it_reversed_lines_t
     line it reversed earlier as a reversal again: the new versions replace the old ones (the reversal takes
     the paid version back, whatever member that version named), nothing is quarantined, and the claim is
     the new member's in silver. The pandas peer decides the same."""
-    [made] = generate(tmp_path / "gen", 60, seed=79, defect_rate=0.0, payers=["northwind"],
-                      manifest_dir=tmp_path / "m")
-    header, *rows = list(csv.reader(made.path.open(newline="")))
-    col = {name: header.index(name) for name in header}
-    paid = [r for r in rows if r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0]
-    member_a = paid[0][col["member_id"]]
-    member_b = next(r[col["member_id"]] for r in paid if r[col["member_id"]] != member_a)
+    header, rows, col, paid, member_a, member_b = _paid_lines_of_two_members(tmp_path, 60, seed=79)
     others = [r for r in rows if r is not paid[0] and r is not paid[1]]
 
     def line(base, n, member, reversed_=False):
@@ -519,11 +523,7 @@ def test_a_member_corrected_by_sending_a_claim_again_settles_it_reversed_lines_t
     nw3 = "northwind/nw_003.csv"
 
     def write(name, lines, age_days):
-        path = landing / name
-        with path.open("w", newline="") as f:
-            csv.writer(f).writerows([header, *lines])
-        when = path.stat().st_mtime - age_days * 86_400
-        os.utime(path, (when, when))
+        _write_aged(landing / name, [header, *lines], age_days)
 
     write(NW1, [line(paid[0], 1, member_a), line(paid[1], 2, member_a), *others[:20]], 3)
     write(NW2, [line(paid[1], 2, member_a, reversed_=True), *others[20:40]], 2)
