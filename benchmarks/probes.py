@@ -124,6 +124,24 @@ _LINE = (f"case when regexp_full_match(trim(claim_line_number, {_WS}), '[0-9]+')
          f"then try_cast(trim(claim_line_number, {_WS}) as integer) end")
 
 
+def _alternate(floor_db: Path, forms: dict[str, str], rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
+    """Each query of `forms` once per round on the floor's warehouse, in order, then reversed the next round:
+    ({form: wall seconds per round}, {form: its one result row})."""
+    s = load_settings()
+    walls: dict[str, list[float]] = {name: [] for name in forms}
+    found: dict[str, list] = {}
+    con = floor.connect(floor_db, s.memory_limit, s.threads)
+    try:
+        for r in range(rounds):
+            for name in (list(forms) if r % 2 == 0 else list(forms)[::-1]):
+                t = time.perf_counter()
+                found[name] = list(con.execute(forms[name]).fetchone())
+                walls[name].append(round(time.perf_counter() - t, 2))
+    finally:
+        con.close()
+    return walls, found
+
+
 def probe_cross_row(floor_db: Path, script: Path, rounds: int) -> dict:
     stmt = _statement(floor.script_statements(script), "silver_claim_lines_validated")
     if "claim_rows as (" not in stmt:
@@ -146,18 +164,7 @@ def probe_cross_row(floor_db: Path, script: Path, rounds: int) -> dict:
             where claim_id is not null and member_ref is not null
             group by all having min(member_ref) <> max(member_ref))""",
     }
-    s = load_settings()
-    walls: dict[str, list[float]] = {name: [] for name in forms}
-    found: dict[str, list] = {}
-    con = floor.connect(floor_db, s.memory_limit, s.threads)
-    try:
-        for r in range(rounds):
-            for name in (list(forms) if r % 2 == 0 else list(forms)[::-1]):
-                t = time.perf_counter()
-                found[name] = list(con.execute(forms[name]).fetchone())
-                walls[name].append(round(time.perf_counter() - t, 2))
-    finally:
-        con.close()
+    walls, found = _alternate(floor_db, forms, rounds)
     return {"walls_s": walls, "median_s": {n: statistics.median(w) for n, w in walls.items()},
             "duplicate_lines, mixed-claim lines (or claims)": found}
 
@@ -174,19 +181,9 @@ def probe_claim_scope(floor_db: Path, rounds: int) -> dict:
               and not list_contains(failed_rules, 'duplicate_line')
             group by all having count(*) > 1)""",
     }
-    s = load_settings()
-    walls: dict[str, list[float]] = {name: [] for name in forms}
-    found: dict[str, int] = {}
-    con = floor.connect(floor_db, s.memory_limit, s.threads)
-    try:
-        for r in range(rounds):
-            for name in (list(forms) if r % 2 == 0 else list(forms)[::-1]):
-                t = time.perf_counter()
-                found[name] = con.execute(forms[name]).fetchone()[0]
-                walls[name].append(round(time.perf_counter() - t, 2))
-    finally:
-        con.close()
-    return {"walls_s": walls, "median_s": {n: statistics.median(w) for n, w in walls.items()}, "found": found}
+    walls, found = _alternate(floor_db, forms, rounds)
+    return {"walls_s": walls, "median_s": {n: statistics.median(w) for n, w in walls.items()},
+            "found": {n: row[0] for n, row in found.items()}}
 
 
 def probe_sqlite_engine(writes: int) -> dict:
