@@ -320,7 +320,8 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
 def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     """A line's versions across files (dbt_project/macros/line_versions.sql): of the copies that broke no rule,
     in landing order (here every file lands at once, so file name order), the last is the line. A reversal
-    takes back the latest earlier version that is not a reversal, and is reversal_mismatch (replacing
+    takes back the latest earlier version that is not a reversal (a reversal that landed before its line is
+    ordered after it: late_lines_first), and is reversal_mismatch (replacing
     nothing) unless its amounts are exactly that version's, negated; with no such version but a rejected
     copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
     (each line's latest version) name more than one member, each of them is claim_member_conflict, and the
@@ -331,11 +332,15 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         df[column] = False
     own = df[[r for r in RULES if r not in hook_rules]].any(axis=1)
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
-    good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS]]
+    good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS, "paid_date"]]
     found = pd.Series(False, index=good.index)
     mismatch = pd.Series(False, index=good.index)
+    # the first file holding a rejected copy (not a reversal, not a second copy in its file) of each line
+    paying = df["claim_status"] != "reversed"  # unknown (NaN) counts, as in SQL's `is distinct from`
+    rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
     multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
     if not multi.empty:
+        multi = late_lines_first(multi, rejected_first)
         reversal = multi["claim_status"] == "reversed"
         # the amounts of the latest earlier version that is not a reversal: shifted one down, then carried on
         taken = multi[AMOUNTS].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
@@ -346,8 +351,6 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         found.loc[multi.index] = reversal.to_numpy() & taken["paid_amount"].notna().to_numpy(dtype=bool)
         mismatch.loc[multi.index] = found.loc[multi.index].to_numpy() & ~mirrored
     # a reversal with no earlier good version of its line, but a rejected copy (not a reversal) in an earlier file
-    paying = df["claim_status"] != "reversed"  # unknown (NaN) counts, as in SQL's `is distinct from`
-    rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
     reversals = good.loc[good["claim_status"] == "reversed", [*KEY, "source_file"]]
     if len(rejected_first) and len(reversals):
         first = reversals.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]
@@ -373,6 +376,27 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
             pd.MultiIndex.from_frame(mixed))
         df.loc[conflicted, "claim_member_conflict"] = True
         df.loc[conflicted, "reverses_version"] = False
+
+
+def late_lines_first(multi: pd.DataFrame, rejected_first: pd.Series) -> pd.DataFrame:
+    """The versions of each line (sorted by line, then file) with a reversal that landed before the line it
+    takes back moved right after that line: a reversal with no earlier version that is not a reversal and no
+    rejected copy in an earlier file, whose next version is not a reversal, carries exactly its amounts
+    negated and was paid on or before the reversal's paid date (the SQL's `ordered`)."""
+    groups = multi.groupby(KEY, sort=False)
+    reversal = multi["claim_status"] == "reversed"
+    paying_before = (~reversal).astype(int).groupby([multi[k] for k in KEY], sort=False).cumsum() - (~reversal) > 0
+    following = groups[["claim_status", *AMOUNTS, "paid_date"]].shift(-1)
+    first_rejected = multi.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]
+    late = (reversal & ~paying_before & following["claim_status"].notna()
+            & (following["claim_status"] != "reversed")
+            & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False) for a in AMOUNTS])
+            & (following["paid_date"] <= multi["paid_date"]).fillna(False)
+            & ~(first_rejected < multi["source_file"]).fillna(False))
+    if not late.any():
+        return multi
+    position = groups.cumcount().astype(float) + late * 1.5
+    return multi.assign(_position=position).sort_values([*KEY, "_position"]).drop(columns="_position")
 
 
 def current_lines(df: pd.DataFrame) -> pd.DataFrame:

@@ -182,8 +182,12 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
     # the later file and its versions win; with the old registry copied in first (README), the order holds
     rebuilt, kept = tmp_path / "rebuilt.duckdb", tmp_path / "kept.duckdb"
     assert materialize_graph(landing, rebuilt).success
+    # every good nw_002 version of an old line but the three reversals that match nw_001's lines: landed
+    # "first" now, they take those lines back as they land (the two that do not match stand alone)
     assert query(rebuilt, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE superseded_by = ?",
-                 [NW1]) == [(10,)]  # every good nw_002 version of an old line (its reversals standalone)
+                 [NW1]) == [(7,)]
+    assert query(rebuilt, "SELECT claim_id, claim_line_number, source_file, paid_amount FROM silver.silver_claim_lines "
+                          "WHERE reverses IS NOT NULL ORDER BY 1, 2") == [(c, n, NW2, 0) for c, n in sorted(keys["reversed_ok"])]
     with duckdb.connect(str(kept), config={"storage_compatibility_version": WAREHOUSE_STORAGE_VERSION}) as con:
         con.execute(f"ATTACH '{wh}' AS old (READ_ONLY); CREATE SCHEMA landing; "
                     "CREATE TABLE landing.landing_file_registry AS FROM old.landing.landing_file_registry")
@@ -547,3 +551,94 @@ def test_a_member_corrected_by_sending_a_claim_again_settles_it_reversed_lines_t
     assert query(fresh, VERDICTS) == query(wh, VERDICTS)
     assert _peer_verdicts(landing, "XR1") == sorted(
         (f, n, r, s is not None, v is not None) for f, n, r, s, v in query(wh, rows_of_claim))
+
+
+def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_lands(tmp_path):
+    """Files can land out of order. nw_001 (landed first) holds reversals of lines no file holds yet; nw_002,
+    landed later, the lines. A line paid on or before its reversal's paid date is the one the reversal took
+    back: the reversal is ordered after it and nets it to 0. A line paid after the reversal is a new payment
+    (voided and paid again) and stays the line. Withdrawing the late line makes the reversal standalone
+    again. A rerun, a fresh build and the pandas peer decide the same."""
+    import datetime as dt
+
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 60, seed=81)
+    late, repaid, same_day = paid[:3]
+    others = [r for r in rows if r is not late and r is not repaid and r is not same_day]
+
+    def shifted(day: str, days: int) -> str:
+        return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+    def reversal_of(r, paid_days_later: int):
+        v = list(r)
+        v[col["status"]] = "reversed"
+        v[col["paid_date"]] = shifted(r[col["paid_date"]], paid_days_later)
+        for field in ("billed_amount", "allowed_amount", "paid_amount"):
+            v[col[field]] = _fmt(-_money(r[col[field]]))
+        return v
+
+    repaid_after = list(repaid)
+    repaid_after[col["paid_date"]] = shifted(repaid[col["paid_date"]], 20)  # after its reversal (+10)
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+
+    def write(name, lines, age_days):
+        _write_aged(landing / name, [header, *lines], age_days)
+
+    write(NW1, [reversal_of(late, 10), reversal_of(repaid, 10), reversal_of(same_day, 0), *others[:20]], 3)
+    write(NW2, [late, repaid_after, same_day, *others[20:]], 2)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    gold_paid = "SELECT sum(paid_amount) FROM gold.claims_monthly_summary"
+
+    def key(r):
+        return r[col["claim_id"]], int(r[col["line_number"]])
+
+    def verdicts():
+        return {k: {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == k}
+                for k in (key(late), key(repaid), key(same_day))}
+
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    # alone, each reversal keeps its negative amounts (a line reversed before the warehouse's history)
+    assert verdicts() == {k: {NW1: ([], None, None)} for k in (key(late), key(repaid), key(same_day))}
+    paid_alone = query(wh, gold_paid)[0][0]
+
+    result = materialize_graph(landing, wh, instance=instance, partitions=[NW2])
+
+    assert result.success
+    taken_back = {NW1: ([], None, NW2), NW2: ([], NW1, None)}
+    expected = {key(late): taken_back, key(same_day): taken_back,
+                key(repaid): {NW1: ([], NW2, None), NW2: ([], None, None)}}
+    assert verdicts() == expected
+    lines = {(r[0], r[1]): r[2:] for r in query(
+        wh, "SELECT claim_id, claim_line_number, source_file, claim_status, paid_amount FROM silver.silver_claim_lines")}
+    assert [lines[key(r)] for r in (late, repaid, same_day)] == [
+        (NW1, "reversed", 0), (NW2, "paid", _money(repaid[col["paid_amount"]])), (NW1, "reversed", 0)]
+    # gold: the two reversals that stood alone are netted now, the repaid line is paid
+    new_paid = sum(_money(r[col["paid_amount"]]) for r in others[20:]
+                   if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    alone = sum(_money(r[col["paid_amount"]]) for r in (late, repaid, same_day))
+    assert query(wh, gold_paid)[0][0] == paid_alone + alone + new_paid + _money(repaid[col["paid_amount"]])
+    # nw_001, whose rows changed, is counted again in the same run: one of its lines replaced
+    assert query(wh, "SELECT source_file, max(rows_quarantined), max(rows_superseded) "
+                     "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [(NW1, 0, 1), (NW2, 0, 2)]
+    assert unconserved_files(wh) == []
+    everything, silver_now, gold_now = query(wh, VERDICTS), query(wh, SILVER), [query(wh, g) for g in GOLD]
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, VERDICTS) == everything
+    fresh = tmp_path / "fresh.duckdb"
+    assert materialize_graph(landing, fresh).success
+    assert query(fresh, VERDICTS) == everything
+    assert query(fresh, SILVER) == silver_now and [query(fresh, g) for g in GOLD] == gold_now
+    for r in (late, repaid, same_day):
+        assert [v for v in _peer_verdicts(landing, key(r)[0]) if v[1] == key(r)[1]] == sorted(
+            (f, key(r)[1], rules, s is not None, v is not None) for f, (rules, s, v) in verdicts()[key(r)].items())
+
+    # nw_002 corrected without the late line: its reversal stands alone again, with its negative amounts
+    write(NW2, [repaid_after, same_day, *others[20:]], 2)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert verdicts()[key(late)] == {NW1: ([], None, None)}
+    assert query(wh, "SELECT paid_amount FROM silver.silver_claim_lines WHERE claim_id = ? AND claim_line_number = ?",
+                 list(key(late))) == [(-_money(late[col["paid_amount"]]),)]
+    assert query(wh, gold_paid)[0][0] == (paid_alone + alone - _money(late[col["paid_amount"]]) + new_paid
+                                          + _money(repaid[col["paid_amount"]]))
+    assert unconserved_files(wh) == []

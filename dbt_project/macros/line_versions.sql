@@ -16,6 +16,12 @@
       payment) is quarantined as reversal_of_rejected_line until that copy is corrected; it would otherwise
       take back money gold never showed. Comparing with the last version that is not a reversal, rather
       than the version just before, keeps a re-sent reversal a reversal of the same line.
+    - a reversal that landed before the line it takes back (files land out of order) is ordered right after
+      that line once it lands, and takes it back as above: when the reversal has no earlier version that is
+      not a reversal, and the next version is not a reversal, carries exactly its amounts negated and was
+      paid on or before the reversal's paid_date. A version paid after the reversal is a new payment (the
+      payer voided the line and paid it again): it stays the line, and the reversal is superseded. Its
+      superseded_by / reverses then name a file that landed later / earlier than its own.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
@@ -65,6 +71,8 @@ create or replace temp table medflow_run_claims as
 {%- set raw_fields = quarantine_raw_fields() -%}
 {%- set partial = is_incremental() and not run_covers_every_file() -%}
 {%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file" -%}
+{%- set version_order = "partition by payer, claim_id, claim_line_number "
+                        ~ "order by version_landed, version_file, late_reversal" -%}
 {%- set hook_rules = "['reversal_mismatch', 'reversal_of_rejected_line', 'claim_member_conflict']" -%}
 {%- if partial -%}
 insert into medflow_run_claims {{ run_claims() }};
@@ -72,7 +80,8 @@ insert into medflow_run_claims {{ run_claims() }};
 create or replace temp table medflow_version_changes as
 with copies as (
   select t.source_file, t.source_row_number, t.payer, t.claim_id, t.claim_line_number, t.claim_status,
-         t.billed_amount, t.allowed_amount, t.paid_amount, t.member_key, t.superseded_by, t.reverses,
+         t.billed_amount, t.allowed_amount, t.paid_amount, t.paid_date, t.member_key, t.superseded_by,
+         t.reverses,
          list_filter(t.failed_rules, r -> list_contains({{ hook_rules }}, r)) as was_rules,
          {#- broke no rule of its own (only the rules this hook gives can change here) -#}
          len(list_filter(t.failed_rules, r -> not list_contains({{ hook_rules }}, r))) = 0 as candidate,
@@ -102,15 +111,37 @@ ranked as (
       {{ order }} rows between unbounded preceding and 1 preceding), 0) as rejected_before
   from copies
 ),
+ordered as (
+  {#- a reversal that landed before the line it takes back: a reversal with no earlier version that is not a
+      reversal (and no rejected copy before it), whose next version is not a reversal, carries exactly its
+      amounts negated and was paid on or before the reversal's paid date. That version is the line the
+      reversal took back, landed late: the reversal is ordered right after it (`after_line`), so it takes
+      it back as if the files had landed the other way round. A version paid after the reversal is a new
+      payment of the line (the payer voided it and paid it again) and stays the line. -#}
+  select *, coalesce(after_line, false) as late_reversal,
+         case when after_line then next_landed else landed end as version_landed,
+         case when after_line then next_file else source_file end as version_file
+  from (
+    select *,
+           claim_status = 'reversed' and rejected_before = 0
+             and not coalesce(bool_or(claim_status <> 'reversed') over (
+                   {{ order }} rows between unbounded preceding and 1 preceding), false)
+             and lead(claim_status) over w <> 'reversed'
+             and billed_amount = -lead(billed_amount) over w and allowed_amount = -lead(allowed_amount) over w
+             and paid_amount = -lead(paid_amount) over w and lead(paid_date) over w <= paid_date as after_line,
+           lead(landed) over w as next_landed, lead(source_file) over w as next_file
+    from ranked where candidate
+    window w as ({{ order }}))
+),
 taken_back as (
   {#- for a reversal: the latest earlier version that is not a reversal (reversals are skipped, so whether
       another reversal matched does not matter) -#}
   select *,
     {%- for col in ['source_file', 'billed_amount', 'allowed_amount', 'paid_amount'] %}
     last_value(case when claim_status <> 'reversed' then {{ col }} end ignore nulls) over (
-      {{ order }} rows between unbounded preceding and 1 preceding) as taken_{{ col }}{{ "," if not loop.last }}
+      {{ version_order }} rows between unbounded preceding and 1 preceding) as taken_{{ col }}{{ "," if not loop.last }}
     {%- endfor %}
-  from ranked where candidate
+  from ordered
 ),
 checked as (
   select source_file, source_row_number,
@@ -124,9 +155,9 @@ checked as (
 ),
 versions as (
   select source_file, source_row_number, payer, claim_id, member_key, lead(source_file) over w as superseded_by
-  from copies join checked using (source_file, source_row_number)
+  from ordered join checked using (source_file, source_row_number)
   where hook_rule is null
-  window w as ({{ order }})
+  window w as ({{ version_order }})
 ),
 conflicts as (
   {#- claim_member_conflict: the claim's current lines (each line's latest version above, from whichever
