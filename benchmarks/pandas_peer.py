@@ -340,7 +340,7 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
     multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
     if not multi.empty:
-        multi = late_lines_first(multi, rejected_first)
+        multi = late_lines_first(multi)
         reversal = multi["claim_status"] == "reversed"
         # the amounts of the latest earlier version that is not a reversal: shifted one down, then carried on
         taken = multi[AMOUNTS].where(~reversal, axis=0).assign(**{k: multi[k] for k in KEY})
@@ -378,25 +378,30 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         df.loc[conflicted, "reverses_version"] = False
 
 
-def late_lines_first(multi: pd.DataFrame, rejected_first: pd.Series) -> pd.DataFrame:
+def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     """The versions of each line (sorted by line, then file) with a reversal that landed before the line it
-    takes back moved right after that line: a reversal with no earlier version that is not a reversal and no
-    rejected copy in an earlier file, whose next version is not a reversal, carries exactly its amounts
-    negated and was paid on or before the reversal's paid date (the SQL's `ordered`)."""
-    groups = multi.groupby(KEY, sort=False)
+    takes back moved right after that line: a reversal with no earlier version that is not a reversal, whose
+    next version that is not a reversal carries exactly its amounts negated and was paid on or before the
+    reversal's paid date (the SQL's `ordered`)."""
+    lines = [multi[k] for k in KEY]
     reversal = multi["claim_status"] == "reversed"
-    paying_before = (~reversal).astype(int).groupby([multi[k] for k in KEY], sort=False).cumsum() - (~reversal) > 0
-    following = groups[["claim_status", *AMOUNTS, "paid_date"]].shift(-1)
-    first_rejected = multi.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]
-    late = (reversal & ~paying_before & following["claim_status"].notna()
-            & (following["claim_status"] != "reversed")
+    position = multi.groupby(lines, sort=False).cumcount()
+    line_before = (~reversal).astype(int).groupby(lines, sort=False).cumsum() - (~reversal) > 0
+    # the row number (in `multi`) of each row's next version that is not a reversal
+    row = pd.Series(np.arange(len(multi)), index=multi.index).where(~reversal)
+    after = row.groupby(lines, sort=False).shift(-1)
+    after = after.groupby(lines, sort=False).bfill()
+    taken = after.dropna().astype(int)
+    following = multi.iloc[taken.to_numpy()][[*AMOUNTS, "paid_date"]].set_axis(taken.index).reindex(multi.index)
+    following_position = position.iloc[taken.to_numpy()].set_axis(taken.index).reindex(multi.index)
+    late = (reversal & ~line_before & following_position.notna()
             & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False) for a in AMOUNTS])
-            & (following["paid_date"] <= multi["paid_date"]).fillna(False)
-            & ~(first_rejected < multi["source_file"]).fillna(False))
+            & (following["paid_date"] <= multi["paid_date"]).fillna(False))
     if not late.any():
         return multi
-    position = groups.cumcount().astype(float) + late * 1.5
-    return multi.assign(_position=position).sort_values([*KEY, "_position"]).drop(columns="_position")
+    anchor = position.where(~late, following_position)
+    return (multi.assign(_anchor=anchor, _late=late, _position=position)
+            .sort_values([*KEY, "_anchor", "_late", "_position"]).drop(columns=["_anchor", "_late", "_position"]))
 
 
 def current_lines(df: pd.DataFrame) -> pd.DataFrame:

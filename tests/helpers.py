@@ -82,7 +82,7 @@ def check_result(result, name: str):
 
 def unconserved_files(warehouse: Path) -> list[tuple]:
     """(file, bronze rows, silver + superseded + quarantined rows) of every file whose rows are not conserved
-    (a superseded row is a good version of a line that a later file's version replaced)."""
+    (a superseded row is a good version of a line that another file's version replaced)."""
     return query(warehouse, """
         SELECT b.source_file, b.n, coalesce(s.n, 0) + coalesce(v.n, 0) + coalesce(q.n, 0)
         FROM (SELECT source_file, count(*) n FROM bronze.bronze_claim_lines GROUP BY 1) b

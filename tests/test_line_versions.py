@@ -182,12 +182,13 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
     # the later file and its versions win; with the old registry copied in first (README), the order holds
     rebuilt, kept = tmp_path / "rebuilt.duckdb", tmp_path / "kept.duckdb"
     assert materialize_graph(landing, rebuilt).success
-    # every good nw_002 version of an old line but the three reversals that match nw_001's lines: landed
-    # "first" now, they take those lines back as they land (the two that do not match stand alone)
+    # every good nw_002 version of an old line is superseded by nw_001's but the three reversals that match
+    # nw_001's lines: landed "first" now, they take those lines back as they land (README)
     assert query(rebuilt, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE superseded_by = ?",
                  [NW1]) == [(7,)]
-    assert query(rebuilt, "SELECT claim_id, claim_line_number, source_file, paid_amount FROM silver.silver_claim_lines "
-                          "WHERE reverses IS NOT NULL ORDER BY 1, 2") == [(c, n, NW2, 0) for c, n in sorted(keys["reversed_ok"])]
+    assert query(rebuilt, "SELECT claim_id, claim_line_number, source_file, reverses, paid_amount "
+                          "FROM silver.silver_claim_lines WHERE reverses IS NOT NULL ORDER BY 1, 2") == [
+        (c, n, NW2, NW1, 0) for c, n in sorted(keys["reversed_ok"])]
     with duckdb.connect(str(kept), config={"storage_compatibility_version": WAREHOUSE_STORAGE_VERSION}) as con:
         con.execute(f"ATTACH '{wh}' AS old (READ_ONLY); CREATE SCHEMA landing; "
                     "CREATE TABLE landing.landing_file_registry AS FROM old.landing.landing_file_registry")
@@ -554,38 +555,48 @@ def test_a_member_corrected_by_sending_a_claim_again_settles_it_reversed_lines_t
 
 
 def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_lands(tmp_path):
-    """Files can land out of order. nw_001 (landed first) holds reversals of lines no file holds yet; nw_002,
-    landed later, the lines. A line paid on or before its reversal's paid date is the one the reversal took
-    back: the reversal is ordered after it and nets it to 0. A line paid after the reversal is a new payment
-    (voided and paid again) and stays the line. Withdrawing the late line makes the reversal standalone
-    again. A rerun, a fresh build and the pandas peer decide the same."""
+    """Files can land out of order. nw_000 and nw_001 (landed first) hold reversals of lines no file holds
+    yet; nw_002, landed later, the lines. A line paid on or before its reversal's paid date is the one the
+    reversal took back: the reversal is ordered after it and nets it to 0, also when a rejected copy of the
+    line came before the reversal, and when a partial reversal landed between them. A line paid after the
+    reversal is a new payment (voided and paid again) and stays the line. Withdrawing the late line makes
+    the reversal standalone again. A rerun, a fresh build and the pandas peer decide the same."""
     import datetime as dt
 
-    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 60, seed=81)
-    late, repaid, same_day = paid[:3]
-    others = [r for r in rows if r is not late and r is not repaid and r is not same_day]
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=81)
+    late, repaid, same_day, after_rejected, after_partial = paid[:5]
+    others = [r for r in rows if not any(r is p for p in paid[:5])]
+    nw0 = "northwind/nw_000.csv"
 
     def shifted(day: str, days: int) -> str:
         return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
-    def reversal_of(r, paid_days_later: int):
+    def reversal_of(r, paid_days_later: int, paid_amount: str | None = None):
         v = list(r)
         v[col["status"]] = "reversed"
         v[col["paid_date"]] = shifted(r[col["paid_date"]], paid_days_later)
         for field in ("billed_amount", "allowed_amount", "paid_amount"):
             v[col[field]] = _fmt(-_money(r[col[field]]))
+        if paid_amount is not None:
+            v[col["paid_amount"]] = paid_amount
         return v
 
     repaid_after = list(repaid)
     repaid_after[col["paid_date"]] = shifted(repaid[col["paid_date"]], 20)  # after its reversal (+10)
+    broken = list(after_rejected)
+    broken[col["service_date"]] = "2024-13-01"  # a first copy the payer sent broken: quarantined
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
 
     def write(name, lines, age_days):
         _write_aged(landing / name, [header, *lines], age_days)
 
-    write(NW1, [reversal_of(late, 10), reversal_of(repaid, 10), reversal_of(same_day, 0), *others[:20]], 3)
-    write(NW2, [late, repaid_after, same_day, *others[20:]], 2)
+    write(nw0, [broken, reversal_of(after_partial, 10), *others[:20]], 4)
+    write(NW1, [reversal_of(late, 10), reversal_of(repaid, 10), reversal_of(same_day, 0),
+                reversal_of(after_rejected, 10), reversal_of(after_partial, 10, paid_amount="-0.01"),
+                *others[20:40]], 3)
+    lines_landing_late = [late, repaid_after, same_day, after_rejected, after_partial]
+    write(NW2, [*lines_landing_late, *others[40:]], 2)
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
     gold_paid = "SELECT sum(paid_amount) FROM gold.claims_monthly_summary"
@@ -593,13 +604,23 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     def key(r):
         return r[col["claim_id"]], int(r[col["line_number"]])
 
-    def verdicts():
-        return {k: {r[0]: r[3:] for r in query(wh, VERDICTS) if (r[1], r[2]) == k}
-                for k in (key(late), key(repaid), key(same_day))}
+    def verdicts(warehouse=wh):
+        return {key(r): {v[0]: v[3:] for v in query(warehouse, VERDICTS) if (v[1], v[2]) == key(r)}
+                for r in lines_landing_late}
 
-    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
-    # alone, each reversal keeps its negative amounts (a line reversed before the warehouse's history)
-    assert verdicts() == {k: {NW1: ([], None, None)} for k in (key(late), key(repaid), key(same_day))}
+    def amount(r):
+        return _money(r[col["paid_amount"]])
+
+    for name in (nw0, NW1):
+        assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
+    # alone, each good reversal keeps its negative amounts (a line reversed before the warehouse's history);
+    # the one after a rejected copy waits for that copy; nw_001's partial reversal is the later version
+    assert verdicts() == {
+        key(late): {NW1: ([], None, None)}, key(repaid): {NW1: ([], None, None)},
+        key(same_day): {NW1: ([], None, None)},
+        key(after_rejected): {nw0: (["invalid_service_date"], None, None),
+                              NW1: (["reversal_of_rejected_line"], None, None)},
+        key(after_partial): {nw0: ([], NW1, None), NW1: ([], None, None)}}
     paid_alone = query(wh, gold_paid)[0][0]
 
     result = materialize_graph(landing, wh, instance=instance, partitions=[NW2])
@@ -607,38 +628,48 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     assert result.success
     taken_back = {NW1: ([], None, NW2), NW2: ([], NW1, None)}
     expected = {key(late): taken_back, key(same_day): taken_back,
-                key(repaid): {NW1: ([], NW2, None), NW2: ([], None, None)}}
+                key(repaid): {NW1: ([], NW2, None), NW2: ([], None, None)},
+                key(after_rejected): {nw0: (["invalid_service_date"], None, None), **taken_back},
+                # the partial reversal (nw_001) stands before the line, the matching one (nw_000) after it
+                key(after_partial): {NW1: ([], NW2, None), NW2: ([], nw0, None), nw0: ([], None, NW2)}}
     assert verdicts() == expected
-    lines = {(r[0], r[1]): r[2:] for r in query(
+    current = {(r[0], r[1]): r[2:] for r in query(
         wh, "SELECT claim_id, claim_line_number, source_file, claim_status, paid_amount FROM silver.silver_claim_lines")}
-    assert [lines[key(r)] for r in (late, repaid, same_day)] == [
-        (NW1, "reversed", 0), (NW2, "paid", _money(repaid[col["paid_amount"]])), (NW1, "reversed", 0)]
-    # gold: the two reversals that stood alone are netted now, the repaid line is paid
-    new_paid = sum(_money(r[col["paid_amount"]]) for r in others[20:]
-                   if r[col["status"]] in ("paid", "adjusted", "reversed"))
-    alone = sum(_money(r[col["paid_amount"]]) for r in (late, repaid, same_day))
-    assert query(wh, gold_paid)[0][0] == paid_alone + alone + new_paid + _money(repaid[col["paid_amount"]])
-    # nw_001, whose rows changed, is counted again in the same run: one of its lines replaced
+    assert [current[key(r)] for r in lines_landing_late] == [
+        (NW1, "reversed", 0), (NW2, "paid", amount(repaid)), (NW1, "reversed", 0), (NW1, "reversed", 0),
+        (nw0, "reversed", 0)]
+    # gold: the reversals that stood alone are netted now (the partial one is replaced), the repaid line is paid
+    new_paid = sum(amount(r) for r in others[40:] if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    alone = amount(late) + amount(repaid) + amount(same_day) + Decimal("0.01")
+    assert query(wh, gold_paid)[0][0] == paid_alone + alone + new_paid + amount(repaid)
+    # nw_000 and nw_001, whose rows changed, are counted again in the same run
     assert query(wh, "SELECT source_file, max(rows_quarantined), max(rows_superseded) "
-                     "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [(NW1, 0, 1), (NW2, 0, 2)]
+                     "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [
+        (nw0, 1, 0), (NW1, 0, 2), (NW2, 0, 4)]
     assert unconserved_files(wh) == []
     everything, silver_now, gold_now = query(wh, VERDICTS), query(wh, SILVER), [query(wh, g) for g in GOLD]
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
     assert query(wh, VERDICTS) == everything
-    fresh = tmp_path / "fresh.duckdb"
-    assert materialize_graph(landing, fresh).success
-    assert query(fresh, VERDICTS) == everything
-    assert query(fresh, SILVER) == silver_now and [query(fresh, g) for g in GOLD] == gold_now
-    for r in (late, repaid, same_day):
-        assert [v for v in _peer_verdicts(landing, key(r)[0]) if v[1] == key(r)[1]] == sorted(
-            (f, key(r)[1], rules, s is not None, v is not None) for f, (rules, s, v) in verdicts()[key(r)].items())
+
+    def same_everywhere(label):
+        fresh = tmp_path / f"fresh_{label}.duckdb"
+        assert materialize_graph(landing, fresh).success
+        assert query(fresh, VERDICTS) == query(wh, VERDICTS)
+        assert query(fresh, SILVER) == query(wh, SILVER)
+        assert [query(fresh, g) for g in GOLD] == [query(wh, g) for g in GOLD]
+        for r in lines_landing_late:
+            assert [v for v in _peer_verdicts(landing, key(r)[0]) if v[1] == key(r)[1]] == sorted(
+                (f, key(r)[1], rules, s is not None, v is not None) for f, (rules, s, v) in verdicts()[key(r)].items())
+
+    same_everywhere("both")
+    assert query(wh, SILVER) == silver_now and [query(wh, g) for g in GOLD] == gold_now
 
     # nw_002 corrected without the late line: its reversal stands alone again, with its negative amounts
-    write(NW2, [repaid_after, same_day, *others[20:]], 2)
+    write(NW2, [repaid_after, same_day, after_rejected, after_partial, *others[40:]], 2)
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
     assert verdicts()[key(late)] == {NW1: ([], None, None)}
     assert query(wh, "SELECT paid_amount FROM silver.silver_claim_lines WHERE claim_id = ? AND claim_line_number = ?",
-                 list(key(late))) == [(-_money(late[col["paid_amount"]]),)]
-    assert query(wh, gold_paid)[0][0] == (paid_alone + alone - _money(late[col["paid_amount"]]) + new_paid
-                                          + _money(repaid[col["paid_amount"]]))
+                 list(key(late))) == [(-amount(late),)]
+    assert query(wh, gold_paid)[0][0] == paid_alone + alone - amount(late) + new_paid + amount(repaid)
     assert unconserved_files(wh) == []
+    same_everywhere("withdrawn")

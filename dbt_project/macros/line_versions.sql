@@ -18,10 +18,12 @@
       than the version just before, keeps a re-sent reversal a reversal of the same line.
     - a reversal that landed before the line it takes back (files land out of order) is ordered right after
       that line once it lands, and takes it back as above: when the reversal has no earlier version that is
-      not a reversal, and the next version is not a reversal, carries exactly its amounts negated and was
-      paid on or before the reversal's paid_date. A version paid after the reversal is a new payment (the
-      payer voided the line and paid it again): it stays the line, and the reversal is superseded. Its
-      superseded_by / reverses then name a file that landed later / earlier than its own.
+      not a reversal, and the line's next version that is not a reversal carries exactly its amounts negated
+      and was paid on or before the reversal's paid_date. That version's superseded_by then names the
+      reversal's file, which landed earlier, and the reversal's `reverses` a file that landed later. A
+      version paid after the reversal is a new payment (the payer voided the line and paid it again): it
+      stays the line, and the reversal is superseded by it. With no paid date on either, it stays the line
+      too.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
@@ -72,7 +74,7 @@ create or replace temp table medflow_run_claims as
 {%- set partial = is_incremental() and not run_covers_every_file() -%}
 {%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file" -%}
 {%- set version_order = "partition by payer, claim_id, claim_line_number "
-                        ~ "order by version_landed, version_file, late_reversal" -%}
+                        ~ "order by version_landed, version_file, late_reversal, landed, source_file" -%}
 {%- set hook_rules = "['reversal_mismatch', 'reversal_of_rejected_line', 'claim_member_conflict']" -%}
 {%- if partial -%}
 insert into medflow_run_claims {{ run_claims() }};
@@ -113,25 +115,30 @@ ranked as (
 ),
 ordered as (
   {#- a reversal that landed before the line it takes back: a reversal with no earlier version that is not a
-      reversal (and no rejected copy before it), whose next version is not a reversal, carries exactly its
-      amounts negated and was paid on or before the reversal's paid date. That version is the line the
-      reversal took back, landed late: the reversal is ordered right after it (`after_line`), so it takes
-      it back as if the files had landed the other way round. A version paid after the reversal is a new
-      payment of the line (the payer voided it and paid it again) and stays the line. -#}
+      reversal, whose next version that is not a reversal (`next_line`) carries exactly its amounts negated
+      and was paid on or before the reversal's paid date. That version is the line the reversal took back,
+      landed late: the reversal is ordered right after it (`late_reversal`; several such reversals in the
+      order they landed), so it takes it back as if the files had landed the other way round. A version
+      paid after the reversal is a new payment of the line (the payer voided it and paid it again) and
+      stays the line. -#}
   select *, coalesce(after_line, false) as late_reversal,
-         case when after_line then next_landed else landed end as version_landed,
-         case when after_line then next_file else source_file end as version_file
+         case when after_line then next_line['landed'] else landed end as version_landed,
+         case when after_line then next_line['source_file'] else source_file end as version_file
   from (
     select *,
-           claim_status = 'reversed' and rejected_before = 0
-             and not coalesce(bool_or(claim_status <> 'reversed') over (
-                   {{ order }} rows between unbounded preceding and 1 preceding), false)
-             and lead(claim_status) over w <> 'reversed'
-             and billed_amount = -lead(billed_amount) over w and allowed_amount = -lead(allowed_amount) over w
-             and paid_amount = -lead(paid_amount) over w and lead(paid_date) over w <= paid_date as after_line,
-           lead(landed) over w as next_landed, lead(source_file) over w as next_file
-    from ranked where candidate
-    window w as ({{ order }}))
+           claim_status = 'reversed' and not coalesce(line_before, false)
+             and billed_amount = -next_line['billed_amount'] and allowed_amount = -next_line['allowed_amount']
+             and paid_amount = -next_line['paid_amount'] and next_line['paid_date'] <= paid_date as after_line
+    from (
+      select *,
+             bool_or(claim_status <> 'reversed') over (
+               w rows between unbounded preceding and 1 preceding) as line_before,
+             first_value(case when claim_status <> 'reversed' then {
+                 'landed': landed, 'source_file': source_file, 'billed_amount': billed_amount,
+                 'allowed_amount': allowed_amount, 'paid_amount': paid_amount, 'paid_date': paid_date} end
+               ignore nulls) over (w rows between 1 following and unbounded following) as next_line
+      from ranked where candidate
+      window w as ({{ order }})))
 ),
 taken_back as (
   {#- for a reversal: the latest earlier version that is not a reversal (reversals are skipped, so whether

@@ -1,4 +1,4 @@
-"""`data_quality_scorecard`: per payer and file, valid rate, failures per rule and the lines a later file's
+"""`data_quality_scorecard`: per payer and file, valid rate, failures per rule and the lines another file's
 version replaced, with the trend across runs."""
 
 import dagster as dg
@@ -19,7 +19,7 @@ HISTORY = "quality.scorecard_history"
     automation_condition=DOWNSTREAM_AUTOMATION,
     backfill_policy=single_run,
     retry_policy=TRANSIENT_RETRY,  # a warehouse another process holds past the wait (only_transient_retried)
-    description="Valid rate, failures per rule and lines superseded by a later file's version, for every landed "
+    description="Valid rate, failures per rule and lines superseded by another file's version, for every landed "
                 "file, appended to quality.scorecard_history each run; the metadata table compares each file with "
                 "its previous measurement.",
 )
@@ -30,7 +30,7 @@ def data_quality_scorecard(context: dg.AssetExecutionContext, warehouse: Warehou
 
 
 def _report(rows: list[tuple], runs: int) -> dg.MaterializeResult:
-    lines = ["| payer | file | rows | valid rate | previous | change | failures per rule | superseded by a later file |",
+    lines = ["| payer | file | rows | valid rate | previous | change | failures per rule | superseded by another file |",
              "|---|---|---|---|---|---|---|---|"]
     for payer, source_file, n, rate, prev, failures, superseded in rows:
         change = "new" if prev is None else "-" if rate is None else f"{(rate - prev) * 100:+.2f} pp"
@@ -70,7 +70,7 @@ def _measure(run_id: str, warehouse: WarehouseResource) -> tuple[list[tuple], in
                      AS valid_rate,
                    map_from_entries(list({{'k': rule_id, 'v': rows_failed}} ORDER BY rule_id)
                                     FILTER (WHERE rows_failed > 0)) AS failures_per_rule,
-                   -- valid lines of this file that a later file's version replaced (not failures)
+                   -- valid lines of this file that another file's version replaced (not failures)
                    max(rows_superseded) AS rows_superseded
             FROM silver.silver_data_quality_log GROUP BY ALL""", [run_id])
         rows = con.execute(f"""

@@ -2,7 +2,7 @@
     generalization (birth_year, zip3). Grain: payer, claim_id, claim_line_number, after adjustments resolve:
     the latest version of each line (macros/line_versions.sql). A view over the rows of
     silver_claim_lines_validated that broke no rule and no later version superseded (the data is stored
-    once). A reversal of a version an earlier file holds (`reverses`: that file) shows the netted amounts, 0
+    once). A reversal of a version another file holds (`reverses`: that file) shows the netted amounts, 0
     (its own negative amounts are in bronze). -#}
 {{ config(materialized='view') }}
 select

@@ -18,7 +18,7 @@ files as (
   select r.payer, r.source_file, coalesce(any_value(v.file_checksum), any_value(r.checksum)) as file_checksum,
          count(v.source_file) as rows_checked,
          count(*) filter (where len(v.failed_rules) > 0) as rows_quarantined,
-         {#- good lines a later file's version of the line replaced (macros/line_versions.sql) -#}
+         {#- good lines another file's version of the line replaced (macros/line_versions.sql) -#}
          count(*) filter (where len(v.failed_rules) = 0 and v.superseded_by is not null) as rows_superseded
   from {{ source('landing', 'landing_file_registry') }} r
   left join validated v using (source_file)
