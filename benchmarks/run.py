@@ -107,7 +107,7 @@ def breakdown(m: Measured, targets: list[Path]) -> dict:
 
 def conservation(warehouse: Path) -> dict:
     con = duckdb.connect(str(warehouse), read_only=True)
-    # superseded: good versions of a line that a later file's version replaced (none in the generated data)
+    # superseded: good versions of a line that another file's version replaced (none in the generated data)
     b, s, v, q = con.execute("""SELECT (SELECT count(*) FROM bronze.bronze_claim_lines),
         (SELECT count(*) FROM silver.silver_claim_lines),
         (SELECT count(*) FROM silver.silver_claim_lines_validated WHERE len(failed_rules) = 0

@@ -604,8 +604,8 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     def key(r):
         return r[col["claim_id"]], int(r[col["line_number"]])
 
-    def verdicts(warehouse=wh):
-        return {key(r): {v[0]: v[3:] for v in query(warehouse, VERDICTS) if (v[1], v[2]) == key(r)}
+    def verdicts():
+        return {key(r): {v[0]: v[3:] for v in query(wh, VERDICTS) if (v[1], v[2]) == key(r)}
                 for r in lines_landing_late}
 
     def amount(r):
@@ -622,6 +622,8 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
                               NW1: (["reversal_of_rejected_line"], None, None)},
         key(after_partial): {nw0: ([], NW1, None), NW1: ([], None, None)}}
     paid_alone = query(wh, gold_paid)[0][0]
+    assert paid_alone == (sum(amount(r) for r in others[:40] if r[col["status"]] in ("paid", "adjusted", "reversed"))
+                          - amount(late) - amount(repaid) - amount(same_day) - Decimal("0.01"))
 
     result = materialize_graph(landing, wh, instance=instance, partitions=[NW2])
 
@@ -667,7 +669,10 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     # nw_002 corrected without the late line: its reversal stands alone again, with its negative amounts
     write(NW2, [repaid_after, same_day, after_rejected, after_partial, *others[40:]], 2)
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
-    assert verdicts()[key(late)] == {NW1: ([], None, None)}
+    assert verdicts() == {**expected, key(late): {NW1: ([], None, None)}}
+    assert query(wh, "SELECT source_file, max(rows_quarantined), max(rows_superseded) "
+                     "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [
+        (nw0, 1, 0), (NW1, 0, 2), (NW2, 0, 3)]
     assert query(wh, "SELECT paid_amount FROM silver.silver_claim_lines WHERE claim_id = ? AND claim_line_number = ?",
                  list(key(late))) == [(-amount(late),)]
     assert query(wh, gold_paid)[0][0] == paid_alone + alone - amount(late) + new_paid + amount(repaid)

@@ -3,18 +3,19 @@
     A copy in another file is a version of the line: a payer's adjustment, reversal or finished
     adjudication sent in a later file. Of the copies that broke no rule, ordered by when their file first
     landed under its name (landing.landing_file_registry.first_landed_at, kept through the file's
-    corrections; then the file name):
+    corrections; then the file name; a reversal that landed before its line: below):
     - the latest is the line: it alone is in silver_claim_lines and gold;
     - each earlier one stays in silver_claim_lines_validated with superseded_by = the next version's file
       (counted as rows_superseded in the data-quality log, never quarantined: it was a good line);
     - a reversal takes back the latest earlier version that is not a reversal (`reverses` = its file). It
       must take back exactly that version's amounts (billed, allowed and paid negated), else it is
       quarantined as reversal_mismatch and replaces nothing. silver_claim_lines shows such a reversal with
-      amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0. A reversal of a line no file in the warehouse holds (or a re-sent copy of one)
-      keeps its own negative amounts, as before. A reversal whose line an earlier file holds only as a
-      rejected copy that is not a reversal (quarantined for a rule of its own: gold never counted its
-      payment) is quarantined as reversal_of_rejected_line until that copy is corrected; it would otherwise
-      take back money gold never showed. Comparing with the last version that is not a reversal, rather
+      amounts 0 (the version's and the reversal's, netted), so gold counts the line as reversed and pays 0.
+      A reversal of a line no file in the warehouse holds (or a re-sent copy of one) keeps its own negative
+      amounts, as before. A reversal whose line an earlier file holds only as a rejected copy that is not
+      a reversal (quarantined for a rule of its own: gold never counted its payment) is quarantined as
+      reversal_of_rejected_line until that copy is corrected (or its line lands late, below); it would
+      otherwise take back money gold never showed. Comparing with the last version that is not a reversal, rather
       than the version just before, keeps a re-sent reversal a reversal of the same line.
     - a reversal that landed before the line it takes back (files land out of order) is ordered right after
       that line once it lands, and takes it back as above: when the reversal has no earlier version that is
@@ -22,8 +23,8 @@
       and was paid on or before the reversal's paid_date. That version's superseded_by then names the
       reversal's file, which landed earlier, and the reversal's `reverses` a file that landed later. A
       version paid after the reversal is a new payment (the payer voided the line and paid it again): it
-      stays the line, and the reversal is superseded by it. With no paid date on either, it stays the line
-      too.
+      stays the line, and the reversal is superseded by it. When either has no paid date, it stays the
+      line too.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say

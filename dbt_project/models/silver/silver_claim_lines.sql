@@ -1,7 +1,7 @@
 {#- The canonical claim line: typed, normalized codes, pseudonymized member, Safe-Harbor style
     generalization (birth_year, zip3). Grain: payer, claim_id, claim_line_number, after adjustments resolve:
     the latest version of each line (macros/line_versions.sql). A view over the rows of
-    silver_claim_lines_validated that broke no rule and no later version superseded (the data is stored
+    silver_claim_lines_validated that broke no rule and no other version superseded (the data is stored
     once). A reversal of a version another file holds (`reverses`: that file) shows the netted amounts, 0
     (its own negative amounts are in bronze). -#}
 {{ config(materialized='view') }}

@@ -1,7 +1,7 @@
 {#- Every bronze row parsed with its payer's contract, the member replaced by a keyed pseudonym, and the
     list of rules it broke. This is the one physical silver table of claim lines: silver_claim_lines (no
     broken rule, the latest version of each line) and silver_claims_quarantine (some) are views over it,
-    and the earlier versions of a line sent again in a later file stay here, marked superseded_by that file
+    and the versions of a line another file's version replaced stay here, marked superseded_by that file
     (macros/line_versions.sql), so bronze rows = silver rows + superseded versions + quarantined rows by
     construction. No clear PII is kept here; the member's other pseudonyms (name, email, phone, SSN) are
     computed once per distinct member in silver_members. -#}
