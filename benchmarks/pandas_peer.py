@@ -395,8 +395,8 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     following = multi.iloc[taken.to_numpy()][[*AMOUNTS, "paid_date"]].set_axis(taken.index).reindex(multi.index)
     following_position = position.iloc[taken.to_numpy()].set_axis(taken.index).reindex(multi.index)
     late = (reversal & ~line_before & following_position.notna()
-            & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False) for a in AMOUNTS])
-            & (following["paid_date"] <= multi["paid_date"]).fillna(False))
+            & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False).to_numpy(dtype=bool) for a in AMOUNTS])
+            & (following["paid_date"] <= multi["paid_date"]).fillna(False).to_numpy(dtype=bool))
     if not late.any():
         return multi
     anchor = position.where(~late, following_position)
