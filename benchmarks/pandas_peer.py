@@ -335,9 +335,6 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS, "paid_date"]]
     found = pd.Series(False, index=good.index)
     mismatch = pd.Series(False, index=good.index)
-    # the first file holding a rejected copy (not a reversal, not a second copy in its file) of each line
-    paying = df["claim_status"] != "reversed"  # unknown (NaN) counts, as in SQL's `is distinct from`
-    rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
     multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
     if not multi.empty:
         multi = late_lines_first(multi)
@@ -351,6 +348,8 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         found.loc[multi.index] = reversal.to_numpy() & taken["paid_amount"].notna().to_numpy(dtype=bool)
         mismatch.loc[multi.index] = found.loc[multi.index].to_numpy() & ~mirrored
     # a reversal with no earlier good version of its line, but a rejected copy (not a reversal) in an earlier file
+    paying = df["claim_status"] != "reversed"  # unknown (NaN) counts, as in SQL's `is distinct from`
+    rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
     reversals = good.loc[good["claim_status"] == "reversed", [*KEY, "source_file"]]
     if len(rejected_first) and len(reversals):
         first = reversals.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]

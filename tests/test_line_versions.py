@@ -31,6 +31,18 @@ def _fmt(value: Decimal) -> str:
     return f"{value:.2f}"
 
 
+def _reversal(row: list[str], col: dict[str, int], **change: str) -> list[str]:
+    """A copy of a landed row as its reversal (status reversed, billed, allowed and paid negated), then the
+    fields in `change` set."""
+    v = list(row)
+    v[col["status"]] = "reversed"
+    for field in ("billed_amount", "allowed_amount", "paid_amount"):
+        v[col[field]] = _fmt(-_money(row[col[field]]))
+    for field, value in change.items():
+        v[col[field]] = value
+    return v
+
+
 def _scenario(tmp_path):
     """nw_001.csv: 120 clean lines. nw_002.csv, landed later: versions of 12 of them and 30 new lines."""
     [made] = generate(tmp_path / "gen", 150, seed=71, defect_rate=0.0, payers=["northwind"],
@@ -294,10 +306,7 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
     col = {name: header.index(name) for name in header}
     target = next(r for r in rows if r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0)
     key = (target[col["claim_id"]], int(target[col["line_number"]]))
-    reversal = list(target)
-    reversal[col["status"]] = "reversed"
-    for field in ("billed_amount", "allowed_amount", "paid_amount"):
-        reversal[col[field]] = _fmt(-_money(target[col[field]]))
+    reversal = _reversal(target, col)
     good_date = target[col["service_date"]]
     target[col["service_date"]] = "2024-13-01"  # the payer's first copy is broken: quarantined
     landing = tmp_path / "landing"
@@ -311,10 +320,7 @@ def test_a_reversal_of_a_quarantined_line_waits_for_the_line_to_be_corrected(tmp
     # reversal is not a payment, so the good one stands alone
     lone = next(r for r in rows if r is not target and r[col["status"]] == "paid" and _money(r[col["paid_amount"]]) > 0)
     lone_key = (lone[col["claim_id"]], int(lone[col["line_number"]]))
-    lone_reversal = list(lone)
-    lone_reversal[col["status"]] = "reversed"
-    for field in ("billed_amount", "allowed_amount", "paid_amount"):
-        lone_reversal[col[field]] = _fmt(-_money(lone[col[field]]))
+    lone_reversal = _reversal(lone, col)
     lone_broken = list(lone_reversal)
     lone_broken[col["service_date"]] = "2024-13-01"
     others = [r for r in rows if r is not target and r is not lone]
@@ -474,11 +480,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     # are quarantined, nothing is taken back while they are, and the quarantine-rate gate stops gold, saying
     # which rows are in conflict
     def reversal_of(r, n, member):
-        v = line(r, n, member)
-        v[col["status"]] = "reversed"
-        for field in ("billed_amount", "allowed_amount", "paid_amount"):
-            v[col[field]] = _fmt(-_money(r[col[field]]))
-        return v
+        return _reversal(line(r, n, member), col)
 
     write(nw4, [reversal_of(c3, 3, member_a), reversal_of(c3, 4, member_a)], 1)
     gold_before = query(wh, gold_paid)
@@ -517,11 +519,7 @@ def test_a_member_corrected_by_sending_a_claim_again_settles_it_reversed_lines_t
     def line(base, n, member, reversed_=False):
         r = list(base)
         r[col["claim_id"]], r[col["line_number"]], r[col["member_id"]] = "XR1", str(n), member
-        if reversed_:
-            r[col["status"]] = "reversed"
-            for field in ("billed_amount", "allowed_amount", "paid_amount"):
-                r[col[field]] = _fmt(-_money(base[col[field]]))
-        return r
+        return _reversal(r, col) if reversed_ else r
 
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
@@ -571,15 +569,8 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     def shifted(day: str, days: int) -> str:
         return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
-    def reversal_of(r, paid_days_later: int, paid_amount: str | None = None):
-        v = list(r)
-        v[col["status"]] = "reversed"
-        v[col["paid_date"]] = shifted(r[col["paid_date"]], paid_days_later)
-        for field in ("billed_amount", "allowed_amount", "paid_amount"):
-            v[col[field]] = _fmt(-_money(r[col[field]]))
-        if paid_amount is not None:
-            v[col["paid_amount"]] = paid_amount
-        return v
+    def reversal_of(r, paid_days_later: int, **change: str):
+        return _reversal(r, col, paid_date=shifted(r[col["paid_date"]], paid_days_later), **change)
 
     repaid_after = list(repaid)
     repaid_after[col["paid_date"]] = shifted(repaid[col["paid_date"]], 20)  # after its reversal (+10)
