@@ -320,10 +320,9 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
 def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     """A line's versions across files (dbt_project/macros/line_versions.sql): of the copies that broke no rule,
     in landing order (here every file lands at once, so file name order), the last is the line. A reversal
-    takes back the latest earlier version that is not a reversal (a reversal that landed before its line is
-    ordered after it: late_lines_first), and is reversal_mismatch (replacing
-    nothing) unless its amounts are exactly that version's, negated; with no such version but a rejected
-    copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
+    takes back the latest earlier version that is not a reversal (versions of files that landed out of
+    order are moved first: late_lines_first), and is reversal_mismatch (replacing nothing) unless its
+    amounts are exactly that version's, negated; with no such version but a rejected copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
     (each line's latest version) name more than one member, each of them is claim_member_conflict, and the
     versions they replaced stay replaced; only claims in `in_two_files` (payer, claim id: lines in more
     than one file) can be such claims, as the SQL's full build looks only at those."""
@@ -378,10 +377,12 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
 
 
 def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
-    """The versions of each line (sorted by line, then file) with a reversal that landed before the line it
-    takes back moved right after that line: a reversal with no earlier version that is not a reversal, whose
-    next version that is not a reversal carries exactly its amounts negated and was paid on or before the
-    reversal's paid date (the SQL's `ordered`)."""
+    """The versions of each line (sorted by line, then file: the order they landed) with those of files that
+    landed out of order moved (the SQL's `ordered`): a reversal with no earlier version that is not a
+    reversal, whose next version that is not a reversal carries exactly its amounts negated and was paid on
+    or before the reversal's paid date, right after that version; a version that is neither an adjustment
+    nor a reversal, landed after an adjustment of its line paid on or after it, right before the first such
+    adjustment."""
     lines = [multi[k] for k in KEY]
     reversal = multi["claim_status"] == "reversed"
     position = multi.groupby(lines, sort=False).cumcount()
@@ -396,11 +397,21 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     late = (reversal & ~line_before & following_position.notna()
             & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False).to_numpy(dtype=bool) for a in AMOUNTS])
             & (following["paid_date"] <= multi["paid_date"]).fillna(False).to_numpy(dtype=bool))
-    if not late.any():
+    # each version that is neither an adjustment nor a reversal: the position of the first adjustment of its
+    # line that landed before it and was paid on or after it
+    dated = multi["paid_date"].notna()
+    adjusted = multi["claim_status"] == "adjusted"
+    adjustments = multi.loc[adjusted & dated, [*KEY, "paid_date"]].assign(_before=position)
+    others = multi.loc[~adjusted & ~reversal & dated, [*KEY, "paid_date"]].assign(_position=position)
+    pairs = others.reset_index().merge(adjustments, on=KEY, suffixes=("", "_adjusted"))
+    pairs = pairs[(pairs["_before"] < pairs["_position"]) & (pairs["paid_date_adjusted"] >= pairs["paid_date"])]
+    before = pairs.groupby("index")["_before"].min().reindex(multi.index)
+    if not late.any() and before.isna().all():
         return multi
-    anchor = position.where(~late, following_position)
-    return (multi.assign(_anchor=anchor, _late=late, _position=position)
-            .sort_values([*KEY, "_anchor", "_late", "_position"]).drop(columns=["_anchor", "_late", "_position"]))
+    anchor = position.where(~late, following_position).where(before.isna(), before)
+    rank = pd.Series(1, index=multi.index).where(~late, 2).where(before.isna(), 0)
+    return (multi.assign(_anchor=anchor, _rank=rank, _position=position)
+            .sort_values([*KEY, "_anchor", "_rank", "_position"]).drop(columns=["_anchor", "_rank", "_position"]))
 
 
 def current_lines(df: pd.DataFrame) -> pd.DataFrame:

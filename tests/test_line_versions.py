@@ -3,6 +3,7 @@ dbt_project/macros/line_versions.sql): the latest good version is the line, the 
 a reversal nets against the version it takes back, and every rerun or correction decides it again."""
 
 import csv
+import datetime as dt
 import os
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ GOLD = ["SELECT * EXCLUDE (through_load_id) FROM gold.claims_monthly_summary ORD
         "SELECT * EXCLUDE (through_load_id) FROM gold.claims_approval_funnel ORDER BY ALL",
         "SELECT * FROM gold.provider_performance ORDER BY ALL"]
 SILVER = "SELECT * EXCLUDE (ingested_at) FROM silver.silver_claim_lines ORDER BY ALL"
+GOLD_PAID = "SELECT sum(paid_amount) FROM gold.claims_monthly_summary"
 
 
 def _money(text: str) -> Decimal:
@@ -194,10 +196,14 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
     # the later file and its versions win; with the old registry copied in first (README), the order holds
     rebuilt, kept = tmp_path / "rebuilt.duckdb", tmp_path / "kept.duckdb"
     assert materialize_graph(landing, rebuilt).success
-    # every good nw_002 version of an old line is superseded by nw_001's but the three reversals that match
-    # nw_001's lines: landed "first" now, they take those lines back as they land (README)
-    assert query(rebuilt, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE superseded_by = ?",
-                 [NW1]) == [(7,)]
+    # landed "first" now, nw_002's three reversals that match nw_001's lines take them back as they land,
+    # and its five adjustments (paid on the originals' days) stay the lines: nw_001's originals are the
+    # versions they replaced (README); only the two reversals that took back too little are superseded
+    assert query(rebuilt, "SELECT claim_id, claim_line_number FROM silver.silver_claim_lines_validated "
+                          "WHERE superseded_by = ? ORDER BY 1, 2", [NW1]) == sorted(keys["reversed_bad"])
+    rebuilt_lines = {(r[0], r[1]): r[2:] for r in query(
+        rebuilt, "SELECT claim_id, claim_line_number, source_file, claim_status FROM silver.silver_claim_lines")}
+    assert [rebuilt_lines[k] for k in keys["adjusted"]] == [(NW2, "adjusted")] * 5
     assert query(rebuilt, "SELECT claim_id, claim_line_number, source_file, reverses, paid_amount "
                           "FROM silver.silver_claim_lines WHERE reverses IS NOT NULL ORDER BY 1, 2") == [
         (c, n, NW2, NW1, 0) for c, n in sorted(keys["reversed_ok"])]
@@ -387,6 +393,31 @@ def _peer_verdicts(landing, claim_id):
                    bool(r["reverses_version"])) for _, r in peer.iterrows() if r["claim_id"] == claim_id)
 
 
+def _shifted(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+def _line_key(r, col) -> tuple[str, int]:
+    return r[col["claim_id"]], int(r[col["line_number"]])
+
+
+def _verdicts_of(wh, lines, col) -> dict:
+    """{(claim, line): {file: (failed_rules, superseded_by, reverses)}} of these lines' rows."""
+    found = query(wh, VERDICTS)
+    return {_line_key(r, col): {v[0]: v[3:] for v in found if (v[1], v[2]) == _line_key(r, col)} for r in lines}
+
+
+def _same_in_a_fresh_build_and_the_peer(landing, wh, fresh, lines, col) -> None:
+    """A warehouse built from the zone in one run, and the pandas peer (these lines), decide as `wh` did."""
+    assert materialize_graph(landing, fresh).success
+    assert query(fresh, VERDICTS) == query(wh, VERDICTS)
+    assert query(fresh, SILVER) == query(wh, SILVER)
+    assert [query(fresh, g) for g in GOLD] == [query(wh, g) for g in GOLD]
+    for key, versions in _verdicts_of(wh, lines, col).items():
+        assert [v for v in _peer_verdicts(landing, key[0]) if v[1] == key[1]] == sorted(
+            (f, key[1], rules, s is not None, v is not None) for f, (rules, s, v) in versions.items())
+
+
 def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_until_one_file_settles_it(tmp_path):
     """claim_member_conflict (macros/line_versions.sql): the latest versions of a claim's lines, from whichever
     file, must name one member. nw_001 sends claim C's lines 1-2 for member A; nw_002, landed later, line 3
@@ -420,7 +451,6 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     claim_rows = ("SELECT source_file, claim_line_number, failed_rules, superseded_by FROM "
                   "silver.silver_claim_lines_validated WHERE claim_id = 'XC1' ORDER BY 2, 1")
     assert query(wh, claim_rows) == [(NW1, 1, [], None), (NW1, 2, [], None)]
-    gold_paid = "SELECT sum(paid_amount) FROM gold.claims_monthly_summary"
     log = ("SELECT source_file, max(rows_quarantined), max(rows_superseded), sum(rows_failed) FILTER "
            "(WHERE rule_id = 'claim_member_conflict') FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1")
 
@@ -440,7 +470,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     new_paid = sum(_money(r[col["paid_amount"]]) for r in others[40:]
                    if r[col["status"]] in ("paid", "adjusted", "reversed"))
     lost = _money(c1[col["paid_amount"]]) + _money(c2[col["paid_amount"]])
-    assert query(wh, gold_paid)[0][0] == paid_before + new_paid - lost
+    assert query(wh, GOLD_PAID)[0][0] == paid_before + new_paid - lost
     assert check_result(result, "pandera_PayerProviderStats").passed
     assert unconserved_files(wh) == []
     # the same file run again changes nothing; a warehouse built from both files in one run decides the same,
@@ -459,7 +489,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
     assert query(wh, claim_rows) == [(NW1, 1, [], None), (NW1, 2, [], None)]
     assert query(wh, log) == [(NW1, 0, 0, 0), (NW2, 0, 0, 0)]
-    assert query(wh, gold_paid)[0][0] == paid_before + new_paid
+    assert query(wh, GOLD_PAID)[0][0] == paid_before + new_paid
     # and sent again with it: in conflict again
     write(NW2, [c3, *others[40:]], 3)
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
@@ -471,7 +501,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
     assert query(wh, claim_rows) == [(NW1, 1, [], nw3), (nw3, 1, [], None), (NW1, 2, [], nw3), (nw3, 2, [], None),
                                      (NW2, 3, [], nw3), (nw3, 3, [], None)]
     assert query(wh, log) == [(NW1, 0, 2, 0), (NW2, 0, 1, 0), (nw3, 0, 0, 0)]
-    assert query(wh, gold_paid)[0][0] == (
+    assert query(wh, GOLD_PAID)[0][0] == (
         paid_before + new_paid + _money(c3[col["paid_amount"]]))  # lines 1-2 paid as before, line 3 added
     assert unconserved_files(wh) == []
 
@@ -483,7 +513,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
         return _reversal(line(r, n, member), col)
 
     write(nw4, [reversal_of(c3, 3, member_a), reversal_of(c3, 4, member_a)], 1)
-    gold_before = query(wh, gold_paid)
+    gold_before = query(wh, GOLD_PAID)
     result = materialize_graph(landing, wh, instance=instance, partitions=[nw4])
     assert not result.success
     assert query(wh, claim_rows) == [
@@ -499,7 +529,7 @@ def test_a_claims_lines_in_different_files_naming_two_members_are_quarantined_un
             in gate.description)
     assert (f"{nw4}: 100.00% quarantined > 10% (top rules: claim_member_conflict (2); {hint.format(n=2)})"
             in gate.description)
-    assert query(wh, gold_paid) == gold_before  # gold held back
+    assert query(wh, GOLD_PAID) == gold_before  # gold held back
     assert unconserved_files(wh) == []
     assert _peer_verdicts(landing, "XC1") == sorted(
         (f, n, r, s is not None, False) for f, n, r, s in query(wh, claim_rows))
@@ -559,21 +589,16 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     line came before the reversal, and when a partial reversal landed between them. A line paid after the
     reversal is a new payment (voided and paid again) and stays the line. Withdrawing the late line makes
     the reversal standalone again. A rerun, a fresh build and the pandas peer decide the same."""
-    import datetime as dt
-
     header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=81)
     late, repaid, same_day, after_rejected, after_partial = paid[:5]
     others = [r for r in rows if not any(r is p for p in paid[:5])]
     nw0 = "northwind/nw_000.csv"
 
-    def shifted(day: str, days: int) -> str:
-        return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
-
     def reversal_of(r, paid_days_later: int, **change: str):
-        return _reversal(r, col, paid_date=shifted(r[col["paid_date"]], paid_days_later), **change)
+        return _reversal(r, col, paid_date=_shifted(r[col["paid_date"]], paid_days_later), **change)
 
     repaid_after = list(repaid)
-    repaid_after[col["paid_date"]] = shifted(repaid[col["paid_date"]], 20)  # after its reversal (+10)
+    repaid_after[col["paid_date"]] = _shifted(repaid[col["paid_date"]], 20)  # after its reversal (+10)
     broken = list(after_rejected)
     broken[col["service_date"]] = "2024-13-01"  # a first copy the payer sent broken: quarantined
     landing = tmp_path / "landing"
@@ -590,14 +615,12 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     write(NW2, [*lines_landing_late, *others[40:]], 2)
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
-    gold_paid = "SELECT sum(paid_amount) FROM gold.claims_monthly_summary"
 
     def key(r):
-        return r[col["claim_id"]], int(r[col["line_number"]])
+        return _line_key(r, col)
 
     def verdicts():
-        return {key(r): {v[0]: v[3:] for v in query(wh, VERDICTS) if (v[1], v[2]) == key(r)}
-                for r in lines_landing_late}
+        return _verdicts_of(wh, lines_landing_late, col)
 
     def amount(r):
         return _money(r[col["paid_amount"]])
@@ -612,7 +635,7 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
         key(after_rejected): {nw0: (["invalid_service_date"], None, None),
                               NW1: (["reversal_of_rejected_line"], None, None)},
         key(after_partial): {nw0: ([], NW1, None), NW1: ([], None, None)}}
-    paid_alone = query(wh, gold_paid)[0][0]
+    paid_alone = query(wh, GOLD_PAID)[0][0]
     assert paid_alone == (sum(amount(r) for r in others[:40] if r[col["status"]] in ("paid", "adjusted", "reversed"))
                           - amount(late) - amount(repaid) - amount(same_day) - Decimal("0.01"))
 
@@ -634,7 +657,7 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     # gold: the reversals that stood alone are netted now (the partial one is replaced), the repaid line is paid
     new_paid = sum(amount(r) for r in others[40:] if r[col["status"]] in ("paid", "adjusted", "reversed"))
     alone = amount(late) + amount(repaid) + amount(same_day) + Decimal("0.01")
-    assert query(wh, gold_paid)[0][0] == paid_alone + alone + new_paid + amount(repaid)
+    assert query(wh, GOLD_PAID)[0][0] == paid_alone + alone + new_paid + amount(repaid)
     # nw_000 and nw_001, whose rows changed, are counted again in the same run
     assert query(wh, "SELECT source_file, max(rows_quarantined), max(rows_superseded) "
                      "FROM silver.silver_data_quality_log GROUP BY 1 ORDER BY 1") == [
@@ -644,17 +667,7 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
     assert query(wh, VERDICTS) == everything
 
-    def same_everywhere(label):
-        fresh = tmp_path / f"fresh_{label}.duckdb"
-        assert materialize_graph(landing, fresh).success
-        assert query(fresh, VERDICTS) == query(wh, VERDICTS)
-        assert query(fresh, SILVER) == query(wh, SILVER)
-        assert [query(fresh, g) for g in GOLD] == [query(wh, g) for g in GOLD]
-        for r in lines_landing_late:
-            assert [v for v in _peer_verdicts(landing, key(r)[0]) if v[1] == key(r)[1]] == sorted(
-                (f, key(r)[1], rules, s is not None, v is not None) for f, (rules, s, v) in verdicts()[key(r)].items())
-
-    same_everywhere("both")
+    _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh_both.duckdb", lines_landing_late, col)
     assert query(wh, SILVER) == silver_now and [query(wh, g) for g in GOLD] == gold_now
 
     # nw_002 corrected without the late line: its reversal stands alone again, with its negative amounts
@@ -666,6 +679,84 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
         (nw0, 1, 0), (NW1, 0, 2), (NW2, 0, 3)]
     assert query(wh, "SELECT paid_amount FROM silver.silver_claim_lines WHERE claim_id = ? AND claim_line_number = ?",
                  list(key(late))) == [(-amount(late),)]
-    assert query(wh, gold_paid)[0][0] == paid_alone + alone - amount(late) + new_paid + amount(repaid)
+    assert query(wh, GOLD_PAID)[0][0] == paid_alone + alone - amount(late) + new_paid + amount(repaid)
     assert unconserved_files(wh) == []
-    same_everywhere("withdrawn")
+    _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh_withdrawn.duckdb", lines_landing_late, col)
+
+
+def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_path):
+    """Files can land out of order, and a payer can send a line's history again. nw_001 (landed first, after
+    nw_000) holds adjustments; nw_002, landed later, the versions they replaced. A version that is neither
+    an adjustment nor a reversal, paid on or before an adjustment of its line that landed earlier, is the
+    version that adjustment replaced: it is ordered before it, and the adjustment stays the line. A version
+    paid after the adjustment is a new adjudication and is the line; so is one with no paid date (landing
+    order). A rerun, a fresh build and the pandas peer decide the same."""
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=83)
+    late, same_day, readjudicated, undated, resent = paid[:5]
+    others = [r for r in rows if not any(r is p for p in paid[:5])]
+    nw0 = "northwind/nw_000.csv"
+
+    def adjustment_of(r, paid_days_later: int):
+        v = list(r)
+        v[col["status"]], v[col["paid_date"]] = "adjusted", _shifted(r[col["paid_date"]], paid_days_later)
+        v[col["paid_amount"]] = _fmt(_money(r[col["paid_amount"]]) - Decimal("1.00"))
+        return v
+
+    adjustments = [adjustment_of(late, 10), adjustment_of(same_day, 0), adjustment_of(readjudicated, 10),
+                   adjustment_of(undated, 10), adjustment_of(resent, 10)]
+    readjudicated_after = list(readjudicated)
+    readjudicated_after[col["paid_date"]] = _shifted(readjudicated[col["paid_date"]], 20)  # after its adjustment (+10)
+    pending = list(undated)
+    pending[col["status"]], pending[col["paid_date"]], pending[col["paid_amount"]] = "pending", "", "0.00"
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+
+    def write(name, lines, age_days):
+        _write_aged(landing / name, [header, *lines], age_days)
+
+    write(nw0, [resent, *others[:20]], 4)
+    write(NW1, [*adjustments, *others[20:40]], 3)
+    landing_late = [late, same_day, readjudicated_after, pending, resent]
+    write(NW2, [*landing_late, *others[40:]], 2)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+
+    def key(r):
+        return _line_key(r, col)
+
+    def paying(lines):
+        return sum(_money(r[col["paid_amount"]]) for r in lines if r[col["status"]] in ("paid", "adjusted", "reversed"))
+
+    for name in (nw0, NW1):
+        assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
+    paid_before = query(wh, GOLD_PAID)[0][0]
+    assert paid_before == paying([*others[:40], *adjustments])
+
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+
+    replaced = {NW2: ([], NW1, None), NW1: ([], None, None)}
+    expected = {key(late): replaced, key(same_day): replaced,
+                key(readjudicated): {NW1: ([], NW2, None), NW2: ([], None, None)},
+                key(undated): {NW1: ([], NW2, None), NW2: ([], None, None)},
+                # nw_000's original, nw_002's copy of it (placed before the adjustment), the adjustment
+                key(resent): {nw0: ([], NW2, None), NW2: ([], NW1, None), NW1: ([], None, None)}}
+    assert _verdicts_of(wh, landing_late, col) == expected
+    current = {(r[0], r[1]): r[2:] for r in query(
+        wh, "SELECT claim_id, claim_line_number, source_file, claim_status, paid_amount FROM silver.silver_claim_lines")}
+    assert [current[key(r)] for r in landing_late] == [
+        (NW1, "adjusted", _money(a[col["paid_amount"]])) for a in adjustments[:2]] + [
+        (NW2, "paid", _money(readjudicated[col["paid_amount"]])), (NW2, "pending", 0),
+        (NW1, "adjusted", _money(adjustments[4][col["paid_amount"]]))]
+    # gold: the adjustments stay paid; the new adjudication replaces its adjustment; the pending copy pays nothing
+    assert query(wh, GOLD_PAID)[0][0] == (paid_before + paying(others[40:]) + Decimal("1.00")
+                                          - _money(adjustments[3][col["paid_amount"]]))
+    # nw_000 (its original is superseded by nw_002's copy now) and nw_001 are counted again in the same run
+    assert query(wh, "SELECT source_file, max(rows_superseded) FROM silver.silver_data_quality_log "
+                     "WHERE load_id = (SELECT max(load_id) FROM silver.silver_data_quality_log) GROUP BY 1 ORDER BY 1"
+                 ) == [(nw0, 1), (NW1, 2), (NW2, 3)]
+    assert unconserved_files(wh) == []
+    everything = query(wh, VERDICTS)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, VERDICTS) == everything
+
+    _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh.duckdb", landing_late, col)

@@ -25,6 +25,11 @@
       version paid after the reversal is a new payment (the payer voided the line and paid it again): it
       stays the line, and the reversal is superseded by it. When either has no paid date, it stays the
       line too.
+    - a version that is neither an adjustment nor a reversal (paid, denied, pending) that landed after an
+      adjustment of its line paid on or after it is the version that adjustment replaced, landed late or
+      sent again: it is ordered right before the first such adjustment, which stays the line. A version
+      paid after every earlier adjustment is a new adjudication and is the line, as is one with no paid date.
+      Adjustments among themselves keep the order they landed in.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
@@ -75,7 +80,7 @@ create or replace temp table medflow_run_claims as
 {%- set partial = is_incremental() and not run_covers_every_file() -%}
 {%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file" -%}
 {%- set version_order = "partition by payer, claim_id, claim_line_number "
-                        ~ "order by version_landed, version_file, late_reversal, landed, source_file" -%}
+                        ~ "order by version_landed, version_file, version_rank, landed, source_file" -%}
 {%- set hook_rules = "['reversal_mismatch', 'reversal_of_rejected_line', 'claim_member_conflict']" -%}
 {%- if partial -%}
 insert into medflow_run_claims {{ run_claims() }};
@@ -115,21 +120,33 @@ ranked as (
   from copies
 ),
 ordered as (
-  {#- a reversal that landed before the line it takes back: a reversal with no earlier version that is not a
-      reversal, whose next version that is not a reversal (`next_line`) carries exactly its amounts negated
-      and was paid on or before the reversal's paid date. That version is the line the reversal took back,
-      landed late: the reversal is ordered right after it (`late_reversal`; several such reversals in the
-      order they landed), so it takes it back as if the files had landed the other way round. A version
-      paid after the reversal is a new payment of the line (the payer voided it and paid it again) and
-      stays the line. -#}
-  select *, coalesce(after_line, false) as late_reversal,
-         case when after_line then next_line['landed'] else landed end as version_landed,
-         case when after_line then next_line['source_file'] else source_file end as version_file
+  {#- Files that land out of order. Each version is ordered by when its file landed, except:
+      - a reversal that landed before the line it takes back: a reversal with no earlier version that is
+        not a reversal, whose next version that is not a reversal (`next_line`) carries exactly its amounts
+        negated and was paid on or before the reversal's paid date. That version is the line the reversal
+        took back, landed late: the reversal is ordered right after it (rank 2; several such reversals in
+        the order they landed), so it takes it back as if the files had landed the other way round. A
+        version paid after the reversal is a new payment of the line (the payer voided it and paid it
+        again) and stays the line.
+      - a version that is neither an adjustment nor a reversal (paid, denied, pending), landed after an
+        adjustment of its line paid on or after it: the version the adjustment replaced, landed late (or
+        sent again). It is ordered right before the first such adjustment that landed (rank 0), so the
+        adjustment stays the line. A version paid after every earlier adjustment is a new adjudication
+        of the line and stays the line; so does one with no paid date. -#}
+  select *,
+         case when after_line then 2 when before_adjustment is not null then 0 else 1 end as version_rank,
+         case when after_line then next_line['landed'] when before_adjustment is not null
+              then before_adjustment['landed'] else landed end as version_landed,
+         case when after_line then next_line['source_file'] when before_adjustment is not null
+              then before_adjustment['source_file'] else source_file end as version_file
   from (
     select *,
-           claim_status = 'reversed' and not coalesce(line_before, false)
+           coalesce(claim_status = 'reversed' and not coalesce(line_before, false)
              and billed_amount = -next_line['billed_amount'] and allowed_amount = -next_line['allowed_amount']
-             and paid_amount = -next_line['paid_amount'] and next_line['paid_date'] <= paid_date as after_line
+             and paid_amount = -next_line['paid_amount'] and next_line['paid_date'] <= paid_date, false)
+             as after_line,
+           case when claim_status not in ('adjusted', 'reversed') and paid_date is not null
+                then list_filter(adjusted_before, a -> a['paid_date'] >= paid_date)[1] end as before_adjustment
     from (
       select *,
              bool_or(claim_status <> 'reversed') over (
@@ -137,7 +154,11 @@ ordered as (
              first_value(case when claim_status <> 'reversed' then {
                  'landed': landed, 'source_file': source_file, 'billed_amount': billed_amount,
                  'allowed_amount': allowed_amount, 'paid_amount': paid_amount, 'paid_date': paid_date} end
-               ignore nulls) over (w rows between 1 following and unbounded following) as next_line
+               ignore nulls) over (w rows between 1 following and unbounded following) as next_line,
+             {#- the adjustments of the line that landed earlier, in the order they landed -#}
+             list(case when claim_status = 'adjusted' and paid_date is not null then {
+                 'landed': landed, 'source_file': source_file, 'paid_date': paid_date} end) over (
+               w rows between unbounded preceding and 1 preceding) as adjusted_before
       from ranked where candidate
       window w as ({{ order }})))
 ),

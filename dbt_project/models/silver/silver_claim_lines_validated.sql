@@ -139,9 +139,9 @@ select
     {#- reversal_mismatch, reversal_of_rejected_line and claim_member_conflict are added by the post-hook,
         which sees the line's other versions and the claim's lines in other files -#}
   ], r -> r is not null) as failed_rules,
-  {#- set by the post-hook: the file of the next version of this line (a later file's, or
-      the file of a reversal that landed before it and takes it back); for a reversal, the file of the
-      version it takes back -#}
+  {#- set by the post-hook: the file of the next version of this line (a later file's, or one that landed
+      earlier when files landed out of order: a reversal that takes it back, an adjustment that replaced
+      it); for a reversal, the file of the version it takes back -#}
   cast(null as varchar) as superseded_by,
   cast(null as varchar) as reverses
 from flagged
