@@ -381,8 +381,9 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     landed out of order moved (the SQL's `ordered`): a reversal with no earlier version that is not a
     reversal, whose next version that is not a reversal carries exactly its amounts negated and was paid on
     or before the reversal's paid date, right after that version; a version that is neither an adjustment
-    nor a reversal, landed after an adjustment of its line paid on or after it, right before the first such
-    adjustment."""
+    nor a reversal, landed after an adjustment of its line paid later than it, right before the first such
+    adjustment to land. The SQL's (version_landed, version_file) is `_anchor` here (files land in name
+    order), its version_rank `_rank`."""
     lines = [multi[k] for k in KEY]
     reversal = multi["claim_status"] == "reversed"
     position = multi.groupby(lines, sort=False).cumcount()
@@ -398,14 +399,14 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
             & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False).to_numpy(dtype=bool) for a in AMOUNTS])
             & (following["paid_date"] <= multi["paid_date"]).fillna(False).to_numpy(dtype=bool))
     # each version that is neither an adjustment nor a reversal: the position of the first adjustment of its
-    # line that landed before it and was paid on or after it
+    # line that landed before it and was paid later than it
     dated = multi["paid_date"].notna()
     adjusted = multi["claim_status"] == "adjusted"
     adjustments = multi.loc[adjusted & dated, [*KEY, "paid_date"]].assign(_before=position)
     others = multi.loc[~adjusted & ~reversal & dated, [*KEY, "paid_date"]].assign(_position=position)
-    pairs = others.reset_index().merge(adjustments, on=KEY, suffixes=("", "_adjusted"))
-    pairs = pairs[(pairs["_before"] < pairs["_position"]) & (pairs["paid_date_adjusted"] >= pairs["paid_date"])]
-    before = pairs.groupby("index")["_before"].min().reindex(multi.index)
+    pairs = others.rename_axis("_row").reset_index().merge(adjustments, on=KEY, suffixes=("", "_adjusted"))
+    pairs = pairs[(pairs["_before"] < pairs["_position"]) & (pairs["paid_date_adjusted"] > pairs["paid_date"])]
+    before = pairs.groupby("_row")["_before"].min().reindex(multi.index)
     if not late.any() and before.isna().all():
         return multi
     anchor = position.where(~late, following_position).where(before.isna(), before)

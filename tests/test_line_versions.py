@@ -196,14 +196,11 @@ def test_a_later_files_version_of_a_line_replaces_it_and_a_reversal_nets_to_zero
     # the later file and its versions win; with the old registry copied in first (README), the order holds
     rebuilt, kept = tmp_path / "rebuilt.duckdb", tmp_path / "kept.duckdb"
     assert materialize_graph(landing, rebuilt).success
-    # landed "first" now, nw_002's three reversals that match nw_001's lines take them back as they land,
-    # and its five adjustments (paid on the originals' days) stay the lines: nw_001's originals are the
-    # versions they replaced (README); only the two reversals that took back too little are superseded
-    assert query(rebuilt, "SELECT claim_id, claim_line_number FROM silver.silver_claim_lines_validated "
-                          "WHERE superseded_by = ? ORDER BY 1, 2", [NW1]) == sorted(keys["reversed_bad"])
-    rebuilt_lines = {(r[0], r[1]): r[2:] for r in query(
-        rebuilt, "SELECT claim_id, claim_line_number, source_file, claim_status FROM silver.silver_claim_lines")}
-    assert [rebuilt_lines[k] for k in keys["adjusted"]] == [(NW2, "adjusted")] * 5
+    # every good nw_002 version of an old line is superseded by nw_001's but the three reversals that match
+    # nw_001's lines: landed "first" now, they take those lines back as they land (README). nw_002's
+    # adjustments keep the originals' paid dates, so the files do not say which came first: landing order
+    assert query(rebuilt, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE superseded_by = ?",
+                 [NW1]) == [(7,)]
     assert query(rebuilt, "SELECT claim_id, claim_line_number, source_file, reverses, paid_amount "
                           "FROM silver.silver_claim_lines WHERE reverses IS NOT NULL ORDER BY 1, 2") == [
         (c, n, NW2, NW1, 0) for c, n in sorted(keys["reversed_ok"])]
@@ -685,38 +682,43 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
 
 
 def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_path):
-    """Files can land out of order, and a payer can send a line's history again. nw_001 (landed first, after
-    nw_000) holds adjustments; nw_002, landed later, the versions they replaced. A version that is neither
-    an adjustment nor a reversal, paid on or before an adjustment of its line that landed earlier, is the
-    version that adjustment replaced: it is ordered before it, and the adjustment stays the line. A version
-    paid after the adjustment is a new adjudication and is the line; so is one with no paid date (landing
-    order). A rerun, a fresh build and the pandas peer decide the same."""
+    """Files can land out of order, and a payer can send a line's history again. nw_000 and nw_001 (landed
+    first, in that order) hold adjustments; nw_002, landed last, versions of the same lines. A version that
+    is neither an adjustment nor a reversal, paid before an adjustment of its line that landed earlier, is
+    the version that adjustment replaced: it is ordered right before the first such adjustment to land, and
+    replaces nothing. A version paid on or after the adjustment's day is a new adjudication (a payment again
+    after a void, too) and is the line; so is one with no paid date (landing order). A rerun, a fresh build
+    and the pandas peer decide the same."""
     header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=83)
-    late, same_day, readjudicated, undated, resent = paid[:5]
-    others = [r for r in rows if not any(r is p for p in paid[:5])]
+    cases = late, same_day, readjudicated, undated, resent, voided_repaid, twice = paid[:7]
+    others = [r for r in rows if not any(r is p for p in cases)]
     nw0 = "northwind/nw_000.csv"
 
-    def adjustment_of(r, paid_days_later: int):
+    def version(r, status: str, paid_days_later: int, less: str):
         v = list(r)
-        v[col["status"]], v[col["paid_date"]] = "adjusted", _shifted(r[col["paid_date"]], paid_days_later)
-        v[col["paid_amount"]] = _fmt(_money(r[col["paid_amount"]]) - Decimal("1.00"))
+        v[col["status"]], v[col["paid_date"]] = status, _shifted(r[col["paid_date"]], paid_days_later)
+        v[col["paid_amount"]] = _fmt(_money(r[col["paid_amount"]]) - Decimal(less))
         return v
 
-    adjustments = [adjustment_of(late, 10), adjustment_of(same_day, 0), adjustment_of(readjudicated, 10),
-                   adjustment_of(undated, 10), adjustment_of(resent, 10)]
-    readjudicated_after = list(readjudicated)
-    readjudicated_after[col["paid_date"]] = _shifted(readjudicated[col["paid_date"]], 20)  # after its adjustment (+10)
+    adjustments = [version(r, "adjusted", days, "1.00") for r, days in
+                   [(late, 10), (same_day, 0), (readjudicated, 10), (undated, 10), (resent, 10)]]
+    readjudicated_after = version(readjudicated, "paid", 20, "0")  # after its adjustment (+10)
     pending = list(undated)
     pending[col["status"]], pending[col["paid_date"]], pending[col["paid_amount"]] = "pending", "", "0.00"
+    # voided_repaid: adjusted (nw_000), the adjustment reversed (nw_001), paid again that day (nw_002)
+    voided = version(voided_repaid, "adjusted", 10, "1.00")
+    repaid = version(voided_repaid, "paid", 10, "0")
+    # twice: adjusted at +5 (nw_000) and +10 (nw_001); its original lands last
+    twice_first, twice_second = version(twice, "adjusted", 5, "1.00"), version(twice, "adjusted", 10, "2.00")
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
 
     def write(name, lines, age_days):
         _write_aged(landing / name, [header, *lines], age_days)
 
-    write(nw0, [resent, *others[:20]], 4)
-    write(NW1, [*adjustments, *others[20:40]], 3)
-    landing_late = [late, same_day, readjudicated_after, pending, resent]
+    write(nw0, [resent, voided, twice_first, *others[:20]], 4)
+    write(NW1, [*adjustments, _reversal(voided, col), twice_second, *others[20:40]], 3)
+    landing_late = [late, same_day, readjudicated_after, pending, resent, repaid, twice]
     write(NW2, [*landing_late, *others[40:]], 2)
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
@@ -729,34 +731,33 @@ def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_pa
 
     for name in (nw0, NW1):
         assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
-    paid_before = query(wh, GOLD_PAID)[0][0]
-    assert paid_before == paying([*others[:40], *adjustments])
+    # the reversal nets voided_repaid's adjustment to 0
+    assert query(wh, GOLD_PAID)[0][0] == paying([*others[:40], *adjustments, twice_second])
 
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
 
-    replaced = {NW2: ([], NW1, None), NW1: ([], None, None)}
-    expected = {key(late): replaced, key(same_day): replaced,
-                key(readjudicated): {NW1: ([], NW2, None), NW2: ([], None, None)},
-                key(undated): {NW1: ([], NW2, None), NW2: ([], None, None)},
+    later_wins = {NW1: ([], NW2, None), NW2: ([], None, None)}
+    expected = {key(late): {NW2: ([], NW1, None), NW1: ([], None, None)},
+                key(same_day): later_wins, key(readjudicated): later_wins, key(undated): later_wins,
                 # nw_000's original, nw_002's copy of it (placed before the adjustment), the adjustment
-                key(resent): {nw0: ([], NW2, None), NW2: ([], NW1, None), NW1: ([], None, None)}}
+                key(resent): {nw0: ([], NW2, None), NW2: ([], NW1, None), NW1: ([], None, None)},
+                key(voided_repaid): {nw0: ([], NW1, None), NW1: ([], NW2, nw0), NW2: ([], None, None)},
+                # the original is placed before the first adjustment to land, not the last
+                key(twice): {NW2: ([], nw0, None), nw0: ([], NW1, None), NW1: ([], None, None)}}
     assert _verdicts_of(wh, landing_late, col) == expected
+    current_rows = [adjustments[0], same_day, readjudicated_after, pending, adjustments[4], repaid, twice_second]
     current = {(r[0], r[1]): r[2:] for r in query(
         wh, "SELECT claim_id, claim_line_number, source_file, claim_status, paid_amount FROM silver.silver_claim_lines")}
     assert [current[key(r)] for r in landing_late] == [
-        (NW1, "adjusted", _money(a[col["paid_amount"]])) for a in adjustments[:2]] + [
-        (NW2, "paid", _money(readjudicated[col["paid_amount"]])), (NW2, "pending", 0),
-        (NW1, "adjusted", _money(adjustments[4][col["paid_amount"]]))]
-    # gold: the adjustments stay paid; the new adjudication replaces its adjustment; the pending copy pays nothing
-    assert query(wh, GOLD_PAID)[0][0] == (paid_before + paying(others[40:]) + Decimal("1.00")
-                                          - _money(adjustments[3][col["paid_amount"]]))
+        (f, r[col["status"]], _money(r[col["paid_amount"]]) if r[col["status"]] != "pending" else 0)
+        for f, r in zip([NW1, NW2, NW2, NW2, NW1, NW2, NW1], current_rows, strict=True)]
+    assert query(wh, GOLD_PAID)[0][0] == paying([*others, *current_rows])
     # nw_000 (its original is superseded by nw_002's copy now) and nw_001 are counted again in the same run
     assert query(wh, "SELECT source_file, max(rows_superseded) FROM silver.silver_data_quality_log "
                      "WHERE load_id = (SELECT max(load_id) FROM silver.silver_data_quality_log) GROUP BY 1 ORDER BY 1"
-                 ) == [(nw0, 1), (NW1, 2), (NW2, 3)]
+                 ) == [(nw0, 3), (NW1, 4), (NW2, 3)]
     assert unconserved_files(wh) == []
     everything = query(wh, VERDICTS)
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
     assert query(wh, VERDICTS) == everything
-
     _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh.duckdb", landing_late, col)

@@ -3,7 +3,7 @@
     A copy in another file is a version of the line: a payer's adjustment, reversal or finished
     adjudication sent in a later file. Of the copies that broke no rule, ordered by when their file first
     landed under its name (landing.landing_file_registry.first_landed_at, kept through the file's
-    corrections; then the file name; a reversal that landed before its line: below):
+    corrections; then the file name; files that landed out of order: below):
     - the latest is the line: it alone is in silver_claim_lines and gold;
     - each earlier one stays in silver_claim_lines_validated with superseded_by = the next version's file
       (counted as rows_superseded in the data-quality log, never quarantined: it was a good line);
@@ -26,10 +26,11 @@
       stays the line, and the reversal is superseded by it. When either has no paid date, it stays the
       line too.
     - a version that is neither an adjustment nor a reversal (paid, denied, pending) that landed after an
-      adjustment of its line paid on or after it is the version that adjustment replaced, landed late or
-      sent again: it is ordered right before the first such adjustment, which stays the line. A version
-      paid after every earlier adjustment is a new adjudication and is the line, as is one with no paid date.
-      Adjustments among themselves keep the order they landed in.
+      adjustment of its line paid later than it is the version that adjustment replaced, landed late or
+      sent again: it is ordered right before the first such adjustment to land, so it replaces neither that
+      adjustment nor what came after it. A version paid on or after the day of every earlier adjustment is a
+      new adjudication and keeps its place (on the same day the files do not tell which came first), as
+      does one with no paid date. Adjustments among themselves keep the order they landed in.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
@@ -129,10 +130,13 @@ ordered as (
         version paid after the reversal is a new payment of the line (the payer voided it and paid it
         again) and stays the line.
       - a version that is neither an adjustment nor a reversal (paid, denied, pending), landed after an
-        adjustment of its line paid on or after it: the version the adjustment replaced, landed late (or
-        sent again). It is ordered right before the first such adjustment that landed (rank 0), so the
-        adjustment stays the line. A version paid after every earlier adjustment is a new adjudication
-        of the line and stays the line; so does one with no paid date. -#}
+        adjustment of its line paid later than it: the version the adjustment replaced, landed late (or
+        sent again). It is ordered right before the first such adjustment to land (rank 0), so it does
+        not replace that adjustment or what came after it. A version paid on or after the day of every
+        earlier adjustment is a new adjudication (say a payment again after a void on the adjustment's
+        day) and keeps its place; so does one with no paid date.
+      Every other version has rank 1: a version moved next to another sorts before it (rank 0) or after it
+      (rank 2). The pandas peer's late_lines_first() orders the same way. -#}
   select *,
          case when after_line then 2 when before_adjustment is not null then 0 else 1 end as version_rank,
          case when after_line then next_line['landed'] when before_adjustment is not null
@@ -145,8 +149,9 @@ ordered as (
              and billed_amount = -next_line['billed_amount'] and allowed_amount = -next_line['allowed_amount']
              and paid_amount = -next_line['paid_amount'] and next_line['paid_date'] <= paid_date, false)
              as after_line,
+           {#- [1]: the first of them to land -#}
            case when claim_status not in ('adjusted', 'reversed') and paid_date is not null
-                then list_filter(adjusted_before, a -> a['paid_date'] >= paid_date)[1] end as before_adjustment
+                then list_filter(adjusted_before, a -> a['paid_date'] > paid_date)[1] end as before_adjustment
     from (
       select *,
              bool_or(claim_status <> 'reversed') over (
@@ -155,9 +160,9 @@ ordered as (
                  'landed': landed, 'source_file': source_file, 'billed_amount': billed_amount,
                  'allowed_amount': allowed_amount, 'paid_amount': paid_amount, 'paid_date': paid_date} end
                ignore nulls) over (w rows between 1 following and unbounded following) as next_line,
-             {#- the adjustments of the line that landed earlier, in the order they landed -#}
-             list(case when claim_status = 'adjusted' and paid_date is not null then {
-                 'landed': landed, 'source_file': source_file, 'paid_date': paid_date} end) over (
+             {#- the line's adjustments with a paid date that landed earlier, in the order they landed -#}
+             list({'landed': landed, 'source_file': source_file, 'paid_date': paid_date}) filter (
+                 where claim_status = 'adjusted' and paid_date is not null) over (
                w rows between unbounded preceding and 1 preceding) as adjusted_before
       from ranked where candidate
       window w as ({{ order }})))
