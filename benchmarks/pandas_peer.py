@@ -404,6 +404,13 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     adjusted = multi["claim_status"] == "adjusted"
     adjustments = multi.loc[adjusted & dated, [*KEY, "paid_date"]].assign(_before=position)
     others = multi.loc[~adjusted & ~reversal & dated, [*KEY, "paid_date"]].assign(_position=position)
+    # ... when the versions that landed before it came in the order of their paid dates (the SQL's
+    # after_dated_before: paid on or after every earlier version, or no date to tell)
+    floor_date = multi["paid_date"].fillna(pd.Timestamp.min)
+    dated_max_before = floor_date.groupby(lines, sort=False).cummax().groupby(lines, sort=False).shift(1)
+    out_of_date_order = (multi["paid_date"] < dated_max_before).fillna(False).astype(int)
+    in_date_order = out_of_date_order.groupby(lines, sort=False).cumsum() - out_of_date_order == 0
+    others = others[in_date_order.loc[others.index]]
     pairs = others.rename_axis("_row").reset_index().merge(adjustments, on=KEY, suffixes=("", "_adjusted"))
     pairs = pairs[(pairs["_before"] < pairs["_position"]) & (pairs["paid_date_adjusted"] > pairs["paid_date"])]
     before = pairs.groupby("_row")["_before"].min().reindex(multi.index)

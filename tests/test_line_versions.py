@@ -683,14 +683,16 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
 
 def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_path):
     """Files can land out of order, and a payer can send a line's history again. nw_000 and nw_001 (landed
-    first, in that order) hold adjustments; nw_002, landed last, versions of the same lines. A version that
+    first, in that order) hold adjustments (and nw_000 some originals); nw_002, landed last, versions of
+    the same lines. A version that
     is neither an adjustment nor a reversal, paid before an adjustment of its line that landed earlier, is
     the version that adjustment replaced: it is ordered right before the first such adjustment to land, and
     replaces nothing. A version paid on or after the adjustment's day is a new adjudication (a payment again
-    after a void, too) and is the line; so is one with no paid date (landing order). A rerun, a fresh build
-    and the pandas peer decide the same."""
+    after a void, too) and is the line; so is one with no paid date, and one that landed after versions out of
+    the order of their paid dates (landing order). A rerun, a fresh build and the pandas peer decide the
+    same."""
     header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=83)
-    cases = late, same_day, readjudicated, undated, resent, voided_repaid, twice = paid[:7]
+    cases = late, same_day, readjudicated, undated, resent, voided_repaid, twice, muddled = paid[:8]
     others = [r for r in rows if not any(r is p for p in cases)]
     nw0 = "northwind/nw_000.csv"
 
@@ -710,15 +712,18 @@ def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_pa
     repaid = version(voided_repaid, "paid", 10, "0")
     # twice: adjusted at +5 (nw_000) and +10 (nw_001); its original lands last
     twice_first, twice_second = version(twice, "adjusted", 5, "1.00"), version(twice, "adjusted", 10, "2.00")
+    # muddled: paid again at +20 (nw_000) landed before the adjustment at +10 (nw_001): the files' order and
+    # the paid dates disagree already, so its original (nw_002) keeps landing order
+    muddled_later, muddled_adjusted = version(muddled, "paid", 20, "0"), version(muddled, "adjusted", 10, "1.00")
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
 
     def write(name, lines, age_days):
         _write_aged(landing / name, [header, *lines], age_days)
 
-    write(nw0, [resent, voided, twice_first, *others[:20]], 4)
-    write(NW1, [*adjustments, _reversal(voided, col), twice_second, *others[20:40]], 3)
-    landing_late = [late, same_day, readjudicated_after, pending, resent, repaid, twice]
+    write(nw0, [resent, voided, twice_first, muddled_later, *others[:20]], 4)
+    write(NW1, [*adjustments, _reversal(voided, col), twice_second, muddled_adjusted, *others[20:40]], 3)
+    landing_late = [late, same_day, readjudicated_after, pending, resent, repaid, twice, muddled]
     write(NW2, [*landing_late, *others[40:]], 2)
     wh = tmp_path / "wh.duckdb"
     instance = dg.DagsterInstance.ephemeral()
@@ -732,7 +737,7 @@ def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_pa
     for name in (nw0, NW1):
         assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
     # the reversal nets voided_repaid's adjustment to 0
-    assert query(wh, GOLD_PAID)[0][0] == paying([*others[:40], *adjustments, twice_second])
+    assert query(wh, GOLD_PAID)[0][0] == paying([*others[:40], *adjustments, twice_second, muddled_adjusted])
 
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
 
@@ -743,19 +748,21 @@ def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_pa
                 key(resent): {nw0: ([], NW2, None), NW2: ([], NW1, None), NW1: ([], None, None)},
                 key(voided_repaid): {nw0: ([], NW1, None), NW1: ([], NW2, nw0), NW2: ([], None, None)},
                 # the original is placed before the first adjustment to land, not the last
-                key(twice): {NW2: ([], nw0, None), nw0: ([], NW1, None), NW1: ([], None, None)}}
+                key(twice): {NW2: ([], nw0, None), nw0: ([], NW1, None), NW1: ([], None, None)},
+                key(muddled): {nw0: ([], NW1, None), NW1: ([], NW2, None), NW2: ([], None, None)}}
     assert _verdicts_of(wh, landing_late, col) == expected
-    current_rows = [adjustments[0], same_day, readjudicated_after, pending, adjustments[4], repaid, twice_second]
+    current_rows = [adjustments[0], same_day, readjudicated_after, pending, adjustments[4], repaid, twice_second,
+                    muddled]
     current = {(r[0], r[1]): r[2:] for r in query(
         wh, "SELECT claim_id, claim_line_number, source_file, claim_status, paid_amount FROM silver.silver_claim_lines")}
     assert [current[key(r)] for r in landing_late] == [
         (f, r[col["status"]], _money(r[col["paid_amount"]]) if r[col["status"]] != "pending" else 0)
-        for f, r in zip([NW1, NW2, NW2, NW2, NW1, NW2, NW1], current_rows, strict=True)]
+        for f, r in zip([NW1, NW2, NW2, NW2, NW1, NW2, NW1, NW2], current_rows, strict=True)]
     assert query(wh, GOLD_PAID)[0][0] == paying([*others, *current_rows])
     # nw_000 (its original is superseded by nw_002's copy now) and nw_001 are counted again in the same run
     assert query(wh, "SELECT source_file, max(rows_superseded) FROM silver.silver_data_quality_log "
                      "WHERE load_id = (SELECT max(load_id) FROM silver.silver_data_quality_log) GROUP BY 1 ORDER BY 1"
-                 ) == [(nw0, 3), (NW1, 4), (NW2, 3)]
+                 ) == [(nw0, 4), (NW1, 5), (NW2, 3)]
     assert unconserved_files(wh) == []
     everything = query(wh, VERDICTS)
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success

@@ -30,7 +30,8 @@
       sent again: it is ordered right before the first such adjustment to land, so it replaces neither that
       adjustment nor what came after it. A version paid on or after the day of every earlier adjustment is a
       new adjudication and keeps its place (on the same day the files do not tell which came first), as
-      does one with no paid date. Adjustments among themselves keep the order they landed in.
+      does one with no paid date, and any version after versions that landed out of the order of their
+      paid dates. Adjustments among themselves keep the order they landed in.
     A copy that broke a rule of its own never replaces a good one.
     The current lines of one claim (each line's latest version, from whichever file) must name one member:
     when they name more than one, each of them is quarantined as claim_member_conflict (the files do not say
@@ -134,7 +135,9 @@ ordered as (
         sent again). It is ordered right before the first such adjustment to land (rank 0), so it does
         not replace that adjustment or what came after it. A version paid on or after the day of every
         earlier adjustment is a new adjudication (say a payment again after a void on the adjustment's
-        day) and keeps its place; so does one with no paid date.
+        day) and keeps its place; so does one with no paid date, and so does every version when the
+        versions that landed before it did not come in the order of their paid dates (a version paid
+        later landed before one paid earlier: which one it replaced is not told by the files).
       Every other version has rank 1: a version moved next to another sorts before it (rank 0) or after it
       (rank 2). The pandas peer's late_lines_first() orders the same way. -#}
   select *,
@@ -149,8 +152,11 @@ ordered as (
              and billed_amount = -next_line['billed_amount'] and allowed_amount = -next_line['allowed_amount']
              and paid_amount = -next_line['paid_amount'] and next_line['paid_date'] <= paid_date, false)
              as after_line,
-           {#- [1]: the first of them to land -#}
+           {#- [1]: the first of them to land; only when the versions that landed before it came in the
+               order of their paid dates (else the files do not tell which one it replaced) -#}
            case when claim_status not in ('adjusted', 'reversed') and paid_date is not null
+                     and coalesce(bool_and(after_dated_before) over (
+                           w rows between unbounded preceding and 1 preceding), true)
                 then list_filter(adjusted_before, a -> a['paid_date'] > paid_date)[1] end as before_adjustment
     from (
       select *,
@@ -163,9 +169,13 @@ ordered as (
              {#- the line's adjustments with a paid date that landed earlier, in the order they landed -#}
              list({'landed': landed, 'source_file': source_file, 'paid_date': paid_date}) filter (
                  where claim_status = 'adjusted' and paid_date is not null) over (
-               w rows between unbounded preceding and 1 preceding) as adjusted_before
+               w rows between unbounded preceding and 1 preceding) as adjusted_before,
+             {#- paid on or after every version that landed before it (or no date to tell) -#}
+             coalesce(paid_date >= max(paid_date) over (w rows between unbounded preceding and 1 preceding), true)
+               as after_dated_before
       from ranked where candidate
-      window w as ({{ order }})))
+      window w as ({{ order }}))
+    window w as ({{ order }}))
 ),
 taken_back as (
   {#- for a reversal: the latest earlier version that is not a reversal (reversals are skipped, so whether
