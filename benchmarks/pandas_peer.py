@@ -322,8 +322,9 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     in landing order (here every file lands at once, so file name order), the last is the line. A reversal
     takes back the latest earlier version that is not a reversal (versions of files that landed out of
     order are moved first: late_lines_first), and is reversal_mismatch (replacing nothing) unless its
-    amounts are exactly that version's, negated; with no such version but a rejected copy in an earlier file, it is reversal_of_rejected_line. When the lines of a claim that are the line
-    (each line's latest version) name more than one member, each of them is claim_member_conflict, and the
+    amounts are exactly that version's, negated; with no such version but a rejected copy in an earlier
+    file, it is reversal_of_rejected_line. When the lines of a claim that are the line (each line's latest
+    version) name more than one member, each of them is claim_member_conflict, and the
     versions they replaced stay replaced; only claims in `in_two_files` (payer, claim id: lines in more
     than one file) can be such claims, as the SQL's full build looks only at those."""
     hook_rules = ["reversal_mismatch", "reversal_of_rejected_line", "claim_member_conflict"]
@@ -382,8 +383,9 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     reversal, whose next version that is not a reversal carries exactly its amounts negated and was paid on
     or before the reversal's paid date, right after that version; a version that is neither an adjustment
     nor a reversal, landed after an adjustment of its line paid later than it, right before the first such
-    adjustment to land. The SQL's (version_landed, version_file) is `_anchor` here (files land in name
-    order), its version_rank `_rank`."""
+    adjustment to land, unless the versions that landed before it came out of the order of their paid
+    dates. The SQL's (version_landed, version_file) is `_anchor` here (files land in name order), its
+    version_rank `_rank`."""
     lines = [multi[k] for k in KEY]
     reversal = multi["claim_status"] == "reversed"
     position = multi.groupby(lines, sort=False).cumcount()
