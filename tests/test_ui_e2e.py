@@ -13,6 +13,7 @@ instance configuration of the README's commands, with its daemon and web UI, dri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,13 +48,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def _interrupts_not_ignored():
+    """While starting a child: SIGINT and SIGTERM not ignored in this process, so the child does not inherit
+    the ignore. A non-interactive shell starts a background job with SIGINT ignored (so it was in the
+    clean-clone CI runs, whose teardown waited); the ignore survives exec, Python then installs no KeyboardInterrupt handler, and `dagster dev` never shut down
+    on SIGTERM but waited for SIGKILL (reproduced with `bash -c 'trap "" INT; pytest tests/test_ui_e2e.py'`).
+    A Python handler is not inherited (the child gets the default), so one is set for the moment."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in saved.items():
+        if handler is signal.SIG_IGN:
+            signal.signal(sig, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 class DagsterDev:
     """`dagster dev -w workspace.yaml` in its own process group, its output in a log file."""
 
     def __init__(self, home: Path, env: dict, log: Path):
         self.port, self.log = _free_port(), log
         self.url = f"http://127.0.0.1:{self.port}"
-        with log.open("w") as out:
+        with log.open("w") as out, _interrupts_not_ignored():
             self.proc = subprocess.Popen(
                 [DAGSTER, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
                 cwd=PROJECT_ROOT, env={**env, "DAGSTER_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
@@ -61,8 +80,7 @@ class DagsterDev:
 
     def stop(self) -> list[str]:
         """SIGTERM to the whole group (webserver, daemon, code server, run workers), SIGKILL after 15 s (they
-        exit within ~2 s when shutdown goes well; one CI run waited the old 60 s for a group that never
-        exited on SIGTERM). Returns the processes SIGTERM did not stop, for the fixture to report."""
+        exit within ~2 s). Returns the processes SIGTERM did not stop, for the fixture to report."""
         outlived: list[str] = []
         for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 30)):
             try:
