@@ -324,8 +324,8 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     order are moved first: late_lines_first), and is reversal_mismatch (replacing nothing) unless its
     amounts are exactly that version's, negated; with no such version but a rejected copy in an earlier
     file, it is reversal_of_rejected_line. When the lines of a claim that are the line (each line's latest
-    version) name more than one member, each of them is claim_member_conflict, and the
-    versions they replaced stay replaced; only claims in `in_two_files` (payer, claim id: lines in more
+    version) name more than one member, each of them is claim_member_conflict, and the versions they
+    replaced stay replaced; only claims in `in_two_files` (payer, claim id: lines in more
     than one file) can be such claims, as the SQL's full build looks only at those."""
     hook_rules = ["reversal_mismatch", "reversal_of_rejected_line", "claim_member_conflict"]
     for column in [*hook_rules, "superseded", "reverses_version"]:

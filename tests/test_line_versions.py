@@ -684,13 +684,12 @@ def test_a_reversal_that_landed_before_its_line_takes_it_back_when_the_line_land
 def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_path):
     """Files can land out of order, and a payer can send a line's history again. nw_000 and nw_001 (landed
     first, in that order) hold adjustments (and nw_000 some originals); nw_002, landed last, versions of
-    the same lines. A version that
-    is neither an adjustment nor a reversal, paid before an adjustment of its line that landed earlier, is
-    the version that adjustment replaced: it is ordered right before the first such adjustment to land, and
-    replaces nothing. A version paid on or after the adjustment's day is a new adjudication (a payment again
-    after a void, too) and is the line; so is one with no paid date, and one that landed after versions out of
-    the order of their paid dates (landing order). A rerun, a fresh build and the pandas peer decide the
-    same."""
+    the same lines. A version that is neither an adjustment nor a reversal, paid before an adjustment of its
+    line that landed earlier, is the version that adjustment replaced: it is ordered right before the first
+    such adjustment to land, and replaces nothing. A version paid on or after the adjustment's day is a new
+    adjudication (a payment again after a void, too) and is the line; so is one with no paid date, and one
+    that landed after versions out of the order of their paid dates (landing order). A rerun, a fresh build
+    and the pandas peer decide the same."""
     header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=83)
     cases = late, same_day, readjudicated, undated, resent, voided_repaid, twice, muddled = paid[:8]
     others = [r for r in rows if not any(r is p for p in cases)]

@@ -52,9 +52,10 @@ def _free_port() -> int:
 def _interrupts_not_ignored():
     """While starting a child: SIGINT and SIGTERM not ignored in this process, so the child does not inherit
     the ignore. A non-interactive shell starts a background job with SIGINT ignored (so it was in the
-    clean-clone CI runs, whose teardown waited); the ignore survives exec, Python then installs no KeyboardInterrupt handler, and `dagster dev` never shut down
-    on SIGTERM but waited for SIGKILL (reproduced with `bash -c 'trap "" INT; pytest tests/test_ui_e2e.py'`).
-    A Python handler is not inherited (the child gets the default), so one is set for the moment."""
+    clean-clone CI runs, whose teardown waited); the ignore survives exec, Python then installs no
+    KeyboardInterrupt handler, and `dagster dev` never shut down on SIGTERM but waited for SIGKILL
+    (reproduced with `bash -c 'trap "" INT; pytest tests/test_ui_e2e.py'`). A Python handler is not
+    inherited (the child gets the default), so one is set for the moment."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig, handler in saved.items():
         if handler is signal.SIG_IGN:
