@@ -298,11 +298,18 @@ def validated(landing: Path, contracts: dict[str, PayerContract], pii_key: str) 
     if not parts:
         raise SystemExit(f"no landed files to read under {landing}")
     df = pd.concat(parts, ignore_index=True)
-    # duplicate_line: not the first row of its (file, payer, claim id, line) (the SQL: the line number equals
-    # the previous row's in the claim's window ordered by line and row); parts are already in (source_file,
-    # source_row_number) order, so "not the first" is duplicated().
+    # duplicate_line: a third copy of its (file, payer, claim id, line), or a second one unless exactly one of
+    # the two is a reversal (the SQL: the line number equals the previous row's in the claim's window ordered
+    # by line and row); parts are already in (source_file, source_row_number) order, so a row's copy number
+    # is cumcount() and the copy before it is shift(). The second of such a pair is `in_file_pair`.
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna()
-    df["duplicate_line"] = keyed & df.duplicated(["source_file", *KEY], keep="first")
+    in_file = df[keyed].groupby(["source_file", *KEY], sort=False)
+    copy_number = in_file.cumcount().reindex(df.index)
+    reversal = (df["claim_status"] == "reversed").astype(int)
+    reversal_before = reversal[keyed].groupby([df.loc[keyed, c] for c in ["source_file", *KEY]], sort=False).shift(1)
+    second = copy_number == 1
+    df["duplicate_line"] = (copy_number >= 2) | (second & (reversal == reversal_before.reindex(df.index)))
+    df["in_file_pair"] = second & ~df["duplicate_line"]
     # every line of a claim whose lines in one file name more than one member (lines without a member count
     # along but do not make a claim mixed)
     claim = ["source_file", "payer", "claim_id"]
@@ -335,7 +342,8 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS, "paid_date"]]
     found = pd.Series(False, index=good.index)
     mismatch = pd.Series(False, index=good.index)
-    multi = good[good.duplicated(KEY, keep=False)].sort_values([*KEY, "source_file"])
+    multi = good[good.duplicated(KEY, keep=False)].assign(_pair=pair_ranks(df).reindex(good.index).fillna(0))
+    multi = multi.sort_values([*KEY, "source_file", "_pair"], kind="stable")
     if not multi.empty:
         multi = late_lines_first(multi)
         reversal = multi["claim_status"] == "reversed"
@@ -349,11 +357,17 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         mismatch.loc[multi.index] = found.loc[multi.index].to_numpy() & ~mirrored
     # a reversal with no earlier good version of its line, but a rejected copy (not a reversal) in an earlier file
     paying = df["claim_status"] != "reversed"  # unknown (NaN) counts, as in SQL's `is distinct from`
-    rejected_first = df.loc[own & keyed & ~df["duplicate_line"] & paying].groupby(KEY)["source_file"].min()
+    rejected = df.loc[own & keyed & ~df["duplicate_line"] & paying, [*KEY, "source_file"]]
+    rejected_first = rejected.groupby(KEY)["source_file"].min()
     reversals = good.loc[good["claim_status"] == "reversed", [*KEY, "source_file"]]
     if len(rejected_first) and len(reversals):
         first = reversals.join(rejected_first.rename("first_rejected"), on=KEY)["first_rejected"]
-        orphan = ((first < reversals["source_file"]).fillna(False).to_numpy(dtype=bool)
+        # ... or in the reversal's own file, ordered before it (the second of its in-file pair)
+        rejected_here = pd.MultiIndex.from_frame(reversals[["source_file", *KEY]]).isin(
+            pd.MultiIndex.from_frame(rejected[["source_file", *KEY]]))
+        second_here = pair_ranks(df).reindex(reversals.index).fillna(0).to_numpy() == 1
+        orphan = (((first < reversals["source_file"]).fillna(False).to_numpy(dtype=bool)
+                   | (rejected_here & second_here))
                   & ~found.loc[reversals.index].to_numpy(dtype=bool))
         df.loc[reversals.index[orphan], "reversal_of_rejected_line"] = True
     df.loc[mismatch.index[mismatch.to_numpy()], "reversal_mismatch"] = True
@@ -377,6 +391,19 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         df.loc[conflicted, "reverses_version"] = False
 
 
+def pair_ranks(df: pd.DataFrame) -> pd.Series:
+    """The order of the two copies of a reversal-and-other pair in one file (the SQL's pair_rank, 0 first, 1
+    second), for their rows: the reversal first when an earlier file holds a copy of the line that is not a
+    reversal and not a duplicate (its rules do not matter), else second."""
+    keyed = df["claim_id"].notna() & df["claim_line_number"].notna() & ~df["duplicate_line"]
+    pairs = pd.MultiIndex.from_frame(df.loc[df["in_file_pair"], ["source_file", *KEY]])
+    rows = df.loc[keyed, ["source_file", *KEY, "claim_status"]]
+    rows = rows[pd.MultiIndex.from_frame(rows[["source_file", *KEY]]).isin(pairs)]
+    first = df.loc[keyed & (df["claim_status"] != "reversed")].groupby(KEY)["source_file"].min().rename("_first")
+    copy_before = (rows.join(first, on=KEY)["_first"] < rows["source_file"]).fillna(False)
+    return ((rows["claim_status"] == "reversed") != copy_before).astype(int)
+
+
 def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     """The versions of each line (sorted by line, then file: the order they landed) with those of files that
     landed out of order moved (the SQL's `ordered`): a reversal with no earlier version that is not a
@@ -395,9 +422,11 @@ def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:
     after = row.groupby(lines, sort=False).shift(-1)
     after = after.groupby(lines, sort=False).bfill()
     taken = after.dropna().astype(int)
-    following = multi.iloc[taken.to_numpy()][[*AMOUNTS, "paid_date"]].set_axis(taken.index).reindex(multi.index)
+    following = (multi.iloc[taken.to_numpy()][[*AMOUNTS, "paid_date", "source_file"]].set_axis(taken.index)
+                 .reindex(multi.index))
     following_position = position.iloc[taken.to_numpy()].set_axis(taken.index).reindex(multi.index)
     late = (reversal & ~line_before & following_position.notna()
+            & (following["source_file"] != multi["source_file"]).to_numpy(dtype=bool)  # not its own file's copy
             & np.logical_and.reduce([(multi[a] == -following[a]).fillna(False).to_numpy(dtype=bool) for a in AMOUNTS])
             & (following["paid_date"] <= multi["paid_date"]).fillna(False).to_numpy(dtype=bool))
     # each version that is neither an adjustment nor a reversal: the position of the first adjustment of its
@@ -431,7 +460,7 @@ def current_lines(df: pd.DataFrame) -> pd.DataFrame:
     netted = silver["reverses_version"]
     for a in AMOUNTS:
         silver[a] = silver[a].mask(netted, 0)
-    return silver.drop(columns=[*RULES, "superseded", "reverses_version"])
+    return silver.drop(columns=[*RULES, "superseded", "reverses_version", "in_file_pair"])
 
 
 def data_quality_log(df: pd.DataFrame) -> pd.DataFrame:

@@ -767,3 +767,120 @@ def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_pa
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
     assert query(wh, VERDICTS) == everything
     _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh.duckdb", landing_late, col)
+
+
+def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_path):
+    """A payer sends a reversal and its correction together (an 835's reversal and corrected claim), or a line
+    and its void in one file. A reversal and one copy that is not a reversal, in one file, are two versions of
+    the line, whatever their row order: the reversal comes first when an earlier file holds a copy of the
+    line (it takes that back, and the correction is the line), else second (it takes back the copy in its
+    own file: the line nets to 0). A third copy, or two copies that are not reversals, stay duplicate_line.
+    A rerun, a fresh build (whose scope finds a claim held in one file by the pair) and the pandas peer
+    decide the same."""
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 160, seed=89)
+    by_claim: dict[str, list] = {}
+    for r in rows:
+        by_claim.setdefault(r[col["claim_id"]], []).append(r)
+    one_line = [by_claim[r[col["claim_id"]]][0] for r in paid if len(by_claim[r[col["claim_id"]]]) == 1]
+    # claims held by nw_002 alone: one-line claims
+    voided, voided_swapped, thrice, twice = one_line[:4]
+    later_claims = {r[col["claim_id"]] for r in (voided, voided_swapped, thrice, twice)}
+    corrected, swapped, mismatched, rejected, rejected_void = [r for r in paid
+                                                               if r[col["claim_id"]] not in later_claims][:5]
+    cases = [corrected, swapped, mismatched, rejected, rejected_void, voided, voided_swapped, thrice, twice]
+    others = [r for r in rows if not any(r is p for p in cases)]
+    first_file = [r for r in others if r[col["claim_id"]] not in later_claims][:40]
+    second_file = [r for r in others if not any(r is f for f in first_file)]
+
+    def correction(r):
+        v = list(r)
+        v[col["status"]] = "adjusted"
+        v[col["paid_amount"]] = _fmt(_money(r[col["paid_amount"]]) - Decimal("1.00"))
+        return v
+
+    broken = list(rejected)
+    broken[col["service_date"]] = "2024-02-30"  # nw_001's copy of `rejected` breaks a rule of its own
+    broken_void = list(rejected_void)
+    broken_void[col["service_date"]] = "2024-02-30"  # rejected_void's original in nw_002 does too
+    fixes = {"corrected": correction(corrected), "swapped": correction(swapped),
+             "mismatched": correction(mismatched), "rejected": correction(rejected)}
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    _write_aged(landing / NW1, [header, corrected, swapped, mismatched, broken, *first_file], 3)
+    in_nw2 = [
+        _reversal(corrected, col), fixes["corrected"],                        # 835 order: reversal, correction
+        fixes["swapped"], _reversal(swapped, col),                            # the other row order
+        _reversal(mismatched, col, paid_amount="-0.01"), fixes["mismatched"],  # takes back less than was paid
+        _reversal(rejected, col), fixes["rejected"],                          # nw_001's copy was rejected
+        broken_void, _reversal(rejected_void, col),                           # a rejected line and its void
+        voided, _reversal(voided, col),                                       # a line and its void
+        _reversal(voided_swapped, col), voided_swapped,
+        thrice, _reversal(thrice, col), thrice,                               # a third copy
+        twice, twice]                                                         # no reversal: a duplicate
+    _write_aged(landing / NW2, [header, *in_nw2, *second_file], 2)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW1]).success
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+
+    def key(r):
+        return _line_key(r, col)
+
+    found = {k: _sorted(v) for k, v in _group(query(wh, VERDICTS)).items()}
+    taken_back_and_corrected = _sorted([(NW1, [], NW2, None), (NW2, [], NW2, NW1), (NW2, [], None, None)])
+    assert found[key(corrected)] == found[key(swapped)] == taken_back_and_corrected
+    assert found[key(mismatched)] == _sorted([(NW1, [], NW2, None), (NW2, [], None, None),
+                                              (NW2, ["reversal_mismatch"], None, None)])
+    assert found[key(rejected)] == _sorted([(NW1, ["invalid_service_date"], None, None), (NW2, [], None, None),
+                                            (NW2, ["reversal_of_rejected_line"], None, None)])
+    assert found[key(rejected_void)] == _sorted([(NW2, ["invalid_service_date"], None, None),
+                                                 (NW2, ["reversal_of_rejected_line"], None, None)])
+    netted = [(NW2, [], NW2, None), (NW2, [], None, NW2)]
+    assert found[key(voided)] == found[key(voided_swapped)] == _sorted(netted)
+    assert found[key(thrice)] == _sorted([*netted, (NW2, ["duplicate_line"], None, None)])
+    assert found[key(twice)] == _sorted([(NW2, [], None, None), (NW2, ["duplicate_line"], None, None)])
+
+    current = {(r[0], r[1]): r[2:] for r in query(
+        wh, "SELECT claim_id, claim_line_number, claim_status, paid_amount FROM silver.silver_claim_lines")}
+    for case in ("corrected", "swapped", "mismatched", "rejected"):
+        fix = fixes[case]
+        assert current[key(fix)] == ("adjusted", _money(fix[col["paid_amount"]])), case
+    for r in (voided, voided_swapped, thrice):  # netted: reversed, nothing paid
+        assert current[key(r)] == ("reversed", 0)
+    assert current[key(twice)] == ("paid", _money(twice[col["paid_amount"]]))
+    assert key(rejected_void) not in current
+
+    def paying(lines):
+        return sum(_money(r[col["paid_amount"]]) for r in lines if r[col["status"]] in ("paid", "adjusted", "reversed"))
+
+    assert query(wh, GOLD_PAID)[0][0] == paying([*first_file, *second_file, *fixes.values(), twice])
+    # nw_001's three lines taken back or replaced by nw_002 are counted again in the same run
+    assert query(wh, "SELECT source_file, max(rows_superseded), max(rows_quarantined) "
+                     "FROM silver.silver_data_quality_log "
+                     "WHERE load_id = (SELECT max(load_id) FROM silver.silver_data_quality_log) GROUP BY 1 ORDER BY 1"
+                 ) == [(NW1, 3, 1), (NW2, 5, 6)]
+    assert unconserved_files(wh) == []
+    everything = query(wh, VERDICTS)
+    assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
+    assert query(wh, VERDICTS) == everything
+    fresh = tmp_path / "fresh.duckdb"
+    assert materialize_graph(landing, fresh).success
+    assert query(fresh, VERDICTS) == everything
+    assert query(fresh, SILVER) == query(wh, SILVER)
+    assert [query(fresh, g) for g in GOLD] == [query(wh, g) for g in GOLD]
+    for r in cases:
+        claim, line = key(r)
+        assert [v for v in _peer_verdicts(landing, claim) if v[1] == line] == sorted(
+            (f, line, rules, s is not None, v is not None) for f, rules, s, v in found[key(r)]), claim
+
+
+def _sorted(rows: list[tuple]) -> list[tuple]:
+    return sorted(rows, key=str)
+
+
+def _group(verdicts) -> dict:
+    """{(claim, line): [(file, failed_rules, superseded_by, reverses), ...]} of VERDICTS rows."""
+    grouped: dict = {}
+    for v in verdicts:
+        grouped.setdefault((v[1], v[2]), []).append((v[0], *v[3:]))
+    return grouped

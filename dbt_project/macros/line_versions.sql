@@ -1,9 +1,13 @@
 {#- Versions of a line across files ("adjustments resolve", DESIGN section 3). A line is payer + claim id +
-    line number. A second copy in the same file is quarantined as duplicate_line (the model decides that).
+    line number. A second copy in the same file is quarantined as duplicate_line (the model decides that),
+    except a reversal and one copy that is not a reversal: a reversal and its correction sent together, or
+    a line and its void. That pair is two versions, ordered within their file (pair_rank): the reversal
+    first when an earlier file holds a copy of the line that is not a reversal (it takes that back, and the
+    correction is the line), else second (it takes back the copy in its own file: the line nets to 0).
     A copy in another file is a version of the line: a payer's adjustment, reversal or finished
     adjudication sent in a later file. Of the copies that broke no rule, ordered by when their file first
     landed under its name (landing.landing_file_registry.first_landed_at, kept through the file's
-    corrections; then the file name; files that landed out of order: below):
+    corrections; then the file name; then pair_rank; files that landed out of order: below):
     - the latest is the line: it alone is in silver_claim_lines and gold;
     - each earlier one stays in silver_claim_lines_validated with superseded_by = the next version's file
       (counted as rows_superseded in the data-quality log, never quarantined: it was a good line);
@@ -48,7 +52,8 @@
     resolve_line_versions() (the model's post-hook, in its transaction) decides this again for every copy of
     the lines of the claims the run's files hold now or held before the run: a corrected file that no longer
     holds a line gives it back to the version before. On a first load or a run over every landed file it
-    looks at every claim with rows in more than one file. Files whose rows change this way are listed in
+    looks at every claim with rows in more than one file, and every claim with such a pair in one file (the
+    model stores the pair's second row superseded by its own file until this hook decides). Files whose rows change this way are listed in
     landing.dq_log_recount; silver_data_quality_log counts them again in the same dbt invocation and empties
     the list (a failed invocation leaves it for the next one). -#}
 
@@ -80,9 +85,9 @@ create or replace temp table medflow_run_claims as
 {% macro resolve_line_versions() -%}
 {%- set raw_fields = quarantine_raw_fields() -%}
 {%- set partial = is_incremental() and not run_covers_every_file() -%}
-{%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file" -%}
+{%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file, pair_rank" -%}
 {%- set version_order = "partition by payer, claim_id, claim_line_number "
-                        ~ "order by version_landed, version_file, version_rank, landed, source_file" -%}
+                        ~ "order by version_landed, version_file, version_rank, landed, source_file, pair_rank" -%}
 {%- set hook_rules = "['reversal_mismatch', 'reversal_of_rejected_line', 'claim_member_conflict']" -%}
 {%- if partial -%}
 insert into medflow_run_claims {{ run_claims() }};
@@ -111,7 +116,31 @@ with copies as (
     select (payer, claim_id) from {{ this }}
     where claim_id is not null
     group by all having min(hash(source_file)) <> max(hash(source_file))
+    {#- a reversal and another copy of a line in one file (the model marks the pair's second row) -#}
+      or bool_or(superseded_by is not null)
   {%- endif %})
+),
+in_file_pairs as (
+  {#- a reversal and one other copy of a line in one file (the model let them pass as not duplicate_line):
+      the reversal comes first when an earlier file holds a copy of the line that is not a reversal (the
+      payer reversed that version and sends its correction; the copy's rules do not matter, as for
+      rejected_before), else second (the line and its void in one file) -#}
+  select p.payer, p.claim_id, p.claim_line_number, p.source_file,
+         exists (select 1 from copies e
+                 where e.payer = p.payer and e.claim_id = p.claim_id and e.claim_line_number = p.claim_line_number
+                   and not e.second_in_file and e.claim_status is distinct from 'reversed'
+                   and (e.landed < p.landed or e.landed = p.landed and e.source_file < p.source_file))
+           as copy_before
+  from (select payer, claim_id, claim_line_number, source_file, any_value(landed) as landed
+        from copies where not second_in_file and claim_line_number is not null
+        group by all having count(*) = 2) p
+),
+paired as (
+  {#- pair_rank orders the two copies of such a pair (0 first, 1 second); every other row has 0 -#}
+  select c.*, case when i.copy_before is null or (c.claim_status = 'reversed') = i.copy_before then 0 else 1 end
+                as pair_rank
+  from copies c
+  left join in_file_pairs i using (payer, claim_id, claim_line_number, source_file)
 ),
 ranked as (
   {#- how many rejected copies of the line that are not reversals earlier files hold (a second copy in one
@@ -119,7 +148,7 @@ ranked as (
   select *, coalesce(sum(case when not candidate and not second_in_file
                                    and claim_status is distinct from 'reversed' then 1 else 0 end) over (
       {{ order }} rows between unbounded preceding and 1 preceding), 0) as rejected_before
-  from copies
+  from paired
 ),
 ordered as (
   {#- Files that land out of order. Each version is ordered by when its file landed, except:
@@ -149,6 +178,7 @@ ordered as (
   from (
     select *,
            coalesce(claim_status = 'reversed' and not coalesce(line_before, false)
+             and next_line['source_file'] <> source_file
              and billed_amount = -next_line['billed_amount'] and allowed_amount = -next_line['allowed_amount']
              and paid_amount = -next_line['paid_amount'] and next_line['paid_date'] <= paid_date, false)
              as after_line,

@@ -62,9 +62,13 @@ parsed as (
 ),
 {#- Two rules that compare a file's rows with each other, found from the claim's key columns alone (a window
     over every column would sort the whole table: it cost 20 of 57 s at 10M), one window for both:
-    - duplicate_line: the same payer + claim id + line came earlier in the same file. A copy in another file
-      is a version of the line, not a duplicate: macros/line_versions.sql (this model's post-hook) keeps the
-      latest version in silver_claim_lines and marks the earlier ones superseded.
+    - duplicate_line: the same payer + claim id + line came earlier in the same file, except a reversal and
+      one copy that is not a reversal (a payer sends a reversal and its correction together, or a line and
+      its void): that pair is two versions of the line, and the post-hook orders them. A third copy is a
+      duplicate. A copy in another file is a version of the line, not a duplicate: macros/line_versions.sql
+      (this model's post-hook) keeps the latest version in silver_claim_lines and marks the earlier ones
+      superseded. The pair's second row is stored superseded by its own file until the post-hook decides
+      (so the hook's full-build scope finds its claim).
     - claim_member_mismatch: the lines of one claim in one file name more than one member. Every line of
       the claim in the file is flagged (one without a member too: the file does not say which member is
       meant); lines without a member do not make a claim mixed. The window compares the ids as written; the
@@ -74,31 +78,41 @@ parsed as (
     At 10M lines, alone: this window 8.1-9.5 s, the one for duplicate_line alone 6.4 s, a separate group on
     the normalized ids (beside it) 7.5-9.0 s (benchmarks/probes.py cross-row; BENCHMARKS.md, session 25). -#}
 claim_rows as (
-  select source_file, source_row_number, payer, claim_id, member_id,
-         claim_line_number is not null and claim_line_number = lag(claim_line_number) over in_order as is_duplicate,
+  select source_file, source_row_number, payer, claim_id, member_id, is_reversal,
+         claim_line_number is not null and claim_line_number = lag(claim_line_number) over in_order as is_second,
+         coalesce(claim_line_number = lag(claim_line_number, 2) over in_order, false) as is_third,
+         lag(is_reversal) over in_order as reversal_before,
          min(member_id) over in_claim <> max(member_id) over in_claim as ids_differ_as_written
+  {#- is_reversal a boolean before the window: carrying the status text through it cost ~0.8 s at 10M, this
+      ~0.45 s (BENCHMARKS.md, session 29) #}
   from (select payer, source_file, source_row_number, member_id, {{ claim_id_expr }} as claim_id,
-               {{ line_expr }} as claim_line_number
+               {{ line_expr }} as claim_line_number,
+               coalesce({{ by_payer(contracts, parse_status, 'claim_status') }} = 'reversed', false) as is_reversal
         from {{ run_rows }} b)
   where claim_id is not null
   window in_claim as (partition by source_file, payer, claim_id),
          in_order as (partition by source_file, payer, claim_id order by claim_line_number, source_row_number)
-  qualify is_duplicate or ids_differ_as_written
+  qualify is_second or ids_differ_as_written
 ),
 cross_row as (
-  select source_file, source_row_number, is_duplicate,
+  {#- a second copy is a duplicate unless one of it and the copy before it is a reversal and the other not (an
+      unknown status is not a reversal); a third copy is -#}
+  select source_file, source_row_number,
+         is_second and (is_third or is_reversal = reversal_before) as is_duplicate,
+         is_second and not is_duplicate as is_pair,
          ids_differ_as_written and min(member_ref) over in_claim <> max(member_ref) over in_claim as is_mixed_claim
   from (select *, {{ pseudonym_input('upper(member_id)') }} as member_ref from claim_rows)
   window in_claim as (partition by source_file, payer, claim_id)
 ),
 flagged as (
-  select p.*, coalesce(x.is_duplicate, false) as is_duplicate, coalesce(x.is_mixed_claim, false) as is_mixed_claim
+  select p.*, coalesce(x.is_duplicate, false) as is_duplicate, coalesce(x.is_pair, false) as is_pair,
+         coalesce(x.is_mixed_claim, false) as is_mixed_claim
   from parsed p
   left join cross_row x using (source_file, source_row_number)
 ),
 ruled as (
 select
-  * exclude (is_duplicate, is_mixed_claim, birth_date, has_birth_date, npi_number, member_zip_digits),
+  * exclude (is_duplicate, is_pair, is_mixed_claim, birth_date, has_birth_date, npi_number, member_zip_digits),
   year(birth_date) as birth_year,
   list_filter([
     case when claim_id is null then 'missing_claim_id' end,
@@ -141,8 +155,10 @@ select
   ], r -> r is not null) as failed_rules,
   {#- set by the post-hook: the file of the next version of this line (a later file's, or one that landed
       earlier when files landed out of order: a reversal that takes it back, an adjustment that replaced
-      it); for a reversal, the file of the version it takes back -#}
-  cast(null as varchar) as superseded_by,
+      it; its own file for the first of a reversal and another copy in one file); for a reversal, the file
+      of the version it takes back. Until then the second row of such a pair is marked with its own file,
+      which puts its claim in the post-hook's scope on a full build. -#}
+  case when is_pair then source_file end as superseded_by,
   cast(null as varchar) as reverses
 from flagged
 )
