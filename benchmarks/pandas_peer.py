@@ -393,15 +393,20 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
 
 def pair_ranks(df: pd.DataFrame) -> pd.Series:
     """The order of the two copies of a reversal-and-other pair in one file (the SQL's pair_rank, 0 first, 1
-    second), for their rows: the reversal first when an earlier file holds a copy of the line that is not a
-    reversal and not a duplicate (its rules do not matter), else second."""
+    second), for their rows: the reversal first when the last earlier file that holds the line (a duplicate
+    not counted) holds a copy that is not a reversal (its rules do not matter), else second."""
     keyed = df["claim_id"].notna() & df["claim_line_number"].notna() & ~df["duplicate_line"]
     pairs = pd.MultiIndex.from_frame(df.loc[df["in_file_pair"], ["source_file", *KEY]])
+    if pairs.empty:
+        return pd.Series(dtype=float)
     rows = df.loc[keyed, ["source_file", *KEY, "claim_status"]]
+    files = (rows.assign(_holds=(rows["claim_status"] != "reversed"))
+             .groupby([*KEY, "source_file"])["_holds"].any().reset_index().sort_values([*KEY, "source_file"]))
+    files["_copy_before"] = files.groupby(KEY)["_holds"].shift(1).fillna(False).astype(bool)
     rows = rows[pd.MultiIndex.from_frame(rows[["source_file", *KEY]]).isin(pairs)]
-    first = df.loc[keyed & (df["claim_status"] != "reversed")].groupby(KEY)["source_file"].min().rename("_first")
-    copy_before = (rows.join(first, on=KEY)["_first"] < rows["source_file"]).fillna(False)
-    return ((rows["claim_status"] == "reversed") != copy_before).astype(int)
+    copy_before = rows.merge(files[[*KEY, "source_file", "_copy_before"]], on=[*KEY, "source_file"],
+                             how="left")["_copy_before"].to_numpy(dtype=bool)
+    return pd.Series(((rows["claim_status"] == "reversed").to_numpy() != copy_before).astype(int), index=rows.index)
 
 
 def late_lines_first(multi: pd.DataFrame) -> pd.DataFrame:

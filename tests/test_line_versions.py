@@ -772,9 +772,9 @@ def test_an_original_that_landed_after_its_adjustment_does_not_replace_it(tmp_pa
 def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_path):
     """A payer sends a reversal and its correction together (an 835's reversal and corrected claim), or a line
     and its void in one file. A reversal and one copy that is not a reversal, in one file, are two versions of
-    the line, whatever their row order: the reversal comes first when an earlier file holds a copy of the
-    line (it takes that back, and the correction is the line), else second (it takes back the copy in its
-    own file: the line nets to 0). A third copy, or two copies that are not reversals, stay duplicate_line.
+    the line, whatever their row order: the reversal comes first when the last earlier file holding the line
+    holds a copy that is not a reversal (it takes that back, and the correction is the line), else second
+    (it takes back the copy in its own file: the line nets to 0). A third copy, or two copies that are not reversals, stay duplicate_line.
     A rerun, a fresh build (whose scope finds a claim held in one file by the pair) and the pandas peer
     decide the same."""
     header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 160, seed=89)
@@ -785,9 +785,10 @@ def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_
     # claims held by nw_002 alone: one-line claims
     voided, voided_swapped, thrice, twice = one_line[:4]
     later_claims = {r[col["claim_id"]] for r in (voided, voided_swapped, thrice, twice)}
-    corrected, swapped, mismatched, rejected, rejected_void = [r for r in paid
-                                                               if r[col["claim_id"]] not in later_claims][:5]
-    cases = [corrected, swapped, mismatched, rejected, rejected_void, voided, voided_swapped, thrice, twice]
+    corrected, swapped, mismatched, rejected, rejected_void, broken_fix = [
+        r for r in paid if r[col["claim_id"]] not in later_claims][:6]
+    cases = [corrected, swapped, mismatched, rejected, rejected_void, broken_fix, voided, voided_swapped, thrice,
+             twice]
     others = [r for r in rows if not any(r is p for p in cases)]
     first_file = [r for r in others if r[col["claim_id"]] not in later_claims][:40]
     second_file = [r for r in others if not any(r is f for f in first_file)]
@@ -802,17 +803,20 @@ def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_
     broken[col["service_date"]] = "2024-02-30"  # nw_001's copy of `rejected` breaks a rule of its own
     broken_void = list(rejected_void)
     broken_void[col["service_date"]] = "2024-02-30"  # rejected_void's original in nw_002 does too
+    fix_broken = correction(broken_fix)
+    fix_broken[col["service_date"]] = "2024-02-30"  # broken_fix's correction does too
     fixes = {"corrected": correction(corrected), "swapped": correction(swapped),
              "mismatched": correction(mismatched), "rejected": correction(rejected)}
     landing = tmp_path / "landing"
     (landing / "northwind").mkdir(parents=True)
-    _write_aged(landing / NW1, [header, corrected, swapped, mismatched, broken, *first_file], 3)
+    _write_aged(landing / NW1, [header, corrected, swapped, mismatched, broken, broken_fix, *first_file], 3)
     in_nw2 = [
         _reversal(corrected, col), fixes["corrected"],                        # 835 order: reversal, correction
         fixes["swapped"], _reversal(swapped, col),                            # the other row order
         _reversal(mismatched, col, paid_amount="-0.01"), fixes["mismatched"],  # takes back less than was paid
         _reversal(rejected, col), fixes["rejected"],                          # nw_001's copy was rejected
-        broken_void, _reversal(rejected_void, col),                           # a rejected line and its void
+        _reversal(rejected_void, col), broken_void,                           # a rejected line and its void
+        _reversal(broken_fix, col), fix_broken,                               # a rejected correction
         voided, _reversal(voided, col),                                       # a line and its void
         _reversal(voided_swapped, col), voided_swapped,
         thrice, _reversal(thrice, col), thrice,                               # a third copy
@@ -835,6 +839,9 @@ def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_
                                             (NW2, ["reversal_of_rejected_line"], None, None)])
     assert found[key(rejected_void)] == _sorted([(NW2, ["invalid_service_date"], None, None),
                                                  (NW2, ["reversal_of_rejected_line"], None, None)])
+    # a copy that broke a rule of its own keeps it, and replaces nothing
+    assert found[key(broken_fix)] == _sorted([(NW1, [], NW2, None), (NW2, [], None, NW1),
+                                              (NW2, ["invalid_service_date"], None, None)])
     netted = [(NW2, [], NW2, None), (NW2, [], None, NW2)]
     assert found[key(voided)] == found[key(voided_swapped)] == _sorted(netted)
     assert found[key(thrice)] == _sorted([*netted, (NW2, ["duplicate_line"], None, None)])
@@ -845,7 +852,7 @@ def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_
     for case in ("corrected", "swapped", "mismatched", "rejected"):
         fix = fixes[case]
         assert current[key(fix)] == ("adjusted", _money(fix[col["paid_amount"]])), case
-    for r in (voided, voided_swapped, thrice):  # netted: reversed, nothing paid
+    for r in (voided, voided_swapped, thrice, broken_fix):  # netted: reversed, nothing paid
         assert current[key(r)] == ("reversed", 0)
     assert current[key(twice)] == ("paid", _money(twice[col["paid_amount"]]))
     assert key(rejected_void) not in current
@@ -854,11 +861,11 @@ def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_
         return sum(_money(r[col["paid_amount"]]) for r in lines if r[col["status"]] in ("paid", "adjusted", "reversed"))
 
     assert query(wh, GOLD_PAID)[0][0] == paying([*first_file, *second_file, *fixes.values(), twice])
-    # nw_001's three lines taken back or replaced by nw_002 are counted again in the same run
+    # nw_001's four lines taken back or replaced by nw_002 are counted again in the same run
     assert query(wh, "SELECT source_file, max(rows_superseded), max(rows_quarantined) "
                      "FROM silver.silver_data_quality_log "
                      "WHERE load_id = (SELECT max(load_id) FROM silver.silver_data_quality_log) GROUP BY 1 ORDER BY 1"
-                 ) == [(NW1, 3, 1), (NW2, 5, 6)]
+                 ) == [(NW1, 4, 1), (NW2, 5, 7)]
     assert unconserved_files(wh) == []
     everything = query(wh, VERDICTS)
     assert materialize_graph(landing, wh, instance=instance, partitions=[NW2]).success
@@ -872,6 +879,41 @@ def test_a_reversal_and_another_copy_of_a_line_in_one_file_are_two_versions(tmp_
         claim, line = key(r)
         assert [v for v in _peer_verdicts(landing, claim) if v[1] == line] == sorted(
             (f, line, rules, s is not None, v is not None) for f, rules, s, v in found[key(r)]), claim
+
+
+def test_a_line_voided_before_and_paid_and_voided_again_in_one_file_nets_to_zero(tmp_path):
+    """nw_001 pays a line, nw_002 voids it, nw_003 pays it again and voids that payment (a reversal and another
+    copy in one file): the last earlier file holding the line holds only its void, so the new reversal takes
+    back the new copy (not the voided original a second time) and gold pays 0 for the line, as the fresh
+    build and the pandas peer decide too."""
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 60, seed=97)
+    line = paid[0]
+    again = list(line)
+    again[col["paid_amount"]] = _fmt(_money(line[col["paid_amount"]]) - Decimal("10.00"))
+    others = [r for r in rows if r is not line]
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    nw3 = "northwind/nw_003.csv"
+    _write_aged(landing / NW1, [header, line, *others[:20]], 4)
+    _write_aged(landing / NW2, [header, _reversal(line, col), *others[20:40]], 3)
+    _write_aged(landing / nw3, [header, again, _reversal(again, col), *others[40:]], 2)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    for name in (NW1, NW2, nw3):
+        assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
+    key = _line_key(line, col)
+    assert _sorted(_group(query(wh, VERDICTS))[key]) == _sorted([
+        (NW1, [], NW2, None), (NW2, [], nw3, NW1), (nw3, [], nw3, None), (nw3, [], None, nw3)])
+    assert query(wh, "SELECT claim_status, paid_amount FROM silver.silver_claim_lines "
+                     "WHERE claim_id = ? AND claim_line_number = ?", list(key)) == [("reversed", 0)]
+    assert query(wh, GOLD_PAID)[0][0] == sum(_money(r[col["paid_amount"]]) for r in others
+                                             if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    fresh = tmp_path / "fresh.duckdb"
+    assert materialize_graph(landing, fresh).success
+    assert query(fresh, VERDICTS) == query(wh, VERDICTS)
+    assert [v for v in _peer_verdicts(landing, key[0]) if v[1] == key[1]] == sorted([
+        (NW1, key[1], [], True, False), (NW2, key[1], [], True, True), (nw3, key[1], [], True, False),
+        (nw3, key[1], [], False, True)])
 
 
 def _sorted(rows: list[tuple]) -> list[tuple]:

@@ -2,8 +2,10 @@
     line number. A second copy in the same file is quarantined as duplicate_line (the model decides that),
     except a reversal and one copy that is not a reversal: a reversal and its correction sent together, or
     a line and its void. That pair is two versions, ordered within their file (pair_rank): the reversal
-    first when an earlier file holds a copy of the line that is not a reversal (it takes that back, and the
-    correction is the line), else second (it takes back the copy in its own file: the line nets to 0).
+    first when the last earlier file holding the line holds a copy that is not a reversal (it takes that
+    back, and the correction is the line), else second (it takes back the copy in its own file: the line
+    nets to 0). A version moved next to another (files landed out of order, below) is moved next to that
+    one row, not its whole file (version_pair).
     A copy in another file is a version of the line: a payer's adjustment, reversal or finished
     adjudication sent in a later file. Of the copies that broke no rule, ordered by when their file first
     landed under its name (landing.landing_file_registry.first_landed_at, kept through the file's
@@ -87,7 +89,7 @@ create or replace temp table medflow_run_claims as
 {%- set partial = is_incremental() and not run_covers_every_file() -%}
 {%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file, pair_rank" -%}
 {%- set version_order = "partition by payer, claim_id, claim_line_number "
-                        ~ "order by version_landed, version_file, version_rank, landed, source_file, pair_rank" -%}
+                        ~ "order by version_landed, version_file, version_pair, version_rank, landed, source_file, pair_rank" -%}
 {%- set hook_rules = "['reversal_mismatch', 'reversal_of_rejected_line', 'claim_member_conflict']" -%}
 {%- if partial -%}
 insert into medflow_run_claims {{ run_claims() }};
@@ -120,24 +122,29 @@ with copies as (
       or bool_or(superseded_by is not null)
   {%- endif %})
 ),
+line_files as (
+  {#- each file's copies of a line (a second copy in one file not counted): how many, and whether one is not a
+      reversal (its own rules do not matter, as for rejected_before) -#}
+  select payer, claim_id, claim_line_number, source_file, any_value(landed) as landed, count(*) as copies_here,
+         bool_or(claim_status is distinct from 'reversed') as holds_line
+  from copies where not second_in_file and claim_line_number is not null
+  group by all
+),
 in_file_pairs as (
   {#- a reversal and one other copy of a line in one file (the model let them pass as not duplicate_line):
-      the reversal comes first when an earlier file holds a copy of the line that is not a reversal (the
-      payer reversed that version and sends its correction; the copy's rules do not matter, as for
-      rejected_before), else second (the line and its void in one file) -#}
-  select p.payer, p.claim_id, p.claim_line_number, p.source_file,
-         exists (select 1 from copies e
-                 where e.payer = p.payer and e.claim_id = p.claim_id and e.claim_line_number = p.claim_line_number
-                   and not e.second_in_file and e.claim_status is distinct from 'reversed'
-                   and (e.landed < p.landed or e.landed = p.landed and e.source_file < p.source_file))
-           as copy_before
-  from (select payer, claim_id, claim_line_number, source_file, any_value(landed) as landed
-        from copies where not second_in_file and claim_line_number is not null
-        group by all having count(*) = 2) p
+      the reversal comes first when the last earlier file that holds the line holds a copy that is not a
+      reversal (the payer reversed that version and sends its correction), else second (the line and its
+      void in one file; also when the line was voided before: a void of the new copy, not a second void) -#}
+  select payer, claim_id, claim_line_number, source_file, copy_before
+  from (select *, coalesce(lag(holds_line) over (partition by payer, claim_id, claim_line_number
+                                                 order by landed, source_file), false) as copy_before
+        from line_files)
+  where copies_here = 2
 ),
 paired as (
   {#- pair_rank orders the two copies of such a pair (0 first, 1 second); every other row has 0 -#}
-  select c.*, case when i.copy_before is null or (c.claim_status = 'reversed') = i.copy_before then 0 else 1 end
+  select c.*, case when i.copy_before is null or coalesce(c.claim_status = 'reversed', false) = i.copy_before then 0
+                     else 1 end
                 as pair_rank
   from copies c
   left join in_file_pairs i using (payer, claim_id, claim_line_number, source_file)
@@ -174,7 +181,10 @@ ordered as (
          case when after_line then next_line['landed'] when before_adjustment is not null
               then before_adjustment['landed'] else landed end as version_landed,
          case when after_line then next_line['source_file'] when before_adjustment is not null
-              then before_adjustment['source_file'] else source_file end as version_file
+              then before_adjustment['source_file'] else source_file end as version_file,
+         {#- next to that one version, not its whole file (which may hold a reversal and another copy) -#}
+         case when after_line then next_line['pair_rank'] when before_adjustment is not null
+              then before_adjustment['pair_rank'] else pair_rank end as version_pair
   from (
     select *,
            coalesce(claim_status = 'reversed' and not coalesce(line_before, false)
@@ -193,11 +203,11 @@ ordered as (
              bool_or(claim_status <> 'reversed') over (
                w rows between unbounded preceding and 1 preceding) as line_before,
              first_value(case when claim_status <> 'reversed' then {
-                 'landed': landed, 'source_file': source_file, 'billed_amount': billed_amount,
+                 'landed': landed, 'source_file': source_file, 'pair_rank': pair_rank, 'billed_amount': billed_amount,
                  'allowed_amount': allowed_amount, 'paid_amount': paid_amount, 'paid_date': paid_date} end
                ignore nulls) over (w rows between 1 following and unbounded following) as next_line,
              {#- the line's adjustments with a paid date that landed earlier, in the order they landed -#}
-             list({'landed': landed, 'source_file': source_file, 'paid_date': paid_date}) filter (
+             list({'landed': landed, 'source_file': source_file, 'pair_rank': pair_rank, 'paid_date': paid_date}) filter (
                  where claim_status = 'adjusted' and paid_date is not null) over (
                w rows between unbounded preceding and 1 preceding) as adjusted_before,
              {#- paid on or after every version that landed before it (or no date to tell) -#}
@@ -258,7 +268,7 @@ decided as (
     left join versions v using (source_file, source_row_number)
     left join conflicts x using (source_file, source_row_number))
 )
-select d.source_file, d.source_row_number, d.hook_rule, d.superseded_by, d.reverses,
+select d.source_file, d.source_row_number, d.candidate, d.hook_rule, d.superseded_by, d.reverses,
   {%- for field in raw_fields %}
   b.{{ field }} as bronze_{{ field }}{{ "," if not loop.last }}
   {%- endfor %}
@@ -266,13 +276,16 @@ from decided d
 join {{ ref('bronze_claim_lines') }} b using (source_file, source_row_number)
 where d.rules <> d.was_rules or d.superseded_by is distinct from d.was_superseded_by
    or d.reverses is distinct from d.was_reverses;
-{#- only a row that broke no rule of its own changes: its rule list is [] or one of this hook's rules -#}
+{#- a row that broke no rule of its own gets [] or one of this hook's rules; one that did keeps its rules and
+    raw text (only its superseded_by can change: the model's mark on the second of a pair in one file) -#}
 update {{ this }} t set
-  failed_rules = case when c.hook_rule is not null then [c.hook_rule] else cast([] as varchar[]) end,
+  failed_rules = case when not c.candidate then t.failed_rules when c.hook_rule is not null then [c.hook_rule]
+                      else cast([] as varchar[]) end,
   superseded_by = c.superseded_by,
   reverses = c.reverses,
   {%- for field in raw_fields %}
-  raw_{{ field }} = case when c.hook_rule is not null then c.bronze_{{ field }} end{{ "," if not loop.last }}
+  raw_{{ field }} = case when not c.candidate then t.raw_{{ field }} when c.hook_rule is not null
+                         then c.bronze_{{ field }} end{{ "," if not loop.last }}
   {%- endfor %}
 from medflow_version_changes c
 where t.source_file = c.source_file and t.source_row_number = c.source_row_number;
