@@ -55,9 +55,9 @@
     the lines of the claims the run's files hold now or held before the run: a corrected file that no longer
     holds a line gives it back to the version before. On a first load or a run over every landed file it
     looks at every claim with rows in more than one file, and every claim with such a pair in one file (the
-    model stores the pair's second row superseded by its own file until this hook decides). Files whose rows change this way are listed in
-    landing.dq_log_recount; silver_data_quality_log counts them again in the same dbt invocation and empties
-    the list (a failed invocation leaves it for the next one). -#}
+    model stores the pair's second row superseded by its own file until this hook decides). Files whose rows
+    change this way are listed in landing.dq_log_recount; silver_data_quality_log counts them again in the
+    same dbt invocation and empties the list (a failed invocation leaves it for the next one). -#}
 
 {% macro recount_table() -%}landing.dq_log_recount{%- endmacro %}
 
@@ -88,8 +88,8 @@ create or replace temp table medflow_run_claims as
 {%- set raw_fields = quarantine_raw_fields() -%}
 {%- set partial = is_incremental() and not run_covers_every_file() -%}
 {%- set order = "partition by payer, claim_id, claim_line_number order by landed, source_file, pair_rank" -%}
-{%- set version_order = "partition by payer, claim_id, claim_line_number "
-                        ~ "order by version_landed, version_file, version_pair, version_rank, landed, source_file, pair_rank" -%}
+{%- set version_order = "partition by payer, claim_id, claim_line_number order by version_landed, version_file, "
+                        ~ "version_pair, version_rank, landed, source_file, pair_rank" -%}
 {%- set hook_rules = "['reversal_mismatch', 'reversal_of_rejected_line', 'claim_member_conflict']" -%}
 {%- if partial -%}
 insert into medflow_run_claims {{ run_claims() }};
@@ -203,12 +203,13 @@ ordered as (
              bool_or(claim_status <> 'reversed') over (
                w rows between unbounded preceding and 1 preceding) as line_before,
              first_value(case when claim_status <> 'reversed' then {
-                 'landed': landed, 'source_file': source_file, 'pair_rank': pair_rank, 'billed_amount': billed_amount,
-                 'allowed_amount': allowed_amount, 'paid_amount': paid_amount, 'paid_date': paid_date} end
+                 'landed': landed, 'source_file': source_file, 'pair_rank': pair_rank,
+                 'billed_amount': billed_amount, 'allowed_amount': allowed_amount, 'paid_amount': paid_amount,
+                 'paid_date': paid_date} end
                ignore nulls) over (w rows between 1 following and unbounded following) as next_line,
              {#- the line's adjustments with a paid date that landed earlier, in the order they landed -#}
-             list({'landed': landed, 'source_file': source_file, 'pair_rank': pair_rank, 'paid_date': paid_date}) filter (
-                 where claim_status = 'adjusted' and paid_date is not null) over (
+             list({'landed': landed, 'source_file': source_file, 'pair_rank': pair_rank,
+                   'paid_date': paid_date}) filter (where claim_status = 'adjusted' and paid_date is not null) over (
                w rows between unbounded preceding and 1 preceding) as adjusted_before,
              {#- paid on or after every version that landed before it (or no date to tell) -#}
              coalesce(paid_date >= max(paid_date) over (w rows between unbounded preceding and 1 preceding), true)
