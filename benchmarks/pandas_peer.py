@@ -347,8 +347,9 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
     good = df.loc[~own, ["source_file", *KEY, "claim_status", *AMOUNTS, "paid_date"]]
     found = pd.Series(False, index=good.index)
     mismatch = pd.Series(False, index=good.index)
+    pair_rank = pair_ranks(df)
     multi = good[good.duplicated(KEY, keep=False)]
-    multi = multi.assign(_pair=pair_ranks(df).reindex(multi.index).fillna(0))
+    multi = multi.assign(_pair=pair_rank.reindex(multi.index).fillna(0))
     multi = multi.sort_values([*KEY, "source_file", "_pair"], kind="stable")
     if not multi.empty:
         multi = late_lines_first(multi)
@@ -371,7 +372,7 @@ def resolve_versions(df: pd.DataFrame, in_two_files: pd.MultiIndex) -> None:
         # ... or in the reversal's own file, ordered before it (the second of its in-file pair)
         rejected_here = pd.MultiIndex.from_frame(reversals[["source_file", *KEY]]).isin(
             pd.MultiIndex.from_frame(rejected[["source_file", *KEY]]))
-        second_here = pair_ranks(df).reindex(reversals.index).fillna(0).to_numpy() == 1
+        second_here = pair_rank.reindex(reversals.index).fillna(0).to_numpy() == 1
         orphan = (((first < reversals["source_file"]).fillna(False).to_numpy(dtype=bool)
                    | (rejected_here & second_here))
                   & ~found.loc[reversals.index].to_numpy(dtype=bool))
