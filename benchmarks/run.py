@@ -48,7 +48,8 @@ def _env(landing: Path, warehouse: Path, dagster_home: Path) -> dict:
     env.update({"MEDFLOW_LANDING_PATH": str(landing), "MEDFLOW_WAREHOUSE_PATH": str(warehouse),
                 "DAGSTER_HOME": str(dagster_home), "DO_NOT_TRACK": "1"})
     dagster_home.mkdir(parents=True, exist_ok=True)
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # the instance MedFlow ships (.ci/materialize and the README's commands use it): its storage, pools, retries
+    shutil.copy(ROOT / "data" / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
     return env
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 from types import SimpleNamespace
 
@@ -111,7 +112,7 @@ def test_dbt_prunes_old_target_folders(tmp_path):
     assert left == ["manifest.json", *[f"medflow_dbt_gold-run{i}" for i in range(4, 8)]]
 
 
-def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them():
+def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them(tmp_path, monkeypatch):
     """The landing sensors and the automation sensor start running; the instance of the README's commands
     retries a run whose process died (not one whose step failed) and keeps skipped sensor ticks (each holds
     the cursor) one day."""
@@ -123,7 +124,9 @@ def test_sensors_and_the_instance_keep_files_flowing_without_a_hand_on_them():
     assert {s.name: s.default_status for s in defs.sensors} == {
         "local_landing_sensor": dg.DefaultSensorStatus.RUNNING, "s3_landing_sensor": dg.DefaultSensorStatus.RUNNING,
         "medflow_automation": dg.DefaultSensorStatus.RUNNING}
-    with dg.DagsterInstance.from_config(str(PROJECT_ROOT / "data" / "dagster_home")) as instance:
+    shutil.copy(PROJECT_ROOT / "data" / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # its storage's folder (medflow_assets/instance_storage.py)
+    with dg.DagsterInstance.get() as instance:
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         # a step that failed (a blocking check, a dbt error) would fail the same way again: not rerun whole
         assert instance.run_retries_retry_on_asset_or_op_failure is False
