@@ -15,6 +15,7 @@ steps here run one at a time (in-process executor, and the `duckdb_warehouse` po
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import shutil
@@ -67,6 +68,65 @@ def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: st
     if not result.success:
         raise RuntimeError(f"`dbt parse` failed for {project_dir}: {result.exception}")
     return result.result
+
+
+# dbt compiles every macro, materialization and model it runs from its Jinja source, in every process and again
+# in each invocation: ~240 templates, 0.7-1.0 s of a one-line run (BENCHMARKS.md, Results of session 30). Jinja's
+# own bytecode cache keeps the compiled code on disk, so a process compiles only what no process compiled before.
+_TEMPLATE_CACHE: dict[str, Any] = {}  # once installed: the FileSystemBytecodeCache in use, the versions, Jinja's compile
+
+
+def _template_key(env, source: str, name: str | None, filename: str | None, defer_init: bool) -> str:
+    """Everything Jinja's compiled code depends on: the source, the environment's class (dbt's text or native
+    one), its extensions and syntax settings, and the versions of dbt-common and Jinja (Jinja's cache adds its
+    own format version and Python's)."""
+    syntax = [getattr(env, a) for a in (
+        "block_start_string", "block_end_string", "variable_start_string", "variable_end_string",
+        "comment_start_string", "comment_end_string", "line_statement_prefix", "line_comment_prefix",
+        "trim_blocks", "lstrip_blocks", "newline_sequence", "keep_trailing_newline", "optimized", "is_async")]
+    finalize = getattr(env.finalize, "__qualname__", None) if env.finalize else None
+    parts = [f"{type(env).__module__}.{type(env).__qualname__}", ",".join(sorted(env.extensions)), repr(syntax),
+             str(finalize), str(name), str(filename), str(defer_init), _TEMPLATE_CACHE["versions"],
+             hashlib.sha256(source.encode()).hexdigest()]
+    return "|".join(parts)
+
+
+def cache_dbt_templates(directory: Path) -> None:
+    """Keep dbt's compiled Jinja templates in `directory` (Jinja's FileSystemBytecodeCache: one file per
+    template, written atomically), for every dbt invocation in this process. A file that cannot be read or
+    written (corrupt, a read-only folder) only means that template is compiled as before."""
+    from importlib.metadata import version
+
+    import jinja2
+    from dbt_common.clients.jinja import MacroFuzzEnvironment
+    from jinja2.bccache import Bucket, FileSystemBytecodeCache
+    from jinja2.utils import internalcode
+
+    directory.mkdir(parents=True, exist_ok=True)
+    _TEMPLATE_CACHE["cache"] = FileSystemBytecodeCache(str(directory))
+    _TEMPLATE_CACHE["versions"] = f"dbt-common {version('dbt-common')}, jinja2 {jinja2.__version__}"
+    if "compile" in _TEMPLATE_CACHE:
+        return
+    compile_source = MacroFuzzEnvironment.compile  # dbt's text environment; its native one inherits it
+    _TEMPLATE_CACHE["compile"] = compile_source
+
+    @internalcode  # as Jinja's own: left out of the tracebacks Jinja rewrites for template errors
+    def compile(self, source, name=None, filename=None, raw=False, defer_init=False):
+        cache = _TEMPLATE_CACHE["cache"]
+        if raw or not isinstance(source, str):
+            return compile_source(self, source, name, filename, raw, defer_init)
+        key = _template_key(self, source, name, filename, defer_init)
+        try:
+            bucket = cache.get_bucket(self, key, None, source)
+        except Exception:  # noqa: BLE001 -- a damaged file (Jinja unpickles its header unguarded): written over
+            bucket = Bucket(self, cache.get_cache_key(key), cache.get_source_checksum(source))
+        if bucket.code is None:
+            bucket.code = compile_source(self, source, name, filename, raw, defer_init)
+            with contextlib.suppress(OSError):
+                cache.set_bucket(bucket)
+        return bucket.code
+
+    MacroFuzzEnvironment.compile = compile
 
 
 _ROW_TEXT = re.compile(r"^([ \t]*Original Line:)", re.MULTILINE)
@@ -231,6 +291,7 @@ class DbtCoreResource(dg.ConfigurableResource):
                 raw_events.append(msg_to_dict(msg))
 
         with _LOCK, scoped_environ(dict(env)), log:
+            cache_dbt_templates(Path(self.target_root) / "jinja_cache")
             try:
                 preloaded = None
                 if "--selector" not in selection:  # a generated selector lives in a project copy: dbt parses it
