@@ -919,3 +919,41 @@ def _group(verdicts) -> dict:
     for v in verdicts:
         grouped.setdefault((v[1], v[2]), []).append((v[0], *v[3:]))
     return grouped
+
+
+def test_a_reversal_beside_a_copy_whose_status_is_unknown_decides_the_same_in_either_row_order(tmp_path):
+    """nw_002 holds a line's reversal and a copy of it whose status is not in the contract's status map
+    (unknown_status), in both row orders. The unknown copy counts as not a reversal, so the two are a pair
+    whatever DuckDB's row order: nw_001 held the paid line, so the reversal takes it back and the unknown copy
+    is quarantined (it replaces nothing); gold pays 0 for the line. The fresh build and the pandas peer
+    decide the same."""
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=101)
+    one_line = [r for r in paid if sum(x[col["claim_id"]] == r[col["claim_id"]] for x in rows) == 1]
+    reversal_first, unknown_first = one_line[:2]
+    cases = [reversal_first, unknown_first]
+
+    def unknown(r):
+        v = list(r)
+        v[col["status"]] = "frobnicated"
+        return v
+
+    others = [r for r in rows if not any(r is c for c in cases)]
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    _write_aged(landing / NW1, [header, *cases, *others[:30]], 3)
+    _write_aged(landing / NW2, [header, _reversal(reversal_first, col), unknown(reversal_first),
+                                unknown(unknown_first), _reversal(unknown_first, col), *others[30:]], 2)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    for name in (NW1, NW2):
+        assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
+    found = _group(query(wh, VERDICTS))
+    for r in cases:
+        assert _sorted(found[_line_key(r, col)]) == _sorted([
+            (NW1, [], NW2, None), (NW2, [], None, NW1), (NW2, ["unknown_status"], None, None)])
+    current = {(c, n): (s, p) for c, n, s, p in query(
+        wh, "SELECT claim_id, claim_line_number, claim_status, paid_amount FROM silver.silver_claim_lines")}
+    assert [current[_line_key(r, col)] for r in cases] == [("reversed", 0), ("reversed", 0)]
+    assert query(wh, GOLD_PAID)[0][0] == sum(_money(r[col["paid_amount"]]) for r in others
+                                             if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh.duckdb", cases, col)
