@@ -4,8 +4,8 @@ that each storage keeps one SQLAlchemy engine per database file and reuses its c
 
 Dagster's SQLite storages create an engine and open a new SQLite connection for every statement they run, and
 close both after it. A one-line `medflow-load` opens ~700 of them (185 events written; the run's and the index's
-databases read ~500 times: data versions, dynamic partitions, schema checks), ~1.2 s of its ~9.5 s on the Xeon
-host (BENCHMARKS.md, "Fixed cost"). With connections kept, each statement is a pool checkout.
+databases read ~500 times: data versions, dynamic partitions, pool slots, schema checks), ~1.2 s of its ~9.5 s on
+the Xeon host (BENCHMARKS.md, Results of session 30). With connections kept, each statement is a pool checkout.
 
 What stays as Dagster has it: every statement in its own transaction (`conn.begin()`, committed when the
 block ends), so another process (the webserver, the daemon, a sensor's run) sees each write as soon as it is
@@ -17,8 +17,9 @@ committed, as before; WAL journals and busy timeouts. What is new, and how it is
 - wipe: the engines are closed before Dagster deletes the files they hold;
 - dispose (the instance's exit) closes them all.
 
-`tests/test_instance_storage.py` runs on Dagster's private `_connect` / `connect`: it fails when an upgrade
-changes them (the Dagster family is pinned to one version in pyproject.toml).
+It overrides three of Dagster's private methods (`SqliteEventLogStorage._connect` and `has_table`,
+`SqliteRunStorage.connect`); `tests/test_instance_storage.py` fails when an upgrade renames or reshapes them
+(the Dagster family is pinned to one version in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def has_table(self, table_name: str) -> bool:
-        """Dagster's asks the index database with an engine of its own, once per asset event with tags."""
+        """Dagster's own asks the index database through a new engine, once per asset event with tags."""
         engine = self.engines.get(self.conn_string_for_shard(INDEX_SHARD_NAME))
         with engine.connect() as conn:
             return bool(engine.dialect.has_table(conn, table_name))

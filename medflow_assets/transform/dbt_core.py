@@ -71,7 +71,7 @@ def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: st
 
 
 # dbt compiles every macro, materialization and model it runs from its Jinja source, in every process and again
-# in each invocation: ~240 templates, 0.7-1.0 s of a one-line run (BENCHMARKS.md, Results of session 30). Jinja's
+# in each invocation: ~240 templates, 0.7-0.9 s of a one-line run (BENCHMARKS.md, Results of session 30). Jinja's
 # own bytecode cache keeps the compiled code on disk, so a process compiles only what no process compiled before.
 _TEMPLATE_CACHE: dict[str, Any] = {}  # once installed: the FileSystemBytecodeCache in use, the versions, Jinja's compile
 
