@@ -2,6 +2,7 @@
 kept (medflow_assets/instance_storage.py): the same files Dagster's default storage reads and writes, a few
 connections per run instead of one per statement, bounded, safe across fork, wipe and exit."""
 
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -90,22 +91,29 @@ def test_the_shipped_instance_uses_dagsters_files_and_dagsters_default_storage_r
         assert instance.get_latest_materialization_event(dg.AssetKey("upstream")).run_id == plain_run
 
 
-def _connections_opened(monkeypatch, instance_yaml: str | None, tmp_path: Path) -> int:
-    opened = []
+@contextlib.contextmanager
+def _connects():
+    """The database files of every SQLite connection opened inside the block (SQLAlchemy calls dbapi2.connect)."""
+    opened: list[str] = []
     real = sqlite3.dbapi2.connect
 
     def counting(*args, **kwargs):
-        opened.append(args[0] if args else kwargs.get("database"))
+        opened.append(Path(args[0]).name if args else kwargs.get("database"))
         return real(*args, **kwargs)
 
+    sqlite3.dbapi2.connect = counting
+    try:
+        yield opened
+    finally:
+        sqlite3.dbapi2.connect = real
+
+
+def _connections_opened(monkeypatch, instance_yaml: str | None, tmp_path: Path) -> int:
     _home(tmp_path, monkeypatch, instance_yaml)
     with dg.DagsterInstance.get() as instance:
         _materialize(instance)  # the first run creates the files
-        monkeypatch.setattr(sqlite3.dbapi2, "connect", counting)
-        try:
+        with _connects() as opened:
             _materialize(instance)
-        finally:
-            monkeypatch.setattr(sqlite3.dbapi2, "connect", real)
     return len(opened)
 
 
@@ -137,17 +145,10 @@ def test_connections_stay_bounded_over_many_runs_and_an_evicted_database_reopens
 def _in_child(instance, queue) -> None:
     """Reads and runs through the instance its parent made (and used); reports the run and which databases it
     connected to (it must open its own connections: SQLite forbids using a parent's after fork)."""
-    opened = []
-    real = sqlite3.dbapi2.connect
-
-    def counting(*args, **kwargs):
-        opened.append(Path(args[0]).name)
-        return real(*args, **kwargs)
-
-    sqlite3.dbapi2.connect = counting
     try:
-        runs_before = len(instance.get_runs())
-        queue.put((runs_before, _materialize(instance), sorted(set(opened))))
+        with _connects() as opened:
+            runs_before = len(instance.get_runs())
+            queue.put((runs_before, _materialize(instance), sorted(set(opened))))
     except Exception as e:  # noqa: BLE001 -- reported to the parent, which fails the test
         queue.put(f"error: {e!r}")
 
