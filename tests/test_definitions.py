@@ -173,6 +173,75 @@ def test_the_manifest_is_parsed_again_when_project_content_changes_whatever_the_
     assert len(parses) == 3 and "model.medflow.released_later" in manifest.read_text()
 
 
+def test_going_back_to_settings_parsed_before_copies_their_manifest_and_parses_nothing(tmp_path, monkeypatch):
+    """Each parse's settings (target, warehouse file name) keep their own dbt target folder: switching from a
+    warehouse of one name to another's and back, or from dev to prod and back, parses each settings once, and
+    the project's manifest.json is always the one of the current settings. A project file changed since is
+    parsed again (dbt's partial parse, in that settings' folder)."""
+    from dagster_dbt import DbtProject
+
+    from medflow_assets.settings import DBT_PROJECT_DIR
+    from medflow_assets.transform import project as project_module
+
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    project = DbtProject(project_dir=copy, profiles_dir=copy)
+    parses = []
+    real_parse = project_module.dbt_parse
+    monkeypatch.setattr(project_module, "dbt_parse",
+                        lambda *a, **kw: parses.append(os.environ["MEDFLOW_WAREHOUSE_PATH"]) or real_parse(*a, **kw))
+    monkeypatch.setenv("MEDFLOW_PII_KEY", "a-key-that-must-never-be-written-to-disk")
+
+    def databases(manifest):
+        nodes = json.loads(manifest.read_text())["nodes"].values()
+        return {n["database"] for n in nodes if n["resource_type"] == "model"}
+
+    seen = []
+    for name, target in [("alpha", "dev"), ("beta", "dev"), ("alpha", "dev"), ("beta", "dev"), ("alpha", "prod"),
+                         ("alpha", "dev"), ("alpha", "prod")]:
+        monkeypatch.setenv("MEDFLOW_WAREHOUSE_PATH", str(tmp_path / "wh" / f"{name}.duckdb"))
+        monkeypatch.setenv("MEDFLOW_TARGET", target)
+        manifest = project_module.ensure_manifest(project)
+        assert databases(manifest) == {name}
+        seen.append((name, target, len(parses)))
+    # alpha/dev, beta/dev and alpha/prod parsed once each; every later switch parsed nothing
+    assert [n for *_, n in seen] == [1, 2, 2, 2, 3, 3, 3]
+    folders = sorted((project.project_dir / "target" / "parses").iterdir())
+    assert len(folders) == 3
+    for folder in folders:  # the settings a folder is for, without the PII key (a parse never needs it)
+        assert "a-key-that-must-never" not in (folder / "settings.json").read_text()
+        assert (folder / "partial_parse.msgpack").exists()
+
+    summary = copy / "models" / "gold" / "claims_monthly_summary.sql"
+    summary.write_text(summary.read_text() + "\n-- released later\n")
+    manifest = project_module.ensure_manifest(project)  # alpha/prod: its files changed
+    assert len(parses) == 4 and "-- released later" in manifest.read_text()
+    monkeypatch.setenv("MEDFLOW_TARGET", "dev")
+    manifest = project_module.ensure_manifest(project)  # alpha/dev: parsed before the change, so again
+    assert len(parses) == 5 and "-- released later" in manifest.read_text() and databases(manifest) == {"alpha"}
+
+
+def test_parse_folders_beyond_the_kept_number_go_when_no_parse_used_them_lately(tmp_path):
+    from medflow_assets.transform import dbt_core
+
+    env = {"MEDFLOW_TARGET": "dev", "MEDFLOW_PII_KEY": "k"}
+    folders = [dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": f"/x/{i}.duckdb"})
+               for i in range(dbt_core.KEEP_PARSE_FOLDERS + 3)]
+    assert len(set(folders)) == len(folders) == len(list((tmp_path / "parses").iterdir()))
+    long_ago = 946_684_800
+    for i, folder in enumerate(folders[:5]):  # five folders no parse used for long (folders[4] last), the rest now
+        os.utime(folder / "settings.json", (long_ago + i, long_ago + i))
+    again = dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": "/y/0.duckdb"})
+    assert again == folders[0]  # the same settings (another folder of the warehouse): the same parse folder
+    left = set((tmp_path / "parses").iterdir())
+    # 11 folders, 8 kept: the three least recently used go; recently used ones stay whatever their number
+    assert left == {folders[0], *folders[4:]}
+    recent = dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": "/x/new.duckdb"})
+    # nine folders: the one left that no parse used lately goes; those used lately all stay
+    assert set((tmp_path / "parses").iterdir()) == (left - {folders[4]}) | {recent}
+    assert len(left) == dbt_core.KEEP_PARSE_FOLDERS
+
+
 def test_one_parse_serves_every_warehouse_of_a_name_and_each_run_connects_with_its_own_settings(tmp_path,
                                                                                                  monkeypatch):
     """dbt's parse never opens the warehouse, so MedFlow parses with its folder and DuckDB's settings left out

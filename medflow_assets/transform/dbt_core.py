@@ -55,6 +55,44 @@ def parse_env(env: Mapping[str, str]) -> dict[str, str | None]:
     return out
 
 
+# dbt keeps one partial-parse state (partial_parse.msgpack) per target folder and starts over when the profile it
+# renders differs from the one that state was parsed with. Tests, the benchmark and a user switching between the
+# dev and prod targets or warehouses of other names alternate between a few such profiles, and each switch cost
+# a full parse (~2-4 s). So each parse's target folder is one per parse settings (`parse_env`, the project's
+# folder, the dbt versions): switching back finds its state where it left it. dbt's partial parse still sees
+# edits to project files within one folder.
+PARSE_FOLDERS = "parses"
+KEEP_PARSE_FOLDERS = 8  # parse settings kept; the least recently used beyond these are removed
+_PARSE_FOLDER_IDLE_S = 600  # ... when no parse used them for this long (another process may be parsing there)
+
+
+def parse_folder(target_root: str | Path, project_dir: str | Path, env: Mapping[str, str]) -> Path:
+    """The target folder of parses with these settings (`parse_env`, the project folder, dbt versions), made when
+    missing and marked as just used; folders beyond KEEP_PARSE_FOLDERS that no parse used for
+    _PARSE_FOLDER_IDLE_S are removed, oldest first."""
+    from importlib.metadata import version
+
+    settings = json.dumps([version("dbt-core"), version("dbt-duckdb"), str(Path(project_dir).resolve()),
+                           sorted(parse_env(env).items())])
+    root = Path(target_root) / PARSE_FOLDERS
+    folder = root / hashlib.sha256(settings.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(settings + "\n")  # which settings this folder is for; marks it used
+    others = sorted((p for p in root.iterdir() if p.is_dir() and p != folder),
+                    key=lambda p: _used_at(p), reverse=True)
+    for old in others[KEEP_PARSE_FOLDERS - 1:]:
+        if time.time() - _used_at(old) > _PARSE_FOLDER_IDLE_S:
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _used_at(folder: Path) -> float:
+    try:
+        return (folder / "settings.json").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: str | Path, write_json: bool):
     """`dbt parse` in this process (partial parse: ~0.1 s when the project and profile are unchanged); returns
     dbt's Manifest object. Call with profiles.yml's MEDFLOW_* variables set as `parse_env` gives them."""
@@ -218,14 +256,16 @@ def release_warehouse() -> None:
 
 
 def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env: Mapping[str, str]):
-    """The parsed project, once per process and per project version and profile settings."""
+    """The parsed project, once per process and per project version and profile settings (parsed in the
+    settings' own folder under `target_dir`: `parse_folder`)."""
     manifest_json = target_dir / "manifest.json"
     key = (project_dir, manifest_json.stat().st_mtime if manifest_json.exists() else 0.0,
            tuple(sorted(parse_env(env).items())))
     if key not in _MANIFESTS:
         _MANIFESTS.clear()
         with scoped_environ(parse_env(env)):
-            _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, target_dir, write_json=False)
+            _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, parse_folder(target_dir, project_dir, env),
+                                        write_json=False)
     return _MANIFESTS[key]
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from importlib.metadata import version
 from pathlib import Path
 
 from dagster_dbt import DbtProject
 
 from medflow_assets.settings import DBT_PROJECT_DIR, load_settings, scoped_environ
-from medflow_assets.transform.dbt_core import dbt_parse, parse_env
+from medflow_assets.transform.dbt_core import dbt_parse, parse_env, parse_folder
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
@@ -41,17 +43,30 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     files, another warehouse file name or target, or other dbt versions (`project_digest`; not another
     warehouse folder or DuckDB setting: `parse_env`), so a fresh clone works, dagster-dbt's asset graph matches
     the project, and every run can use dbt's partial parse (dbt re-parses everything when the rendered profile
-    differs from the one it parsed with)."""
+    differs from the one it parsed with). The parse runs in the settings' own folder (`parse_folder`), which
+    keeps its manifest: going back to settings parsed before (another target, a warehouse of another name) with
+    the same project files copies that manifest instead of parsing."""
     manifest = Path(project.manifest_path)
     stamp = manifest.parent / ".medflow-project-digest"
     env = load_settings().dbt_env()
     digest = project_digest(project, env)
     if manifest.exists() and stamp.exists() and stamp.read_text() == digest:
         return manifest
-    # The same MEDFLOW_* values the runs' parses use, so dbt's partial parse stays valid for them.
-    with scoped_environ(parse_env(env)):
-        dbt_parse(project.project_dir, project.profiles_dir, manifest.parent, write_json=True)
-    if not manifest.exists():
-        raise RuntimeError(f"`dbt parse` wrote no manifest for {project.project_dir}")
-    stamp.write_text(digest)
+    folder = parse_folder(manifest.parent, project.project_dir, env)
+    parsed, parsed_stamp = folder / "manifest.json", folder / ".medflow-project-digest"
+    if not (parsed.exists() and parsed_stamp.exists() and parsed_stamp.read_text() == digest):
+        # The same MEDFLOW_* values the runs' parses use, so dbt's partial parse stays valid for them.
+        with scoped_environ(parse_env(env)):
+            dbt_parse(project.project_dir, project.profiles_dir, folder, write_json=True)
+        if not parsed.exists():
+            raise RuntimeError(f"`dbt parse` wrote no manifest for {project.project_dir}")
+        parsed_stamp.write_text(digest)
+    # whole files only: another process may be reading the manifest (each gets its own temporary name)
+    for src, dst, text in ((parsed, manifest, None), (None, stamp, digest)):
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        if text is None:
+            shutil.copyfile(src, tmp)
+        else:
+            tmp.write_text(text)
+        os.replace(tmp, dst)
     return manifest
