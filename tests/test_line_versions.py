@@ -17,7 +17,8 @@ from tests.helpers import check_result, materialize_graph, query, unconserved_fi
 
 NW1, NW2 = "northwind/nw_001.csv", "northwind/nw_002.csv"
 VERDICTS = """SELECT source_file, claim_id, claim_line_number, failed_rules, superseded_by, reverses
-              FROM silver.silver_claim_lines_validated ORDER BY claim_id, claim_line_number, source_file"""
+              FROM silver.silver_claim_lines_validated
+              ORDER BY claim_id, claim_line_number, source_file, source_row_number"""  # a file may hold 2 copies
 GOLD = ["SELECT * EXCLUDE (through_load_id) FROM gold.claims_monthly_summary ORDER BY ALL",
         "SELECT * EXCLUDE (through_load_id) FROM gold.claims_approval_funnel ORDER BY ALL",
         "SELECT * FROM gold.provider_performance ORDER BY ALL"]
@@ -957,3 +958,46 @@ def test_a_reversal_beside_a_copy_whose_status_is_unknown_decides_the_same_in_ei
     assert query(wh, GOLD_PAID)[0][0] == sum(_money(r[col["paid_amount"]]) for r in others
                                              if r[col["status"]] in ("paid", "adjusted", "reversed"))
     _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh.duckdb", cases, col)
+
+
+
+def test_a_late_original_is_moved_next_to_the_adjustment_it_preceded_not_before_that_adjustments_whole_file(
+        tmp_path):
+    """nw_000 (landed first) holds a paid line; nw_001 its void and its adjustment together, paid 5 days
+    later: a pair, the reversal first (nw_000 holds a copy that is not a reversal), the adjustment second.
+    nw_002, landed last, sends the original again. That copy, paid before the adjustment, is the version the
+    adjustment replaced: it is ordered right before the adjustment itself, after nw_001's reversal (not
+    before nw_001's whole file, where it would come between the line and the reversal taking it back). The
+    adjustment stays the line; gold pays its amount. Loaded file by file, the fresh build and the pandas peer
+    decide the same."""
+    header, rows, col, paid, _, _ = _paid_lines_of_two_members(tmp_path, 80, seed=107)
+    line = next(r for r in paid if sum(x[col["claim_id"]] == r[col["claim_id"]] for x in rows) == 1)
+    others = [r for r in rows if r is not line]
+    later = _shifted(line[col["paid_date"]], 5)
+    adjustment = list(line)
+    adjustment[col["status"]], adjustment[col["paid_date"]] = "adjusted", later
+    adjustment[col["paid_amount"]] = _fmt(_money(line[col["paid_amount"]]) / 2)
+    nw0 = "northwind/nw_000.csv"
+    landing = tmp_path / "landing"
+    (landing / "northwind").mkdir(parents=True)
+    _write_aged(landing / nw0, [header, line, *others[:20]], 4)
+    _write_aged(landing / NW1, [header, _reversal(line, col, paid_date=later), adjustment, *others[20:40]], 3)
+    _write_aged(landing / NW2, [header, list(line), *others[40:]], 2)
+    wh = tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    for name in (nw0, NW1, NW2):
+        assert materialize_graph(landing, wh, instance=instance, partitions=[name]).success
+
+    # (file, failed rules, superseded_by, reverses) of the line's four copies
+    assert _sorted(_group(query(wh, VERDICTS))[_line_key(line, col)]) == _sorted([
+        (nw0, [], NW1, None),   # the line, taken back by nw_001's reversal
+        (NW1, [], NW2, nw0),    # the reversal of nw_000's line, then the original sent again
+        (NW2, [], NW1, None),   # the original sent again: replaced by the adjustment
+        (NW1, [], None, None)])  # the adjustment: the line
+    assert query(wh, "SELECT source_file, claim_status, paid_amount FROM silver.silver_claim_lines "
+                     "WHERE claim_id = ? AND claim_line_number = ?", list(_line_key(line, col))) == [
+        (NW1, "adjusted", _money(adjustment[col["paid_amount"]]))]
+    assert query(wh, GOLD_PAID)[0][0] == _money(adjustment[col["paid_amount"]]) + sum(
+        _money(r[col["paid_amount"]]) for r in others if r[col["status"]] in ("paid", "adjusted", "reversed"))
+    assert unconserved_files(wh) == []
+    _same_in_a_fresh_build_and_the_peer(landing, wh, tmp_path / "fresh.duckdb", [line], col)
