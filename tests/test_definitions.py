@@ -4,10 +4,12 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from types import SimpleNamespace
 
 from medflow_assets.definitions import defs
 from medflow_assets.resources import DbtCoreResource
+from medflow_assets.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 from tests.helpers import SAMPLE_LANDING, materialize_graph, query
 
 
@@ -162,14 +164,16 @@ def test_the_manifest_is_parsed_again_when_project_content_changes_whatever_the_
     summary.write_text(summary.read_text() + "\n-- released later\n")
     os.utime(summary, (old, old))
     os.utime(gold, (old, old))
-    project_module.ensure_manifest(project)
+    first = manifest
+    manifest = project_module.ensure_manifest(project)
+    assert manifest != first and first.exists()  # the earlier version's manifest is never rewritten
     assert len(parses) == 2 and "-- released later" in manifest.read_text()
 
     new_model = gold / "released_later.sql"
     new_model.write_text("select 1 as one\n")
     os.utime(new_model, (old, old))
     os.utime(gold, (old, old))
-    project_module.ensure_manifest(project)
+    manifest = project_module.ensure_manifest(project)
     assert len(parses) == 3 and "model.medflow.released_later" in manifest.read_text()
 
 
@@ -221,25 +225,64 @@ def test_going_back_to_settings_parsed_before_copies_their_manifest_and_parses_n
     assert len(parses) == 5 and "-- released later" in manifest.read_text() and databases(manifest) == {"alpha"}
 
 
+PREPARE = """
+import json, sys, time
+from dagster_dbt import DbtProject
+from medflow_assets.transform import project as pm
+real = pm.dbt_parse
+def slow_parse(*a, **kw):  # every process is inside the window before the first parse ends
+    print("PARSED", flush=True)
+    time.sleep(2)
+    return real(*a, **kw)
+pm.dbt_parse = slow_parse
+manifest = pm.ensure_manifest(DbtProject(project_dir=sys.argv[1], profiles_dir=sys.argv[1]))
+assert "model.medflow.claims_monthly_summary" in json.loads(manifest.read_text())["nodes"]
+print("MANIFEST", manifest, flush=True)
+"""
+
+
+def test_processes_preparing_the_manifest_at_once_parse_once_and_read_the_same_whole_file(tmp_path):
+    """Sensor runs and CLI commands start at once: the first process parses under the parse lock, the others
+    wait and read the manifest it wrote (dbt writes its files in place: two parses in one folder could read
+    each other's half-written files)."""
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    env = {**os.environ, "MEDFLOW_WAREHOUSE_PATH": str(tmp_path / "wh.duckdb"), "MEDFLOW_TARGET": "dev"}
+    procs = [subprocess.Popen([sys.executable, "-c", PREPARE, str(copy)], env=env, cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
+    assert sum(out.count("PARSED") for out, _ in outs) == 1
+    manifests = {line.split(" ", 1)[1] for out, _ in outs for line in out.splitlines() if line.startswith("MANIFEST")}
+    assert len(manifests) == 1 and not list((copy / "target").rglob("*.tmp"))
+
+
 def test_parse_folders_beyond_the_kept_number_go_when_no_parse_used_them_lately(tmp_path):
     from medflow_assets.transform import dbt_core
 
     env = {"MEDFLOW_TARGET": "dev", "MEDFLOW_PII_KEY": "k"}
-    folders = [dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": f"/x/{i}.duckdb"})
-               for i in range(dbt_core.KEEP_PARSE_FOLDERS + 3)]
+
+    def folder_for(warehouse):
+        return dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": warehouse})
+
+    folders = [folder_for(f"/x/{i}.duckdb") for i in range(dbt_core.KEEP_PARSE_FOLDERS + 3)]
     assert len(set(folders)) == len(folders) == len(list((tmp_path / "parses").iterdir()))
+    assert dbt_core.prune_parse_folders(tmp_path) == []  # 11 folders, all used just now: none removed
     long_ago = 946_684_800
     for i, folder in enumerate(folders[:5]):  # five folders no parse used for long (folders[4] last), the rest now
         os.utime(folder / "settings.json", (long_ago + i, long_ago + i))
-    again = dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": "/y/0.duckdb"})
+    (folders[3] / "settings.json").unlink()  # as while a process writes it: the folder's own time counts
+    os.utime(folders[3], (long_ago + 3, long_ago + 3))
+    again = folder_for("/y/0.duckdb")
     assert again == folders[0]  # the same settings (another folder of the warehouse): the same parse folder
-    left = set((tmp_path / "parses").iterdir())
     # 11 folders, 8 kept: the three least recently used go; recently used ones stay whatever their number
-    assert left == {folders[0], *folders[4:]}
-    recent = dbt_core.parse_folder(tmp_path, tmp_path / "project", {**env, "MEDFLOW_WAREHOUSE_PATH": "/x/new.duckdb"})
+    assert set(dbt_core.prune_parse_folders(tmp_path, keep=again)) == set(folders[1:4])
+    left = set((tmp_path / "parses").iterdir())
+    assert left == {folders[0], *folders[4:]} and len(left) == dbt_core.KEEP_PARSE_FOLDERS
+    recent = folder_for("/x/new.duckdb")
     # nine folders: the one left that no parse used lately goes; those used lately all stay
+    assert dbt_core.prune_parse_folders(tmp_path, keep=recent) == [folders[4]]
     assert set((tmp_path / "parses").iterdir()) == (left - {folders[4]}) | {recent}
-    assert len(left) == dbt_core.KEEP_PARSE_FOLDERS
 
 
 def test_one_parse_serves_every_warehouse_of_a_name_and_each_run_connects_with_its_own_settings(tmp_path,

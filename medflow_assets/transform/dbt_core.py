@@ -63,34 +63,80 @@ def parse_env(env: Mapping[str, str]) -> dict[str, str | None]:
 # edits to project files within one folder.
 PARSE_FOLDERS = "parses"
 KEEP_PARSE_FOLDERS = 8  # parse settings kept; the least recently used beyond these are removed
-_PARSE_FOLDER_IDLE_S = 600  # ... when no parse used them for this long (another process may be parsing there)
+_PARSE_FOLDER_IDLE_S = 600  # ... when no process used them for this long
+KEEP_MANIFESTS = 3  # manifests kept per parse folder (one per version of the project files)
+_NOT_PARSED = ("target", "logs")  # dbt's outputs, not its inputs
+
+
+def project_digest(project_dir: str | Path, profiles_dir: str | Path, env: Mapping[str, str]) -> str:
+    """sha256 of what `dbt parse` reads: the bytes of every project file (models, macros, seeds, tests,
+    dbt_project.yml) and of profiles.yml, the MEDFLOW_* values a parse renders (`parse_env`: the warehouse's
+    file name, not its folder), where the project is (the manifest holds its path), and the dbt-core and
+    dbt-duckdb versions. Content, not modification times: a release copied with its files' older mtimes
+    (`rsync -a`, `cp -p`, an unpacked archive) still counts as a change. ~35 small files: a few ms."""
+    from importlib.metadata import version
+
+    root, h = Path(project_dir).resolve(), hashlib.sha256()
+    h.update(json.dumps([version("dbt-core"), version("dbt-duckdb"), str(root),
+                         sorted(parse_env(env).items())]).encode())
+    files = [Path(profiles_dir).resolve() / "profiles.yml"]
+    for top in sorted(root.iterdir()):
+        if top.name not in _NOT_PARSED and not top.name.startswith("."):
+            files += [top] if top.is_file() else sorted(f for f in top.rglob("*") if f.is_file())
+    for f in dict.fromkeys(files):
+        h.update(f"{f.relative_to(root) if f.is_relative_to(root) else f}\0".encode() + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def parse_lock(target_root: str | Path):
+    """Every parse, and every change to the parse folders, holds this lock (a file lock: across processes).
+    dbt writes its manifest and partial-parse state in place, so two processes parsing into one folder could
+    each read the other's half-written file."""
+    import fcntl
+
+    Path(target_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(target_root) / ".parse.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def parse_folder(target_root: str | Path, project_dir: str | Path, env: Mapping[str, str]) -> Path:
     """The target folder of parses with these settings (`parse_env`, the project folder, dbt versions), made when
-    missing and marked as just used; folders beyond KEEP_PARSE_FOLDERS that no parse used for
-    _PARSE_FOLDER_IDLE_S are removed, oldest first."""
+    missing and marked as just used (its settings.json, which names the settings; never the PII key)."""
     from importlib.metadata import version
 
     settings = json.dumps([version("dbt-core"), version("dbt-duckdb"), str(Path(project_dir).resolve()),
                            sorted(parse_env(env).items())])
-    root = Path(target_root) / PARSE_FOLDERS
-    folder = root / hashlib.sha256(settings.encode()).hexdigest()[:16]
+    folder = Path(target_root) / PARSE_FOLDERS / hashlib.sha256(settings.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "settings.json").write_text(settings + "\n")  # which settings this folder is for; marks it used
-    others = sorted((p for p in root.iterdir() if p.is_dir() and p != folder),
-                    key=lambda p: _used_at(p), reverse=True)
-    for old in others[KEEP_PARSE_FOLDERS - 1:]:
-        if time.time() - _used_at(old) > _PARSE_FOLDER_IDLE_S:
-            shutil.rmtree(old, ignore_errors=True)
+    (folder / "settings.json").write_text(settings + "\n")
     return folder
 
 
+def prune_parse_folders(target_root: str | Path, keep: Path | None = None) -> list[Path]:
+    """Remove the parse folders beyond the KEEP_PARSE_FOLDERS most recently used that no process used for
+    _PARSE_FOLDER_IDLE_S (never `keep`); returns them. Call under `parse_lock`."""
+    root = Path(target_root) / PARSE_FOLDERS
+    if not root.is_dir():
+        return []
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and p != keep), key=_used_at, reverse=True)
+    gone = [old for old in folders[KEEP_PARSE_FOLDERS - (keep is not None):]
+            if time.time() - _used_at(old) > _PARSE_FOLDER_IDLE_S]
+    for old in gone:
+        shutil.rmtree(old, ignore_errors=True)
+    return gone
+
+
 def _used_at(folder: Path) -> float:
-    try:
-        return (folder / "settings.json").stat().st_mtime
-    except OSError:
-        return 0.0
+    """When a process last used the folder (its settings.json; the folder's own time while that is written)."""
+    for p in (folder / "settings.json", folder):
+        with contextlib.suppress(OSError):
+            return p.stat().st_mtime
+    return 0.0
 
 
 def dbt_parse(project_dir: str | Path, profiles_dir: str | Path, target_path: str | Path, write_json: bool):
@@ -256,16 +302,14 @@ def release_warehouse() -> None:
 
 
 def _parsed_manifest(project_dir: str, profiles_dir: str, target_dir: Path, env: Mapping[str, str]):
-    """The parsed project, once per process and per project version and profile settings (parsed in the
-    settings' own folder under `target_dir`: `parse_folder`)."""
-    manifest_json = target_dir / "manifest.json"
-    key = (project_dir, manifest_json.stat().st_mtime if manifest_json.exists() else 0.0,
-           tuple(sorted(parse_env(env).items())))
+    """The parsed project, once per process and per version of the project files and parse settings (parsed in
+    the settings' own folder under `target_dir`: `parse_folder`)."""
+    key = (project_dir, project_digest(project_dir, profiles_dir, env))
     if key not in _MANIFESTS:
         _MANIFESTS.clear()
-        with scoped_environ(parse_env(env)):
-            _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, parse_folder(target_dir, project_dir, env),
-                                        write_json=False)
+        folder = parse_folder(target_dir, project_dir, env)
+        with parse_lock(target_dir), scoped_environ(parse_env(env)):
+            _MANIFESTS[key] = dbt_parse(project_dir, profiles_dir, folder, write_json=False)
     return _MANIFESTS[key]
 
 
