@@ -12,7 +12,7 @@ from tests.helpers import query
 
 @contextlib.contextmanager
 def set_aside(paths, keep):
-    """Move these files of the working tree into `keep` for the duration, and put them back afterwards (what
+    """Move these files and folders of the working tree into `keep` for the duration, and put them back afterwards (what
     the test made in their place goes), so a developer's own warehouse and manifest survive the test."""
     moved = []
     try:
@@ -23,19 +23,27 @@ def set_aside(paths, keep):
         yield
     finally:
         for path in paths:
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         for path, kept in moved:
             shutil.move(kept, path)
 
 
 def test_readme_materialize_command_builds_gold_from_the_sample(tmp_path):
     warehouse = PROJECT_ROOT / "data" / "warehouse" / "medflow.duckdb"
-    # a fresh clone has no dbt manifest: the definitions must prepare it themselves
+    # a fresh clone has no dbt manifest and no parse: the definitions must prepare them themselves
     manifest = PROJECT_ROOT / "dbt_project" / "target" / "manifest.json"
+    parses = PROJECT_ROOT / "dbt_project" / "target" / "parses"
     keep = tmp_path / "kept"
     keep.mkdir()
-    with set_aside([warehouse, warehouse.with_name(warehouse.name + ".wal"), manifest], keep):
+    with set_aside([warehouse, warehouse.with_name(warehouse.name + ".wal"), manifest, parses], keep):
+        assert not parses.exists()
         run_readme_command_and_check(tmp_path, warehouse, manifest)
+        # the parse of the default settings kept its manifest, the same as the copy dbt's tools read
+        [prepared] = parses.glob("*/manifest-*.json")
+        assert prepared.read_bytes() == manifest.read_bytes()
 
 
 def run_readme_command_and_check(tmp_path, warehouse, manifest):

@@ -210,6 +210,10 @@ def test_going_back_to_settings_parsed_before_copies_their_manifest_and_parses_n
         seen.append((name, target, len(parses)))
     # alpha/dev, beta/dev and alpha/prod parsed once each; every later switch parsed nothing
     assert [n for *_, n in seen] == [1, 2, 2, 2, 3, 3, 3]
+    shared = copy / "target" / "manifest.json"  # the copy dbt's own tools read: put back when removed
+    shared.unlink()
+    assert project_module.ensure_manifest(project) == manifest and len(parses) == 3
+    assert shared.read_bytes() == manifest.read_bytes()
     folders = sorted((project.project_dir / "target" / "parses").iterdir())
     assert len(folders) == 3
     for folder in folders:  # the settings a folder is for, without the PII key (a parse never needs it)

@@ -38,8 +38,11 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     env = load_settings().dbt_env()
     digest = project_digest(project.project_dir, project.profiles_dir, env)
     folder = parse_folder(target_root, project.project_dir, env)
-    manifest = folder / f"manifest-{digest[:24]}.json"
+    manifest, shared = folder / f"manifest-{digest[:24]}.json", Path(project.manifest_path)
     if manifest.exists():
+        if not shared.exists():  # dbt_project/target/manifest.json removed: dagster-dbt's tools look there
+            with parse_lock(target_root):
+                _copy_whole(manifest, shared)
         return manifest
     with parse_lock(target_root):
         while not manifest.exists():
@@ -54,7 +57,7 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
                 digest, manifest = now, folder / f"manifest-{now[:24]}.json"
                 continue
             _copy_whole(parsed, manifest)
-            _copy_whole(parsed, Path(project.manifest_path))
+            _copy_whole(parsed, shared)
         olds = sorted((p for p in folder.glob("manifest-*.json") if p != manifest), key=lambda p: p.stat().st_mtime)
         for old in olds[: max(0, len(olds) - KEEP_MANIFESTS + 1)]:
             old.unlink(missing_ok=True)
