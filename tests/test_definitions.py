@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from medflow_assets.definitions import defs
@@ -259,6 +260,38 @@ def test_processes_preparing_the_manifest_at_once_parse_once_and_read_the_same_w
     assert sum(out.count("PARSED") for out, _ in outs) == 1
     manifests = {line.split(" ", 1)[1] for out, _ in outs for line in out.splitlines() if line.startswith("MANIFEST")}
     assert len(manifests) == 1 and not list((copy / "target").rglob("*.tmp"))
+
+
+def test_a_project_prepared_in_a_folder_the_process_cannot_write_is_read_without_parsing(tmp_path, monkeypatch):
+    """A deployment can ship the project with its manifest prepared, in a folder its user cannot write: reading
+    that manifest needs no write (no lock, no copy, no settings.json)."""
+    from dagster_dbt import DbtProject
+
+    from medflow_assets.transform import project as project_module
+
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    project = DbtProject(project_dir=copy, profiles_dir=copy)
+    monkeypatch.setenv("MEDFLOW_WAREHOUSE_PATH", str(tmp_path / "wh.duckdb"))
+    prepared = project_module.ensure_manifest(project)
+    (copy / "target" / "manifest.json").unlink()
+
+    def no_writes(*a, **kw):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(project_module, "dbt_parse", no_writes)
+    monkeypatch.setattr(Path, "write_text", no_writes)
+    monkeypatch.setattr(Path, "mkdir", no_writes)
+    monkeypatch.setattr(project_module.shutil, "copyfile", no_writes)
+    real_open = open
+
+    def read_only_open(path, mode="r", *a, **kw):
+        if set(mode) & set("wax+"):
+            no_writes()
+        return real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", read_only_open)
+    assert project_module.ensure_manifest(project) == prepared
 
 
 def test_parse_folders_beyond_the_kept_number_go_when_no_parse_used_them_lately(tmp_path):

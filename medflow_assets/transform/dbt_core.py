@@ -112,8 +112,11 @@ def parse_folder(target_root: str | Path, project_dir: str | Path, env: Mapping[
     settings = json.dumps([version("dbt-core"), version("dbt-duckdb"), str(Path(project_dir).resolve()),
                            sorted(parse_env(env).items())])
     folder = Path(target_root) / PARSE_FOLDERS / hashlib.sha256(settings.encode()).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "settings.json").write_text(settings + "\n")
+    # best effort: a deployment may ship the project prepared, in a folder it cannot write (then a parse fails
+    # with dbt's own error, and reading the prepared manifest needs no write)
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "settings.json").write_text(settings + "\n")
     return folder
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -41,7 +42,7 @@ def ensure_manifest(project: DbtProject = dbt_project) -> Path:
     manifest, shared = folder / f"manifest-{digest[:24]}.json", Path(project.manifest_path)
     if manifest.exists():
         if not shared.exists():  # dbt_project/target/manifest.json removed: dagster-dbt's tools look there
-            with parse_lock(target_root):
+            with contextlib.suppress(OSError), parse_lock(target_root):  # (a folder it cannot write: no copy)
                 _copy_whole(manifest, shared)
         return manifest
     with parse_lock(target_root):
