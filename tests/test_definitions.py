@@ -291,7 +291,43 @@ def test_a_project_prepared_in_a_folder_the_process_cannot_write_is_read_without
         return real_open(path, mode, *a, **kw)
 
     monkeypatch.setattr("builtins.open", read_only_open)
+
+    def tree():
+        return sorted((str(p), p.stat().st_mtime_ns) for p in copy.rglob("*"))
+
+    before = tree()
     assert project_module.ensure_manifest(project) == prepared
+    assert tree() == before and not (copy / "target" / "manifest.json").exists()  # nothing written, touched or copied
+
+
+def test_a_manifest_removed_before_it_was_read_is_prepared_again(tmp_path, monkeypatch):
+    """Another process may prune a parse folder between this one finding its manifest and reading it: the
+    manifest is then prepared again instead of the definitions failing to load."""
+    from dagster_dbt import DbtProject
+    from dagster_dbt.dbt_manifest import read_manifest_path
+
+    from medflow_assets.transform import project as project_module
+
+    copy = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs", ".user.yml"))
+    project = DbtProject(project_dir=copy, profiles_dir=copy)
+    monkeypatch.setenv("MEDFLOW_WAREHOUSE_PATH", str(tmp_path / "wh.duckdb"))
+    prepared = project_module.ensure_manifest(project)
+    read_manifest_path.cache_clear()  # as in a new process
+    real_exists = Path.exists
+    pruned = []
+
+    def pruned_after_the_check(path):  # the folder goes right after ensure_manifest saw the manifest
+        found = real_exists(path)
+        if path == prepared and found and not pruned:
+            shutil.rmtree(path.parent)
+            pruned.append(path)
+        return found
+
+    monkeypatch.setattr(Path, "exists", pruned_after_the_check)
+    assert project_module.ensure_manifest(project) == prepared and pruned == [prepared]
+    monkeypatch.undo()
+    assert "model.medflow.claims_monthly_summary" in json.loads(prepared.read_text())["nodes"]
 
 
 def test_parse_folders_beyond_the_kept_number_go_when_no_parse_used_them_lately(tmp_path):
