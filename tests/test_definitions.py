@@ -87,8 +87,6 @@ def test_dbt_runs_in_process(tmp_path, monkeypatch):
     assert [args for args in started if args[:1] != ["uname"]] == []  # platform.processor() may run `uname -p`
     # silver_members waits for silver_claim_lines_validated (meta.order_after: side by side, two 10M-line
     # statements are slower than one after the other), without an edge in the asset graph
-    from medflow_assets.settings import DBT_PROJECT_DIR
-
     (target,) = DBT_PROJECT_DIR.glob(f"target/medflow_dbt_bronze_silver-{result.run_id[:8]}-*")
     timing = {r["unique_id"].split(".")[-1]: {t["name"]: t for t in r["timing"]}
               for r in json.loads((target / "run_results.json").read_text())["results"]}
@@ -140,11 +138,8 @@ def test_the_manifest_is_parsed_again_when_project_content_changes_whatever_the_
     """dagster-dbt's asset graph comes from manifest.json: it is re-parsed when a project file's content
     changes, also when the new file carries an older mtime than the manifest (a release copied with
     `rsync -a`), and not when nothing changed."""
-    import shutil
-
     from dagster_dbt import DbtProject
 
-    from medflow_assets.settings import DBT_PROJECT_DIR
     from medflow_assets.transform import project as project_module
 
     copy = tmp_path / "dbt_project"
@@ -181,11 +176,10 @@ def test_the_manifest_is_parsed_again_when_project_content_changes_whatever_the_
 def test_going_back_to_settings_parsed_before_copies_their_manifest_and_parses_nothing(tmp_path, monkeypatch):
     """Each parse's settings (target, warehouse file name) keep their own dbt target folder: switching from a
     warehouse of one name to another's and back, or from dev to prod and back, parses each settings once, and
-    the project's manifest.json is always the one of the current settings. A project file changed since is
-    parsed again (dbt's partial parse, in that settings' folder)."""
+    the manifest returned is always the one of the current settings. A project file changed since is parsed
+    again (dbt's partial parse, in that settings' folder)."""
     from dagster_dbt import DbtProject
 
-    from medflow_assets.settings import DBT_PROJECT_DIR
     from medflow_assets.transform import project as project_module
 
     copy = tmp_path / "dbt_project"
@@ -264,7 +258,8 @@ def test_processes_preparing_the_manifest_at_once_parse_once_and_read_the_same_w
 
 def test_a_project_prepared_in_a_folder_the_process_cannot_write_is_read_without_parsing(tmp_path, monkeypatch):
     """A deployment can ship the project with its manifest prepared, in a folder its user cannot write: reading
-    that manifest needs no write (no lock, no copy, no settings.json)."""
+    that manifest succeeds with every write refused and changes nothing on disk (the lock, the copy to
+    target/manifest.json and settings.json are best effort)."""
     from dagster_dbt import DbtProject
 
     from medflow_assets.transform import project as project_module
