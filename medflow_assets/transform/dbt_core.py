@@ -68,17 +68,23 @@ KEEP_MANIFESTS = 3  # manifests kept per parse folder (one per version of the pr
 _NOT_PARSED = ("target", "logs")  # dbt's outputs, not its inputs
 
 
+def _parse_settings(project_dir: str | Path, env: Mapping[str, str]) -> str:
+    """What a parse's result depends on besides the project files: the dbt-core and dbt-duckdb versions, where the
+    project is (the manifest holds its path) and the MEDFLOW_* values a parse renders (`parse_env`)."""
+    from importlib.metadata import version
+
+    return json.dumps([version("dbt-core"), version("dbt-duckdb"), str(Path(project_dir).resolve()),
+                       sorted(parse_env(env).items())])
+
+
 def project_digest(project_dir: str | Path, profiles_dir: str | Path, env: Mapping[str, str]) -> str:
     """sha256 of what `dbt parse` reads: the bytes of every project file (models, macros, seeds, tests,
     dbt_project.yml) and of profiles.yml, the MEDFLOW_* values a parse renders (`parse_env`: the warehouse's
     file name, not its folder), where the project is (the manifest holds its path), and the dbt-core and
     dbt-duckdb versions. Content, not modification times: a release copied with its files' older mtimes
     (`rsync -a`, `cp -p`, an unpacked archive) still counts as a change. ~35 small files: a few ms."""
-    from importlib.metadata import version
-
     root, h = Path(project_dir).resolve(), hashlib.sha256()
-    h.update(json.dumps([version("dbt-core"), version("dbt-duckdb"), str(root),
-                         sorted(parse_env(env).items())]).encode())
+    h.update(_parse_settings(project_dir, env).encode())
     files = [Path(profiles_dir).resolve() / "profiles.yml"]
     for top in sorted(root.iterdir()):
         if top.name not in _NOT_PARSED and not top.name.startswith("."):
@@ -107,10 +113,7 @@ def parse_lock(target_root: str | Path):
 def parse_folder(target_root: str | Path, project_dir: str | Path, env: Mapping[str, str]) -> Path:
     """The target folder of parses with these settings (`parse_env`, the project folder, dbt versions), made when
     missing and marked as just used (its settings.json, which names the settings; never the PII key)."""
-    from importlib.metadata import version
-
-    settings = json.dumps([version("dbt-core"), version("dbt-duckdb"), str(Path(project_dir).resolve()),
-                           sorted(parse_env(env).items())])
+    settings = _parse_settings(project_dir, env)
     folder = Path(target_root) / PARSE_FOLDERS / hashlib.sha256(settings.encode()).hexdigest()[:16]
     # best effort: a deployment may ship the project prepared, in a folder it cannot write (then a parse fails
     # with dbt's own error, and reading the prepared manifest needs no write)
