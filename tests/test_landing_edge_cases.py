@@ -48,6 +48,9 @@ def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest
     # no header, and a first field longer than Python's csv module reads
     _write(landing / "northwind" / "northwind_headless_long.csv",
            [[*rows[1][:12], "x" * 200_000, *rows[1][13:]], *rows[2:20]])
+    # the header line joined with the file's only record (no line break after the header): every contract
+    # column is named, and DuckDB would read a header and no rows; the record is not lost without a word
+    _write(landing / "northwind" / "northwind_joined.csv", [header + rows[7]])
     first_row = rows[1]
     wh = tmp_path / "wh.duckdb"
 
@@ -64,25 +67,31 @@ def test_unusable_headers_and_compressed_files_are_rejected_by_name_and_the_rest
             f"(columns {n} and {n + 1}; names are compared ignoring case)") in check.description
     assert "Zebulon" not in str(result.all_events) and "999-88-7777" not in str(result.all_events)
     assert "northwind/northwind_zipped.csv: is gzip-compressed" in check.description
+    joined_at = len(header) + next(i for i, v in enumerate(rows[7], start=1) if v[:1].isdigit())
+    assert (f"northwind/northwind_joined.csv: header column {joined_at} of {2 * len(header)} is a number or a "
+            "date, not a column name (a data row on the header line, with no line break after the header?). "
+            "Fix the header and land it again.") in check.description
     assert "northwind/northwind_headless.csv: columns do not match the northwind contract" in check.description
     assert ("northwind/northwind_cr.csv: its header line cannot be read as ','-delimited CSV (new-line "
             "character seen in unquoted field") in check.description
     assert ("northwind/northwind_headless_long.csv: its header line cannot be read as ','-delimited CSV (field "
             "larger than field limit") in check.description
-    assert check.metadata["files_rejected"].value == 7
+    assert check.metadata["files_rejected"].value == 8
     registry = query(wh, "SELECT source_file, status, header_json FROM landing.landing_file_registry "
                          "WHERE source_file <> ALL(['bluepeak/bluepeak_claims_001.csv', "
                          "'cascade/cascade_claims_001.txt', ?]) ORDER BY 1", [NW])
     assert [(f, s) for f, s, _ in registry] == [
         ("northwind/northwind_cr.csv", "rejected"), ("northwind/northwind_headless.csv", "rejected"),
-        ("northwind/northwind_headless_long.csv", "rejected"), ("northwind/northwind_trailing.csv", "rejected"),
+        ("northwind/northwind_headless_long.csv", "rejected"), ("northwind/northwind_joined.csv", "rejected"),
+        ("northwind/northwind_trailing.csv", "rejected"),
         ("northwind/northwind_twice.csv", "rejected"), ("northwind/northwind_twice_extra.csv", "rejected"),
         ("northwind/northwind_zipped.csv", "rejected")]
-    assert [h for _, _, h in registry] == [None] * 7  # a rejected file's first line is not kept
+    assert [h for _, _, h in registry] == [None] * 8  # a rejected file's first line is not kept
     registry_text = str(query(wh, "SELECT * FROM landing.landing_file_registry"))
-    for value in (first_row[header.index("first_name")], first_row[header.index("ssn")],
-                  first_row[header.index("email")], first_row[header.index("member_id")]):
-        assert value not in registry_text
+    for row in (first_row, rows[7]):
+        for value in (row[header.index("first_name")], row[header.index("ssn")], row[header.index("email")],
+                      row[header.index("member_id")]):
+            assert value not in registry_text
     # the run went on: every accepted file reached silver and gold, and nothing of the rejected ones
     assert result.success
     assert query(wh, "SELECT count(DISTINCT source_file) FROM silver.silver_claim_lines") == [(3,)]

@@ -1,6 +1,7 @@
 """No clear PII planted by the generator appears in silver, gold, the run's logs or asset metadata."""
 
 import hmac
+import json
 import logging
 import re
 import shutil
@@ -274,9 +275,10 @@ def test_a_landed_file_duckdb_cannot_parse_at_all_is_rejected_and_the_others_flo
 
 def test_header_text_never_reaches_dbt_and_a_rejected_file_keeps_no_header(tmp_path, capsys):
     """Bronze reads a landed file's columns by position: no header cell enters SQL, dbt's artifacts or logs.
-    Here one file's header has an extra cell that is a data value, and another's header line is joined with
-    its first row (accepted at landing, since the contract's columns are all there, then rejected as not
-    valid CSV): neither text is anywhere, and the rejected file's registry row keeps no header."""
+    Here one file's header has an extra cell that is a data value (accepted: the registry keeps only the
+    contract's column names of a header), and another's header line is joined with its first row (rejected
+    at landing: a header cell is a number): neither text is anywhere, and the rejected file's registry row
+    keeps no header."""
     landing = copy_sample(tmp_path / "landing")
     extra = landing / "cascade" / "cascade_claims_001.txt"
     lines = extra.read_text().splitlines()
@@ -294,7 +296,8 @@ def test_header_text_never_reaches_dbt_and_a_rejected_file_keeps_no_header(tmp_p
         ("cascade/cascade_claims_001.txt", "accepted", False), ("northwind/northwind_claims_001.csv", "rejected", True)]
     assert query(wh, "SELECT count(*) > 0 FROM silver.silver_claim_lines WHERE payer = 'cascade'") == [(True,)]
     out = capsys.readouterr()
-    texts = {"stdout": out.out, "stderr": out.err}
+    texts = {"stdout": out.out, "stderr": out.err,
+             "registry": str(query(wh, "SELECT * FROM landing.landing_file_registry"))}
     for folder in (DBT_PROJECT_DIR / "target").glob(f"*-{result.run_id[:8]}-*"):
         for f in folder.rglob("*"):
             if f.is_file() and f.suffix in (".sql", ".json", ".log"):
@@ -302,6 +305,29 @@ def test_header_text_never_reaches_dbt_and_a_rejected_file_keeps_no_header(tmp_p
     leaks = {(name, s) for name, text in texts.items() for s in secrets if s in text}
     assert leaks == set()
     assert any("c1" in text for name, text in texts.items() if name.endswith("bronze_claim_lines_shard_0.sql"))
+
+
+def test_a_registry_that_kept_whole_header_lines_keeps_only_the_contract_names_after_the_next_landing(tmp_path):
+    """Registries written before landing kept only the contract's column names hold whole header lines (a
+    broken one can hold a data row). The next landing run, whatever its files, nulls every other cell of
+    every file's header, and the file still loads (its columns are found where they were)."""
+    landing = copy_sample(tmp_path / "landing")
+    wh = tmp_path / "wh.duckdb"
+    assert materialize_graph(landing, wh).success
+    cascade, northwind = "cascade/cascade_claims_001.txt", "northwind/northwind_claims_001.csv"
+    (before,) = query(wh, "SELECT header_json FROM landing.landing_file_registry WHERE source_file = ?", [cascade])[0]
+    with duckdb.connect(str(wh)) as con:  # as an older MedFlow wrote it: the header line as read, extra cell too
+        con.execute("UPDATE landing.landing_file_registry SET header_json = ? WHERE source_file = ?",
+                    [json.dumps([*json.loads(before), "ZZOLD 555-12-3456"]), cascade])
+    result = materialize_graph(landing, wh, partitions=[northwind])
+    assert result.success
+    (after,) = query(wh, "SELECT header_json FROM landing.landing_file_registry WHERE source_file = ?", [cascade])[0]
+    assert json.loads(after) == [*json.loads(before), None]
+    assert "ZZOLD" not in str(query(wh, "SELECT * FROM landing.landing_file_registry"))
+    lines = query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?", [cascade])
+    assert materialize_graph(landing, wh, partitions=[cascade]).success
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?", [cascade]) == lines
+    assert lines[0][0] > 0
 
 
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):

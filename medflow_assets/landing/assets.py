@@ -74,7 +74,8 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                 "modified_at TIMESTAMP, etag VARCHAR)")
     if files:
         con.executemany("INSERT INTO scan VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-            # a rejected file's first line may be data (no header): only accepted headers are kept
+            # a rejected file's first line may be data (no header): only accepted headers are kept, and of
+            # them only the contract's column names (zone.kept_header)
             (f.source_file, f.payer, f.path, f.size_bytes, f.checksum, json.dumps(f.header) if f.accepted else None,
              "accepted" if f.accepted else "rejected", f.error, f.modified_at, f.etag) for f in files])
     con.execute("BEGIN TRANSACTION")
@@ -141,8 +142,26 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     if contracts:
         con.executemany(f"INSERT INTO {CONTRACTS_TABLE} VALUES (?, ?)",
                         [(name, json.dumps(c.as_dbt_json(), sort_keys=True)) for name, c in contracts.items()])
+    _keep_contract_names_only(con, {**{payer: set(json.loads(cj)["columns"].values()) for payer, cj in kept},
+                                    **{name: set(c.required_columns) for name, c in contracts.items()}})
     con.execute("COMMIT")
     return copies
+
+
+def _keep_contract_names_only(con, names: dict[str, set[str]]) -> None:
+    """Registries written before zone.kept_header hold whole header lines, and a broken one can hold a data
+    row: every cell that is not one of its payer's contract column names becomes null, as landing now
+    stores headers (a payer without any contract keeps its rows as they are until its files land again)."""
+    rows = con.execute(f"SELECT source_file, payer, header_json FROM {REGISTRY_TABLE} "
+                       "WHERE header_json IS NOT NULL AND list_contains(?::VARCHAR[], payer)", [sorted(names)]).fetchall()
+    fixes = []
+    for source_file, payer, header_json in rows:
+        header = json.loads(header_json)
+        kept = [h if h in names[payer] else None for h in header]
+        if kept != header:
+            fixes.append((json.dumps(kept), source_file))
+    if fixes:
+        con.executemany(f"UPDATE {REGISTRY_TABLE} SET header_json = ? WHERE source_file = ?", fixes)
 
 
 def _refreshed(dbt_json: dict) -> dict:

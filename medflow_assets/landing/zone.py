@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,7 +58,7 @@ class LandedFile:
     path: str
     size_bytes: int
     checksum: str = ""
-    header: list[str] = field(default_factory=list)
+    header: list[str | None] = field(default_factory=list)  # the contract's column names, None elsewhere
     error: str | None = None  # why the file cannot be loaded (None = accepted)
     has_rows: bool = True     # False for a file with a header and nothing after it
     modified_at: datetime | None = None  # the object's last write (local time), when the zone tells it
@@ -254,9 +255,35 @@ def inspect_object(zone: LandingZone, obj: LandingObject, contract: PayerContrac
         lf.error = (f"{obj.source_file}: columns do not match the {obj.payer} contract; missing columns: "
                     f"{', '.join(missing)} (expected delimiter {contract.delimiter!r}, found header "
                     f"{len(lf.header)} columns).")
+    elif problem := header_value_problem(lf.header, set(contract.required_columns)):
+        lf.error = f"{obj.source_file}: {problem}. Fix the header and land it again."
     elif problem := header_name_problem(lf.header, set(contract.required_columns)):
         lf.error = f"{obj.source_file}: {problem}; every column needs its own name. Fix the header and land it again."
+    lf.header = kept_header(lf.header, contract)
     return lf
+
+
+def kept_header(header: list[str | None], contract: PayerContract) -> list[str | None]:
+    """The header as the registry keeps it: the contract's column names where they are, None for every other
+    cell (an extra column's name, or a data value on a broken header line). dbt needs only the number of
+    columns and where the contract's are (macros/contracts.sql bronze_select)."""
+    names = set(contract.required_columns)
+    return [h if h in names else None for h in header]
+
+
+# a cell that is a number (an amount, a line number, a date written as digits) or a date, never a column name
+_VALUE_CELL = re.compile(r"[-+$]?[0-9][0-9,.]*|[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}")
+
+
+def header_value_problem(header: list[str], known: set[str]) -> str | None:
+    """Why the header holds a data value (None: it does not): a record joined to the header line (no line
+    break after it) would otherwise be read as extra columns, and its row lost without a word. The value is
+    never repeated: it may be patient data."""
+    for i, name in enumerate(header, start=1):
+        if name not in known and _VALUE_CELL.fullmatch(name):
+            return (f"header column {i} of {len(header)} is a number or a date, not a column name (a data row on "
+                    "the header line, with no line break after the header?)")
+    return None
 
 
 def header_name_problem(header: list[str], known: set[str]) -> str | None:
