@@ -73,6 +73,11 @@ def test_a_date_must_be_exactly_in_its_contracts_format(date_format, good, bad):
     (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%Y-%m-%d %Z"'),
      "date_format '%Y-%m-%d %Z': directive '%Z' is not supported"),
     (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%Y-%m-%d%"'), "ends with a lone '%'"),
+    # DuckDB cannot read a file whose delimiter is its quote character: a bronze error naming no payer
+    (lambda s: s.replace('delimiter: ","', "delimiter: '\"'"), "delimiter '\"' cannot be used"),
+    # Path.match raises on an empty pattern: the sensor's scan of every payer stopped
+    (lambda s: s.replace('file_glob: "*.csv"', 'file_glob: ""'), "file_glob '' is not a file name pattern"),
+    (lambda s: s.replace('file_glob: "*.csv"', 'file_glob: .'), "file_glob '.' is not a file name pattern"),
 ])
 def test_invalid_contract_names_file_and_problem(tmp_path, mutation, message):
     path = _write(tmp_path, "acme", mutation(BASE.format(payer="acme")))
@@ -80,6 +85,20 @@ def test_invalid_contract_names_file_and_problem(tmp_path, mutation, message):
         load_contract(path)
     assert str(path) in str(err.value)
     assert message in str(err.value)
+
+
+def test_contract_values_are_read_as_written_not_as_yaml_numbers_or_booleans(tmp_path):
+    """YAML 1.1 reads 01 as the number 1 and NO as false: a payer's status code 01 became '1' (its lines all
+    unknown_status), a column named No became 'False' (every file rejected). Every value is text as written."""
+    text = (BASE.format(payer="acme").replace("status_map: {paid: paid}",
+                                              "status_map: {01: paid, 02: denied, NO: pending, 1.50: adjusted}")
+            .replace("  claim_status: k\n", "  claim_status: No\n  place_of_service: 007\n")
+            + "defaults:\n  department: 2024-01-05\n  denial_reason_code: ~\nmax_quarantine_rate: 0.25\n")
+    c = load_contract(_write(tmp_path, "acme", text))
+    assert c.status_map == {"01": "paid", "02": "denied", "NO": "pending", "1.50": "adjusted"}
+    assert c.columns["claim_status"] == "No" and c.columns["place_of_service"] == "007"
+    assert c.defaults == {"department": "2024-01-05", "denial_reason_code": None}
+    assert c.max_quarantine_rate == 0.25
 
 
 def test_contract_file_name_must_match_payer(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import yaml
 
@@ -67,6 +67,18 @@ def date_pattern(date_format: str) -> str:
     return "".join(out)
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML with every plain scalar read as text, but null: a status code 01 stays '01' (YAML 1.1 reads it as
+    the number 1, and NO as false), a default place of service 02 stays '02', a column named No stays 'No'.
+    The one number a contract holds, max_quarantine_rate, is read from its text."""
+
+
+_TextLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers
+            if tag not in {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 class ContractError(ValueError):
     """A contract file is invalid; the message names the file and the offending key."""
 
@@ -120,7 +132,7 @@ def load_contract(path: Path) -> PayerContract:
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(path, f"cannot be read as UTF-8 text ({type(exc).__name__}: {exc})") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_TextLoader)  # a SafeLoader that types fewer scalars
     except yaml.YAMLError as exc:
         raise _fail(path, f"is not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):
@@ -144,6 +156,15 @@ def load_contract(path: Path) -> PayerContract:
         raise _fail(path, f"file name must be {payer}.yaml to match payer {payer!r}")
     if len(str(raw["delimiter"])) != 1:
         raise _fail(path, "delimiter must be one character")
+    if str(raw["delimiter"]) in '"\r\n':
+        raise _fail(path, f"delimiter {raw['delimiter']!r} cannot be used: it is the quote character or ends a line")
+    file_glob = str(raw["file_glob"] or "")
+    try:
+        PurePath("x").match(file_glob)
+        if not file_glob.strip():
+            raise ValueError("empty pattern")
+    except ValueError as exc:
+        raise _fail(path, f"file_glob {file_glob!r} is not a file name pattern ({exc}); e.g. \"*.csv\"") from exc
     try:
         date_pattern(str(raw["date_format"]))
     except ValueError as exc:
@@ -170,13 +191,17 @@ def load_contract(path: Path) -> PayerContract:
     wrong = sorted({v for v in status_map.values() if v not in CLAIM_STATUSES})
     if wrong:
         raise _fail(path, f"status_map values {wrong} are not canonical statuses {CLAIM_STATUSES}")
-    rate = raw.get("max_quarantine_rate", 0.10)
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
-        raise _fail(path, f"max_quarantine_rate must be a number between 0 and 1 (0.10 = 10%), not {rate!r}")
+    rate_text = raw.get("max_quarantine_rate", "0.10")
+    try:
+        rate = float(rate_text) if isinstance(rate_text, str) else None
+    except ValueError:
+        rate = None
+    if rate is None or not 0 <= rate <= 1:
+        raise _fail(path, f"max_quarantine_rate must be a number between 0 and 1 (0.10 = 10%), not {rate_text!r}")
     return PayerContract(
         payer=payer,
         description=str(raw.get("description", "")),
-        file_glob=str(raw["file_glob"]),
+        file_glob=file_glob,
         delimiter=str(raw["delimiter"]),
         date_format=str(raw["date_format"]),
         amount_encoding=str(raw["amount_encoding"]),
