@@ -5,6 +5,7 @@ glob patterns, and rows whose values only the blocking silver schema used to cat
 import csv
 import gzip
 import io
+import os
 
 import dagster as dg
 
@@ -112,6 +113,10 @@ def test_files_medflow_does_not_read_are_named_in_a_warning(tmp_path):
     (landing / "northwind" / ".DS_Store").write_text("finder")        # hidden: neither read nor reported
     (landing / "_archive").mkdir()
     (landing / "_archive" / "old.csv").write_text("a\n1\n")              # a folder starting with _: the same
+    # neither a file nor a folder: a link to a file or payer folder that is gone, a named pipe
+    (landing / "northwind" / "northwind_claims_011.csv").symlink_to(tmp_path / "gone.csv")
+    (landing / "ghostpayer").symlink_to(tmp_path / "gone_folder")
+    os.mkfifo(landing / "northwind" / "northwind_pipe.csv")
     wh = tmp_path / "wh.duckdb"
 
     result = materialize_graph(landing, wh)
@@ -120,12 +125,15 @@ def test_files_medflow_does_not_read_are_named_in_a_warning(tmp_path):
     check = check_result(result, "every_landed_file_read")
     assert not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
+    odd = "not a regular file (a broken symbolic link, a pipe or a device)"
     assert check.description == (
         "claims_for_nobody.csv: not in a payer folder (files are read from <landing>/<payer>/<file>); "
+        f"ghostpayer: {odd}; "
         "northwind/2025/northwind_claims_009.csv: in a subfolder of northwind/ (only files directly in a payer "
         "folder are read); northwind/northwind_claims_010.CSV: name does not match the northwind contract's "
-        "file_glob '*.csv' (rename the file, or change file_glob in the contract)")
-    assert check.metadata["files_not_read"].value == 3
+        "file_glob '*.csv' (rename the file, or change file_glob in the contract); "
+        f"northwind/northwind_claims_011.csv: {odd}; northwind/northwind_pipe.csv: {odd}")
+    assert check.metadata["files_not_read"].value == 6
     assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
 
 

@@ -100,11 +100,16 @@ def _hidden(part: str) -> bool:
 PARTITION_KEY_FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 
+def _hidden_path(rel: str) -> bool:
+    parts = rel.split("/")
+    return any(_hidden(p) for p in parts[:-1]) or parts[-1].startswith(".")
+
+
 def _classify(rel: str, contracts: dict[str, PayerContract], unread: list[str]) -> bool:
     """True when `rel` (a path under the landing root, / separated) is a claim file to read; otherwise it
     is either hidden or noted in `unread` with the reason, so no file is skipped without a word."""
     parts = rel.split("/")
-    if any(_hidden(p) for p in parts[:-1]) or parts[-1].startswith("."):
+    if _hidden_path(rel):
         return False
     if len(parts) == 1:
         unread.append(f"{rel}: not in a payer folder (files are read from <landing>/<payer>/<file>)")
@@ -142,7 +147,9 @@ class LocalLanding:
         out, unread = [], []
         for path in self._files():
             rel = path.relative_to(self.root).as_posix()
-            if _classify(rel, contracts, unread):
+            if not path.is_file() and not _hidden_path(rel):
+                unread.append(f"{rel}: not a regular file (a broken symbolic link, a pipe or a device)")
+            elif path.is_file() and _classify(rel, contracts, unread):
                 st = path.stat()
                 out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}",
                                          st.st_mtime_ns, _local(st.st_mtime_ns / 1e9)))
@@ -150,15 +157,16 @@ class LocalLanding:
 
     def _files(self) -> Iterator[Path]:
         """Files in the root and in payer folders (a symlinked payer folder is followed), and below those
-        (not following links there, so a link loop cannot trap the scan); hidden folders are skipped."""
+        (not following links there, so a link loop cannot trap the scan); hidden folders are skipped. In the
+        root and payer folders, entries that are neither a file nor a folder too (scan names them)."""
         for entry in sorted(self.root.iterdir()):
-            if entry.is_file():
+            if not entry.is_dir():  # a file, or what is neither (a broken link, a pipe): scan names it
                 yield entry
-            elif entry.is_dir() and not _hidden(entry.name):
+            elif not _hidden(entry.name):
                 for sub in sorted(entry.iterdir()):
-                    if sub.is_file():
+                    if not sub.is_dir():
                         yield sub
-                    elif sub.is_dir() and not _hidden(sub.name):
+                    elif not _hidden(sub.name):
                         for dirpath, dirnames, filenames in os.walk(sub):
                             dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
                             yield from (Path(dirpath) / n for n in sorted(filenames))
