@@ -209,6 +209,62 @@ def test_a_copy_landing_in_the_same_second_as_its_original_does_not_take_its_pla
         "cascade/n2.txt": "cascade/n1.txt"}
 
 
+def test_a_file_with_the_bytes_of_an_earlier_version_of_another_file_is_a_copy_of_it():
+    """A copy stays a copy after its original was corrected, and a file landing after the correction with the
+    original's old bytes is a copy too: otherwise a rerun (every file of a payer runs again when its contract
+    changes) would load its old lines as later versions, over the correction."""
+    from datetime import datetime
+
+    from medflow_assets.landing.assets import write_registry
+
+    con = duckdb.connect()
+    a, b, c = "cascade/a.txt", "cascade/b.txt", "cascade/c.txt"
+    assert write_registry(con, [_landed(a, "1" * 64)], {}, seen_at=datetime(2026, 11, 28, 9)) == {}
+    copy = _landed(b, "1" * 64)
+    assert write_registry(con, [copy], {}, seen_at=datetime(2026, 11, 28, 10)) == {b: a}
+    assert copy.error.startswith(f"{b}: same bytes (sha256 111111111111...) as {a}, which landed first")
+    assert write_registry(con, [_landed(a, "2" * 64)], {}, seen_at=datetime(2026, 11, 28, 11)) == {}  # corrected
+    again = [_landed(a, "2" * 64), _landed(b, "1" * 64)]
+    assert write_registry(con, again, {}, seen_at=datetime(2026, 11, 28, 12)) == {b: a}
+    assert again[1].error.startswith(f"{b}: same bytes (sha256 111111111111...) as an earlier version of {a}, ")
+    late = [_landed(c, "1" * 64)]  # first seen after the correction
+    assert write_registry(con, late, {}, seen_at=datetime(2026, 11, 28, 13)) == {c: a}
+    assert "as an earlier version of cascade/a.txt, which landed first" in late[0].error
+    assert con.execute("SELECT source_file, status FROM landing.landing_file_registry ORDER BY 1").fetchall() == [
+        (a, "accepted"), (b, "rejected"), (c, "rejected")]
+    assert con.execute("SELECT source_file, checksum FROM landing.landing_file_versions ORDER BY 2").fetchall() == [
+        (a, "1" * 64), (a, "2" * 64)]
+
+
+def test_a_rejected_copy_run_again_after_its_original_was_corrected_does_not_undo_the_correction(tmp_path):
+    """End to end (found by a landing review): A loads, B (A's bytes) is rejected as a copy, A is corrected
+    (one paid amount), then the payer's contract changes and both run again: B stays a copy, and silver keeps
+    A's corrected line."""
+    import os
+    import shutil
+
+    a, b = "northwind/northwind_claims_001.csv", "northwind/northwind_claims_001_resent.csv"
+    line = "SELECT source_file, paid_amount FROM silver.silver_claim_lines WHERE claim_id = 'NW0000000000'"
+    landing = copy_sample(tmp_path / "landing")
+    contracts = copy_contracts(tmp_path / "contracts")
+    wh, instance = tmp_path / "wh.duckdb", dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success
+    shutil.copy(landing / a, landing / b)
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[b]).success
+    assert query(wh, "SELECT status FROM landing.landing_file_registry WHERE source_file = ?", [b]) == [("rejected",)]
+    text = (landing / a).read_text()
+    assert text.count("273.60,216.14,155.62,paid") == 1
+    (landing / a).write_text(text.replace("273.60,216.14,155.62,paid", "273.60,216.14,150.00,paid"))
+    os.utime(landing / a)
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[a]).success
+    assert [(f, float(p)) for f, p in query(wh, line)] == [(a, 150.00)]
+    nw = contracts / "northwind.yaml"
+    nw.write_text(nw.read_text().replace("max_quarantine_rate: 0.10", "max_quarantine_rate: 0.20"))
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[a, b]).success
+    assert query(wh, "SELECT status FROM landing.landing_file_registry WHERE source_file = ?", [b]) == [("rejected",)]
+    assert [(f, float(p)) for f, p in query(wh, line)] == [(a, 150.00)]
+
+
 def test_the_registry_keeps_the_last_valid_contract_of_a_payer_whose_contract_is_invalid_now():
     """Its loaded rows were read with that contract, and the quarantine-rate gate reads its limit."""
     from medflow_assets.landing.assets import write_registry

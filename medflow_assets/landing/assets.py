@@ -16,6 +16,7 @@ from medflow_assets.settings import SettingsError, announce_key, load_settings
 
 REGISTRY_TABLE = "landing.landing_file_registry"
 CONTRACTS_TABLE = "landing.payer_contracts"
+VERSIONS_TABLE = "landing.landing_file_versions"
 CONTRACT_CHECK = "files_match_payer_contracts"
 COPY_CHECK = "no_file_landed_twice"
 UNREAD_CHECK = "every_landed_file_read"
@@ -40,6 +41,12 @@ ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS etag VARCHAR;
 -- the sensor runs it once the contract is valid (sensors.warehouse_holds does not count it as loaded)
 ALTER TABLE {REGISTRY_TABLE} ADD COLUMN IF NOT EXISTS held_reason VARCHAR;
 CREATE TABLE IF NOT EXISTS {CONTRACTS_TABLE} (payer VARCHAR PRIMARY KEY, contract_json VARCHAR NOT NULL);
+-- every version (bytes) of every file landing accepted, with when it was first seen: a file with the bytes of
+-- another file's earlier version is a copy too (write_registry), or a rerun would load it over the correction
+CREATE TABLE IF NOT EXISTS {VERSIONS_TABLE} (
+  source_file VARCHAR NOT NULL, checksum VARCHAR NOT NULL, first_seen_at TIMESTAMP NOT NULL,
+  PRIMARY KEY (source_file, checksum)
+);
 """
 
 
@@ -88,8 +95,14 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                coalesce(CASE WHEN r.status IS DISTINCT FROM 'missing' THEN coalesce(r.first_landed_at, r.first_seen_at) END,
                         s.modified_at, ?::TIMESTAMP, date_trunc('second', now()::TIMESTAMP)) AS first_landed_at
         FROM scan s LEFT JOIN {REGISTRY_TABLE} r USING (source_file)""", [seen_at, seen_at])
-    # `held`: the registry already holds these bytes under this name as an accepted file.
-    copies = dict(con.execute(f"""
+    # the versions of files accepted before this table existed: the registry's accepted and missing files
+    con.execute(f"INSERT INTO {VERSIONS_TABLE} SELECT source_file, checksum, first_seen_at FROM {REGISTRY_TABLE} "
+                "WHERE status IN ('accepted', 'missing') AND checksum IS NOT NULL ON CONFLICT DO NOTHING")
+    with_rows = [f.source_file for f in files if f.accepted and f.has_rows]
+    # `held`: the registry already holds these bytes under this name as an accepted file. Earlier versions
+    # of every file count too (a copy of one stays a copy after its original was corrected), and files away
+    # from the zone (missing) or not in this run as they are now.
+    found = con.execute(f"""
         WITH candidates AS (
           SELECT m.source_file, m.checksum, m.first_seen_at, true AS in_run,
                  coalesce(r.status = 'accepted' AND r.checksum = m.checksum, false) AS held
@@ -97,24 +110,32 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
           WHERE m.status = 'accepted' AND list_contains(?::VARCHAR[], m.source_file)
           UNION ALL
           SELECT source_file, checksum, first_seen_at, false, true FROM {REGISTRY_TABLE}
-          WHERE status IN ('accepted', 'missing') AND source_file NOT IN (SELECT source_file FROM scan))
-        SELECT source_file, original FROM (
-          SELECT source_file, in_run, first_value(source_file) OVER (
+          WHERE status IN ('accepted', 'missing') AND source_file NOT IN (SELECT source_file FROM scan)
+          UNION ALL
+          SELECT source_file, checksum, first_seen_at, false, true FROM {VERSIONS_TABLE})
+        SELECT c.source_file, c.original, coalesce(r.checksum, g.checksum) IS DISTINCT FROM c.checksum FROM (
+          SELECT source_file, checksum, in_run, first_value(source_file) OVER (
                    PARTITION BY checksum ORDER BY first_seen_at, held DESC, source_file) AS original
-          FROM candidates)
-        WHERE in_run AND source_file <> original ORDER BY source_file""",
-        [[f.source_file for f in files if f.accepted and f.has_rows]]).fetchall())
+          FROM candidates) c
+        LEFT JOIN merged r ON r.source_file = c.original
+        LEFT JOIN {REGISTRY_TABLE} g ON g.source_file = c.original
+        WHERE c.in_run AND c.source_file <> c.original ORDER BY c.source_file""", [with_rows]).fetchall()
+    copies = {copy: original for copy, original, _ in found}
     for f in files:
         if f.source_file in copies:
+            earlier = next(e for c, _, e in found if c == f.source_file)
             f.error = (f"{f.source_file}: same bytes (sha256 {f.checksum[:12]}...) as "
-                       f"{copies[f.source_file]}, which landed first; the copy is not loaded, so its lines "
-                       "are not counted twice. Remove one of the two files, or send a correction under the "
-                       "original's name.")
+                       f"{'an earlier version of ' if earlier else ''}{copies[f.source_file]}, which landed first; "
+                       "the copy is not loaded, so its lines are not counted twice. Remove one of the two files, or "
+                       "send a correction under the original's name.")
     if copies:
         con.executemany("UPDATE merged SET status = 'rejected', error = ? WHERE source_file = ?",
                         [(f.error, f.source_file) for f in files if f.source_file in copies])
     con.execute(f"DELETE FROM {REGISTRY_TABLE} WHERE source_file IN (SELECT source_file FROM scan)")
     con.execute(f"INSERT INTO {REGISTRY_TABLE} BY NAME SELECT * FROM merged")
+    con.execute(f"INSERT INTO {VERSIONS_TABLE} SELECT source_file, checksum, first_seen_at FROM merged "
+                "WHERE status = 'accepted' AND list_contains(?::VARCHAR[], source_file) ON CONFLICT DO NOTHING",
+                [with_rows])
     if held:
         con.executemany(f"UPDATE {REGISTRY_TABLE} SET held_reason = ?, checked_at = now()::TIMESTAMP "
                         "WHERE source_file = ?", [(f.error, f.source_file) for f in held])
