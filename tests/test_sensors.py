@@ -469,6 +469,33 @@ def test_files_medflow_load_already_loaded_are_not_run_again_by_the_sensors_firs
         assert len(held.run_requests) == 3
 
 
+def test_a_file_deleted_before_the_sensors_first_tick_is_marked_missing_once(tmp_path):
+    """A file deleted between medflow-load and the first tick of `dagster dev` (or while the cursor was reset)
+    is in no cursor to miss it from (found by a landing review): the first tick asks the landing-only run
+    for files that left the zone since the warehouse holds it loaded; once that run marked it missing, later
+    ticks, with or without a cursor, ask nothing more."""
+    from tests.helpers import copy_contracts, materialize_graph, query
+
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    contracts = copy_contracts(tmp_path / "contracts")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success  # as medflow-load
+    gone = "cascade/cascade_claims_001.txt"
+    (landing / gone).unlink()
+    with medflow_env(warehouse_path=wh, contracts_path=contracts):
+        first = _evaluate(local_landing_sensor, instance, landing, None)
+        [run] = first.run_requests
+        assert (run.partition_key, run.tags["medflow/change"], run.tags["medflow/files_gone"]) == (gone, "deleted", "1")
+        assert run.asset_selection == [dg.AssetKey("landing_files")]
+        assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[gone],
+                                 selection=dg.AssetSelection.assets("landing_files"), tags=run.tags).success
+        assert query(wh, "SELECT status FROM landing.landing_file_registry WHERE source_file = ?", [gone]) == [
+            ("missing",)]
+        assert _evaluate(local_landing_sensor, instance, landing, first.cursor).run_requests == []
+        assert _evaluate(local_landing_sensor, instance, landing, None).run_requests == []  # a reset again
+
+
 def test_what_medflow_derives_from_a_contract_is_not_a_contract_change():
     """date_pattern is derived from date_format: a MedFlow upgrade that adds it must not rerun every file."""
     from medflow_assets.landing.contracts import load_contracts

@@ -197,6 +197,12 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
         requests.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@{checksum}#{arrivals}",
                                       tags={"medflow/landing_file": source_file, "medflow/change": change}))
     summary["deleted"] = sorted(set(previous) - set(state))
+    if not cursor and loaded_files is not None:
+        # No cursor (the first tick after medflow-load, or a reset): a file that left the zone before it is in
+        # no cursor to miss it from. Dagster's partitions whose files the warehouse holds loaded are the ones.
+        scanned = {o.source_file for o in scan.objects}
+        if away := sorted(k for k in known_partitions if k not in scanned):
+            summary["deleted"] = sorted(loaded_files(away))
     to_add = sorted({r.partition_key for r in [*requests, *fixed]} - known_partitions)
     gone = [k for k in summary["deleted"] if k in known_partitions]
     if gone:
