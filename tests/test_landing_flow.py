@@ -265,6 +265,40 @@ def test_a_rejected_copy_run_again_after_its_original_was_corrected_does_not_und
     assert [(f, float(p)) for f, p in query(wh, line)] == [(a, 150.00)]
 
 
+def test_a_loaded_file_run_again_after_its_payers_contract_was_removed_keeps_its_rows(tmp_path):
+    """Found by a data review: silver read the file's bronze rows again with no contract (every field empty)
+    and quarantined every line. Now the file is held, as while a contract is invalid: silver, the
+    data-quality log and gold keep what they had (the registry its verdict and checksum, with held_reason),
+    and the file runs again once a contract is back. A folder never loaded is still rejected for the lack of
+    a contract (test_new_payer_onboarded_with_only_a_contract_and_a_file_reaches_gold)."""
+    from tests.helpers import file_fingerprints
+
+    landing = copy_sample(tmp_path / "landing")
+    contracts = copy_contracts(tmp_path / "contracts")
+    wh, instance = tmp_path / "wh.duckdb", dg.DagsterInstance.ephemeral()
+    nw = "northwind/northwind_claims_001.csv"
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success
+    silver = file_fingerprints(wh, "silver.silver_claim_lines_validated")
+    log = query(wh, "SELECT * EXCLUDE (load_id) FROM silver.silver_data_quality_log ORDER BY ALL")
+    gold = query(wh, "SELECT * FROM gold.claims_monthly_summary ORDER BY ALL")
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?", [nw])[0][0] > 0
+    moved = (contracts / "northwind.yaml").rename(tmp_path / "northwind.yaml")
+    result = materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[nw])
+    assert result.success
+    assert query(wh, "SELECT status, held_reason FROM landing.landing_file_registry WHERE source_file = ?", [nw]) == [
+        ("accepted", (f"{nw}: held, not read, while its payer's contract is invalid (payer contract "
+                     f"{contracts / 'northwind.yaml'} is missing, and files of northwind/ were loaded with the one "
+                     "it held (removed, or moved away?))"))]
+    assert any(e.user_message.endswith("dbt processes 0 landed file(s): ; 1 held while their payer's contract is "
+                                       "invalid or missing") for e in instance.all_logs(result.run_id))
+    assert file_fingerprints(wh, "silver.silver_claim_lines_validated") == silver
+    assert query(wh, "SELECT * EXCLUDE (load_id) FROM silver.silver_data_quality_log ORDER BY ALL") == log
+    assert query(wh, "SELECT * FROM gold.claims_monthly_summary ORDER BY ALL") == gold
+    moved.rename(contracts / "northwind.yaml")
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance, partitions=[nw]).success
+    assert file_fingerprints(wh, "silver.silver_claim_lines_validated") == silver
+
+
 def test_the_registry_keeps_the_last_valid_contract_of_a_payer_whose_contract_is_invalid_now():
     """Its loaded rows were read with that contract, and the quarantine-rate gate reads its limit."""
     from medflow_assets.landing.assets import write_registry

@@ -185,6 +185,21 @@ def _keep_contract_names_only(con, names: dict[str, set[str]]) -> None:
         con.executemany(f"UPDATE {REGISTRY_TABLE} SET header_json = ? WHERE source_file = ?", fixes)
 
 
+def _contracts_removed(warehouse: WarehouseResource, settings, payers: set[str]) -> dict[str, str]:
+    """{payer: why} for the landing folders among `payers` (no contract now) whose files the registry holds
+    accepted: their contract file was removed after they loaded. Their files are held, as while a contract is
+    invalid (silver would read their rows again with no contract and quarantine every line); a folder never
+    loaded has its files rejected for the lack of a contract instead."""
+    if not payers:
+        return {}
+    with warehouse.connect() as con:
+        con.execute(_REGISTRY_DDL)
+        loaded = [p for (p,) in con.execute(f"SELECT DISTINCT payer FROM {REGISTRY_TABLE} WHERE status = 'accepted' "
+                                            "AND list_contains(?, payer) ORDER BY 1", [sorted(payers)]).fetchall()]
+    return {p: (f"payer contract {settings.contracts_path / f'{p}.yaml'} is missing, and files of {p}/ were loaded "
+                "with the one it held (removed, or moved away?)") for p in loaded}
+
+
 def _refreshed(dbt_json: dict) -> dict:
     """refresh_derived, or the contract as stored when this version cannot derive from it (it was valid for
     the version that stored it)."""
@@ -233,21 +248,22 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         except (SettingsError, ContractError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc  # retrying cannot help
         announce_key(settings, context.log)
-        for payer, why in invalid.items():
-            context.log.error(f"{why} -- the files of landing folder {payer}/ are held (not read) until it is "
-                              "fixed; the other payers' files flow")
         zone = landing.zone()
         wanted = sorted(context.partition_keys)
         attempt = context.retry_number + 1
         try:
             scan = zone.scan(contracts)
             present = {o.source_file: o for o in scan.objects}
+            invalid |= _contracts_removed(warehouse, settings, {o.payer for o in scan.objects} - {*contracts, *invalid})
             # sha256 releases the GIL: files are hashed in parallel (1.9 GB in 11 files: 1.4 s -> 0.7 s on 2 cores)
             with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
                 files = list(pool.map(lambda k: inspect_object(zone, present[k], contracts.get(present[k].payer)),
                                       [k for k in wanted if k in present and present[k].payer not in invalid]))
             held = [held_file(present[k], invalid[present[k].payer]) for k in wanted
                     if k in present and present[k].payer in invalid]
+            for payer, why in invalid.items():
+                context.log.error(f"{why} -- the files of landing folder {payer}/ are held (not read) until it is "
+                                  "fixed; the other payers' files flow")
         except LandingReadError as exc:
             if any(code in str(exc) for code in _AUTH_ERRORS):
                 raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "

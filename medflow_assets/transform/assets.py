@@ -10,7 +10,7 @@ import duckdb
 from dagster_dbt import DagsterDbtTranslator, dbt_assets, get_asset_key_for_model
 from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
-from medflow_assets.landing.assets import REGISTRY_TABLE
+from medflow_assets.landing.assets import CONTRACTS_TABLE, REGISTRY_TABLE
 from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
 from medflow_assets.resources import (
     WAREHOUSE_POOL,
@@ -162,7 +162,7 @@ def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> se
     """The files (partitions) this run processes, for dbt's incremental models (macros/contracts.sql), and
     for each whether it replaces rows silver loaded from other bytes (a corrected file): then silver_members
     rebuilds that file's payer, so no member version only the old bytes had stays behind. Returns the files
-    left out: held while their payer's contract is invalid."""
+    left out: held while their payer's contract is invalid or missing."""
     with warehouse.connect() as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS landing")
         con.execute(f"CREATE OR REPLACE TABLE {SELECTION_TABLE} "
@@ -174,13 +174,17 @@ def write_selection(warehouse: WarehouseResource, source_files: list[str]) -> se
                 SELECT DISTINCT l.source_file FROM silver.silver_data_quality_log l
                 JOIN {REGISTRY_TABLE} r USING (source_file)
                 WHERE r.status = 'accepted' AND l.file_checksum IS DISTINCT FROM r.checksum""").fetchall()}
-        # a file held while its payer's contract is invalid (landing_files): dbt leaves it, and its loaded rows, alone
-        held = {r[0] for r in con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE held_reason IS NOT NULL "
-                                          "AND list_contains(?, source_file)", [source_files]).fetchall()} \
-            if source_files and _has_column(con, REGISTRY_TABLE, "held_reason") else set()
-        if source_files:
-            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)",
-                            [(k, k in replaced) for k in source_files if k not in held])
+        # a file held while its payer's contract is invalid (landing_files), or of a payer that has no contract
+        # any more (its file removed): dbt leaves it, and its loaded rows, alone (silver would read them again
+        # with no contract, every field empty, and quarantine every line)
+        held = {r[0] for r in con.execute(f"""
+            SELECT source_file FROM {REGISTRY_TABLE}
+            WHERE list_contains(?, source_file)
+              AND ({"held_reason IS NOT NULL OR " if _has_column(con, REGISTRY_TABLE, "held_reason") else ""}
+                   payer NOT IN (SELECT payer FROM {CONTRACTS_TABLE}))""", [source_files]).fetchall()} \
+            if source_files else set()
+        if rows := [(k, k in replaced) for k in source_files if k not in held]:
+            con.executemany(f"INSERT INTO {SELECTION_TABLE} VALUES (?, ?)", rows)
     return held
 
 
@@ -193,7 +197,7 @@ def _prepare(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
             keys = [k for k in sorted(context.partition_keys) if k not in held]
             context.log.info(f"dbt processes {len(keys)} landed file(s): {', '.join(keys[:10])}"
                              + (" ..." if len(keys) > 10 else "")
-                             + (f"; {len(held)} held while their payer's contract is invalid" if held else ""))
+                             + (f"; {len(held)} held while their payer's contract is invalid or missing" if held else ""))
         else:
             with warehouse.connect():
                 pass
