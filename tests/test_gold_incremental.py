@@ -149,6 +149,35 @@ def _failure_text(result) -> str:
                      if e.event_type_value == "STEP_FAILURE")
 
 
+def test_a_corrected_file_whose_load_held_the_highest_id_gets_a_higher_one_and_gold_follows(tmp_path):
+    """load_id never goes down, also when the file run again held the highest id (its load ran on a clock
+    that was ahead): the id is taken above the highest before the file's rows are replaced. Before (found by
+    a data review) it was taken after, went below what gold reflected, and gold kept the old numbers."""
+    from tests.helpers import copy_sample
+
+    landing, wh = copy_sample(tmp_path / "landing"), tmp_path / "wh.duckdb"
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, instance=instance).success
+    nw = "northwind/northwind_claims_001.csv"
+    ahead = 10**13  # ~116 days of microseconds
+    with duckdb.connect(str(wh)) as con:  # northwind's load as if it ran with the clock ahead
+        con.execute(f"UPDATE silver.silver_data_quality_log SET load_id = load_id + {ahead} WHERE source_file = ?", [nw])
+        for table in ("claims_monthly_summary", "claims_approval_funnel", "payer_provider_stats",
+                      "payer_department_stats"):
+            con.execute(f"UPDATE gold.{table} SET through_load_id = through_load_id + {ahead} WHERE payer = 'northwind'")
+    highest = query(wh, "SELECT max(load_id) FROM silver.silver_data_quality_log")[0][0]
+    path = landing / nw
+    text = path.read_text()
+    assert text.count("273.60,216.14,155.62,paid") == 1
+    path.write_text(text.replace("273.60,216.14,155.62,paid", "273.60,216.14,150.00,paid"))
+    assert materialize_graph(landing, wh, instance=instance, partitions=[nw]).success
+    assert query(wh, "SELECT DISTINCT load_id > ? FROM silver.silver_data_quality_log WHERE source_file = ?",
+                 [highest, nw]) == [(True,)]
+    assert query(wh, "SELECT paid_amount FROM silver.silver_claim_lines WHERE claim_id = 'NW0000000000'") == [
+        (Decimal("150.00"),)]
+    assert_gold_equals_a_rebuild(wh)
+
+
 def test_a_warehouse_whose_tables_miss_a_column_stops_with_the_model_named_and_keeps_its_rows(tmp_path, capfd):
     """A warehouse built by an older MedFlow (here: its data-quality log has no load_id, its monthly summary
     no through_load_id) is not patched silently: the run stops at the first such model with dbt's "out of

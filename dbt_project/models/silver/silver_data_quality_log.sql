@@ -8,6 +8,14 @@
           pre_hook="{{ replace_run_files(files_to_count()) }}", post_hook="{{ forget_recounted_files() }}") }}
 {#- the run's files, and files whose line versions the run decided again (macros/line_versions.sql) -#}
 {%- set counted = files_to_count() %}
+{#- The highest load_id so far, read while the model is rendered, before its pre-hook deletes the rows of the
+    files it counts again: when those rows held it (a clock that was ahead then), the new id still goes above
+    it, and gold recomputes the payer (found by a data review). -#}
+{%- set highest = 0 %}
+{%- if execute and is_incremental() %}
+{%- set highest = run_query("select coalesce(max(" ~ column_or_null(this, 'load_id', 'bigint') ~ "), 0) from "
+                            ~ this).columns[0].values()[0] %}
+{%- endif %}
 with validated as (
   select * from {{ ref('silver_claim_lines_validated') }} where source_file in {{ counted }}
 ),
@@ -38,7 +46,7 @@ select
   f.payer, f.source_file, f.file_checksum, r.rule_id, r.description as rule_description,
   f.rows_checked, coalesce(x.rows_failed, 0) as rows_failed, f.rows_quarantined, f.rows_superseded,
   {% if is_incremental() -%}
-  (select greatest(coalesce(max({{ column_or_null(this, 'load_id', 'bigint') }}), 0) + 1,
+  (select greatest(coalesce(max({{ column_or_null(this, 'load_id', 'bigint') }}), 0) + 1, {{ highest }} + 1,
                    epoch_us(get_current_timestamp())) from {{ this }})
   {%- else -%}
   epoch_us(get_current_timestamp())
