@@ -45,6 +45,9 @@ columns:
 
 
 def test_minimal_contract_is_accepted(tmp_path):
+    for date_format in ("%y%m%d", "%d %b %Y", "%Y%j", "%B %d, %Y %H:%M"):  # every date form names a whole date
+        assert load_contract(_write(tmp_path, "acme", BASE.format(payer="acme").replace(
+            'date_format: "%Y-%m-%d"', f'date_format: "{date_format}"'))).date_format == date_format
     c = load_contract(_write(tmp_path, "acme", BASE.format(payer="acme")))
     assert c.required_columns == list("abcdefghijk")
     assert c.missing_columns(["a", "b", "c"]) == list("defghijk")
@@ -78,6 +81,11 @@ def test_a_date_must_be_exactly_in_its_contracts_format(date_format, good, bad):
     # Path.match raises on an empty pattern: the sensor's scan of every payer stopped
     (lambda s: s.replace('file_glob: "*.csv"', 'file_glob: ""'), "file_glob '' is not a file name pattern"),
     (lambda s: s.replace('file_glob: "*.csv"', 'file_glob: .'), "file_glob '.' is not a file name pattern"),
+    # strptime fills a missing year, month or day from 1900-01-01: every date would be read, wrongly
+    (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%m/%d"'), "date_format '%m/%d': needs a year"),
+    (lambda s: s.replace('date_format: "%Y-%m-%d"', 'date_format: "%Y-%m"'), "date_format '%Y-%m': needs a year"),
+    # every file would be rejected as naming a column twice
+    (lambda s: s.replace("  claim_status: k\n", "  claim_status: A\n"), "columns name file columns 'a' and 'A'"),
 ])
 def test_invalid_contract_names_file_and_problem(tmp_path, mutation, message):
     path = _write(tmp_path, "acme", mutation(BASE.format(payer="acme")))

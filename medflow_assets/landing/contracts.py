@@ -167,6 +167,10 @@ def load_contract(path: Path) -> PayerContract:
         raise _fail(path, f"file_glob {file_glob!r} is not a file name pattern ({exc}); e.g. \"*.csv\"") from exc
     try:
         date_pattern(str(raw["date_format"]))
+        directives = set(re.findall(r"%(.)", str(raw["date_format"]).replace("%%", "")))
+        if not (directives & {"Y", "y"} and (directives >= {"d"} and directives & {"m", "b", "B"} or "j" in directives)):
+            # strptime fills what is missing from 1900-01-01: every date would be read, wrongly
+            raise ValueError("needs a year (%Y or %y), a month (%m, %b or %B) and a day (%d), or a day of the year (%j)")
     except ValueError as exc:
         raise _fail(path, f"date_format {raw['date_format']!r}: {exc}") from exc
     if raw["amount_encoding"] not in AMOUNT_ENCODINGS:
@@ -179,6 +183,12 @@ def load_contract(path: Path) -> PayerContract:
     bad = sorted((set(columns) | set(defaults)) - set(CANONICAL_FIELDS))
     if bad:
         raise _fail(path, f"unknown canonical fields {bad}; known: {list(CANONICAL_FIELDS)}")
+    names: dict[str, str] = {}
+    for name in columns.values():  # files' headers are compared ignoring case (zone.header_name_problem)
+        if names.get(name.lower(), name) != name:
+            raise _fail(path, f"columns name file columns {names[name.lower()]!r} and {name!r}, which a file's header "
+                              "cannot tell apart (header names are compared ignoring case, as DuckDB does)")
+        names[name.lower()] = name
     both = sorted(set(columns) & set(defaults))
     if both:
         raise _fail(path, f"fields {both} are both mapped to a column and given a default")
