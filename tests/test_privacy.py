@@ -330,6 +330,33 @@ def test_a_registry_that_kept_whole_header_lines_keeps_only_the_contract_names_a
     assert lines[0][0] > 0
 
 
+def test_a_line_shifted_by_an_unquoted_delimiter_is_quarantined_without_showing_the_members_zip(tmp_path):
+    """DuckDB reads a line with one delimiter too many and an empty last field as if the delimiter were not
+    there (README: the extra column it does not catch): the line's later values move one column, so its
+    provider NPI column holds the member's ZIP code. The line is quarantined, and silver does not keep the
+    ZIP (it keeps provider_npi only when it has an NPI's form)."""
+    landing = copy_sample(tmp_path / "landing")
+    path = landing / "northwind" / "northwind_claims_001.csv"
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    row = next(i for i, line in enumerate(lines[1:], start=1) if line.endswith(",paid,"))
+    cells = lines[row].split(",")
+    cells[header.index("zip_code")] = "99501"
+    cells[header.index("last_name")] = "Nakamura, Jr."  # unquoted: one comma too many
+    lines[row] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    wh = tmp_path / "wh.duckdb"
+    assert materialize_graph(landing, wh).success
+    quarantined = query(wh, "SELECT * FROM silver.silver_claims_quarantine WHERE source_file = ? "
+                            "AND source_row_number = ?", ["northwind/northwind_claims_001.csv", row])
+    assert len(quarantined) == 1 and "unknown_status" in str(quarantined)
+    assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated WHERE source_file = ? "
+                     "AND source_row_number = ? AND provider_npi IS NULL",
+                 ["northwind/northwind_claims_001.csv", row]) == [(1,)]
+    for table in table_names(wh, ("silver", "gold")):
+        assert "99501" not in str(query(wh, f"SELECT * FROM {table}")), table
+
+
 def test_safe_harbor_zip3_areas_of_few_people_become_000(tmp_path):
     """Three-digit ZIP areas of 20,000 people or fewer (the HHS list, seeds/safe_harbor_restricted_zip3.csv)
     are reported as 000 in silver claim lines and members; other areas keep their three digits."""
