@@ -390,6 +390,26 @@ def test_two_files_not_valid_csv_are_both_rejected_and_the_third_flows(tmp_path)
     assert query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary") == [("cascade",)]
 
 
+def test_a_file_whose_name_ends_in_a_space_and_is_not_valid_csv_is_rejected_by_name(tmp_path):
+    """DuckDB's error names the file's path, which MedFlow reads from the message without the spaces around it:
+    a landed name ending in a space (read when a contract's file_glob is *) was not found in the registry, and
+    the whole run failed (found by a landing review). It is rejected by name, and the other files flow."""
+    landing = copy_sample(tmp_path / "landing")
+    contracts = copy_contracts(tmp_path / "contracts")
+    nw = contracts / "northwind.yaml"
+    nw.write_text(nw.read_text().replace('file_glob: "*.csv"', 'file_glob: "*"'))
+    src = landing / "northwind" / "northwind_claims_001.csv"
+    lines = src.read_text().splitlines()
+    (landing / "northwind" / "odd name.csv ").write_text("\n".join(lines[:9] + [lines[9] + ",EXTRA"] + lines[10:]) + "\n")
+    src.unlink()
+    wh = tmp_path / "wh.duckdb"
+    assert materialize_graph(landing, wh, contracts=contracts).success
+    assert query(wh, "SELECT source_file, split_part(error, ' (', 1) FROM landing.landing_file_registry "
+                     "WHERE status = 'rejected' ORDER BY 1") == [
+        ("northwind/odd name.csv ", "northwind/odd name.csv  is not valid CSV at line 10")]
+    assert query(wh, "SELECT DISTINCT payer FROM gold.claims_monthly_summary ORDER BY 1") == [("bluepeak",), ("cascade",)]
+
+
 # (billed, allowed, paid) in each payer's amount encoding: the parsed amounts, or None for invalid_amount. A
 # text that is not exactly the encoding is rejected, never rounded or read another way.
 AMOUNT_CASES = {

@@ -141,11 +141,14 @@ def reject_malformed_file(warehouse: WarehouseResource, location: str | None, re
     if location is None:
         return None
     with warehouse.connect() as con:
-        row = con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE path = ? AND status = 'accepted'",
-                          [location]).fetchone()
+        # the location is read from the message without the spaces around it: a file name ending in a space
+        # (read when file_glob is *) is found by its trimmed path, the exact path first
+        row = con.execute(f"SELECT source_file, path FROM {REGISTRY_TABLE} WHERE status = 'accepted' "
+                          "AND trim(path) = trim(?) ORDER BY path = ? DESC, path LIMIT 1", [location, location]).fetchone()
         if row is None:
             return None
-        error = reason.replace(location, row[0])
+        location = row[1]
+        error = reason.replace(location.strip(), row[0])
         # a rejected file keeps no header (as at landing): a broken file's header line can hold a data row
         con.execute(f"UPDATE {REGISTRY_TABLE} SET status = 'rejected', error = ?, header_json = NULL "
                     "WHERE source_file = ?", [error, row[0]])
