@@ -117,6 +117,7 @@ def test_files_medflow_does_not_read_are_named_in_a_warning(tmp_path):
     (landing / "northwind" / "northwind_claims_011.csv").symlink_to(tmp_path / "gone.csv")
     (landing / "ghostpayer").symlink_to(tmp_path / "gone_folder")
     os.mkfifo(landing / "northwind" / "northwind_pipe.csv")
+    os.symlink(tmp_path / "gone.csv", os.fsencode(landing / "northwind") + b"/northwind_\xe9t\xe9.csv")  # Latin-1
     wh = tmp_path / "wh.duckdb"
 
     result = materialize_graph(landing, wh)
@@ -130,10 +131,11 @@ def test_files_medflow_does_not_read_are_named_in_a_warning(tmp_path):
         "claims_for_nobody.csv: not in a payer folder (files are read from <landing>/<payer>/<file>); "
         f"ghostpayer: {odd}; "
         "northwind/2025/northwind_claims_009.csv: in a subfolder of northwind/ (only files directly in a payer "
-        "folder are read); northwind/northwind_claims_010.CSV: name does not match the northwind contract's "
+        f"folder are read); northwind/northwind_\\xe9t\\xe9.csv: {odd}; "
+        "northwind/northwind_claims_010.CSV: name does not match the northwind contract's "
         "file_glob '*.csv' (rename the file, or change file_glob in the contract); "
         f"northwind/northwind_claims_011.csv: {odd}; northwind/northwind_pipe.csv: {odd}")
-    assert check.metadata["files_not_read"].value == 6
+    assert check.metadata["files_not_read"].value == 7
     assert query(wh, "SELECT count(*) FROM landing.landing_file_registry") == [(3,)]
 
 

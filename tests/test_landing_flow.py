@@ -234,6 +234,10 @@ def test_a_file_with_the_bytes_of_an_earlier_version_of_another_file_is_a_copy_o
         (a, "accepted"), (b, "rejected"), (c, "rejected")]
     assert con.execute("SELECT source_file, checksum FROM landing.landing_file_versions ORDER BY 2").fetchall() == [
         (a, "1" * 64), (a, "2" * 64)]
+    # a withdrawn (its header only landed under its name): its lines are gone, so its earlier bytes landing
+    # under another name are that data sent again, loaded (found on review)
+    assert write_registry(con, [_landed(a, "3" * 64, has_rows=False)], {}, seen_at=datetime(2026, 11, 28, 14)) == {}
+    assert write_registry(con, [_landed("cascade/d.txt", "2" * 64)], {}, seen_at=datetime(2026, 11, 28, 15)) == {}
 
 
 def test_a_rejected_copy_run_again_after_its_original_was_corrected_does_not_undo_the_correction(tmp_path):

@@ -496,6 +496,49 @@ def test_a_file_deleted_before_the_sensors_first_tick_is_marked_missing_once(tmp
         assert _evaluate(local_landing_sensor, instance, landing, None).run_requests == []  # a reset again
 
 
+def test_a_removed_contract_holds_its_loaded_files_once_and_they_run_again_when_it_is_back(tmp_path):
+    """A payer's contract file removed after its files loaded: the sensor asks one run for its file (its
+    contract changed), which holds it, and nothing more while the contract stays away (found on review: each
+    tick asked another run, since every hold looked like one to clear). With the contract back, the file
+    runs once, and silver holds its lines as before."""
+    from tests.helpers import copy_contracts, materialize_graph, query
+
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    shutil.copytree(SAMPLE_LANDING, landing)
+    contracts = copy_contracts(tmp_path / "contracts")
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success  # as medflow-load
+    nw = "northwind/northwind_claims_001.csv"
+    lines = "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?"
+    loaded = query(wh, lines, [nw])
+
+    def ticks(cursor, n):
+        runs = []
+        for _ in range(n):
+            tick = _evaluate(local_landing_sensor, instance, landing, cursor)
+            cursor = tick.cursor
+            for run in tick.run_requests:
+                runs.append((run.partition_key, run.tags["medflow/change"]))
+                assert materialize_graph(landing, wh, contracts=contracts, instance=instance,
+                                         partitions=[run.partition_key], tags=run.tags).success
+        return runs, cursor
+
+    with medflow_env(warehouse_path=wh, contracts_path=contracts):
+        assert _evaluate(local_landing_sensor, instance, landing, None).run_requests == []
+        cursor = _evaluate(local_landing_sensor, instance, landing, None).cursor
+        moved = (contracts / "northwind.yaml").rename(tmp_path / "northwind.yaml")
+        runs, cursor = ticks(cursor, 4)
+        assert runs == [(nw, "contract changed")]
+        assert query(wh, "SELECT held_reason IS NOT NULL FROM landing.landing_file_registry WHERE source_file = ?",
+                     [nw]) == [(True,)]
+        moved.rename(contracts / "northwind.yaml")
+        runs, cursor = ticks(cursor, 3)
+        assert runs == [(nw, "contract changed")]
+        assert query(wh, "SELECT held_reason FROM landing.landing_file_registry WHERE source_file = ?", [nw]) == [
+            (None,)]
+    assert query(wh, lines, [nw]) == loaded
+
+
 def test_what_medflow_derives_from_a_contract_is_not_a_contract_change():
     """date_pattern is derived from date_format: a MedFlow upgrade that adds it must not rerun every file."""
     from medflow_assets.landing.contracts import load_contracts

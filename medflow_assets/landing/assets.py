@@ -136,6 +136,10 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
     con.execute(f"INSERT INTO {VERSIONS_TABLE} SELECT source_file, checksum, first_seen_at FROM merged "
                 "WHERE status = 'accepted' AND list_contains(?::VARCHAR[], source_file) ON CONFLICT DO NOTHING",
                 [with_rows])
+    # a file withdrawn (landed again with its header only) has no lines left: its earlier bytes landing under
+    # another name are that data sent again, not a copy of lines still loaded
+    con.execute(f"DELETE FROM {VERSIONS_TABLE} WHERE list_contains(?::VARCHAR[], source_file)",
+                [[f.source_file for f in files if f.accepted and not f.has_rows]])
     if held:
         con.executemany(f"UPDATE {REGISTRY_TABLE} SET held_reason = ?, checked_at = now()::TIMESTAMP "
                         "WHERE source_file = ?", [(f.error, f.source_file) for f in held])

@@ -184,8 +184,10 @@ def evaluate_landing(zone: LandingZone, cursor: str | None, known_partitions: se
     quiet = [k for k in summary["unchanged"] if k not in running]
     fixed = []
     for source_file, held_at in sorted((held or {}).items()):
-        if source_file not in quiet:
-            continue  # its payer's contract is still invalid, or the file runs for another reason anyway
+        if source_file not in quiet or source_file.split("/", 1)[0] not in contracts:
+            # its payer's contract is still invalid or still missing (a contract file removed after its files
+            # loaded: landing holds them too), or the file runs for another reason anyway
+            continue
         summary["unchanged"].remove(source_file)
         summary["contract fixed"].append(source_file)
         fixed.append(dg.RunRequest(partition_key=source_file, run_key=f"{source_file}@held {held_at}",

@@ -100,6 +100,11 @@ def _hidden(part: str) -> bool:
 PARTITION_KEY_FORBIDDEN = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 
+def _shown(rel: str) -> str:
+    """A path as text a message can hold: bytes of a name that are not UTF-8 as \\xNN."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _hidden_path(rel: str) -> bool:
     parts = rel.split("/")
     return any(_hidden(p) for p in parts[:-1]) or parts[-1].startswith(".")
@@ -121,8 +126,7 @@ def _classify(rel: str, contracts: dict[str, PayerContract], unread: list[str]) 
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:  # bytes that are not UTF-8 (a Latin-1 name from an SFTP client, say)
-        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        unread.append(f"{shown}: the name is not valid UTF-8 (rename the file)")
+        unread.append(f"{_shown(rel)}: the name is not valid UTF-8 (rename the file)")
         return False
     if bad := [s for s in PARTITION_KEY_FORBIDDEN if s in rel]:
         unread.append(f"{rel!r}: the name contains {bad[0]!r}, which a Dagster partition key cannot hold "
@@ -148,7 +152,7 @@ class LocalLanding:
         for path in self._files():
             rel = path.relative_to(self.root).as_posix()
             if not path.is_file() and not _hidden_path(rel):
-                unread.append(f"{rel}: not a regular file (a broken symbolic link, a pipe or a device)")
+                unread.append(f"{_shown(rel)}: not a regular file (a broken symbolic link, a pipe or a device)")
             elif path.is_file() and _classify(rel, contracts, unread):
                 st = path.stat()
                 out.append(LandingObject(rel, str(path.resolve()), st.st_size, f"{st.st_size}:{st.st_mtime_ns}",
