@@ -469,18 +469,26 @@ def test_files_medflow_load_already_loaded_are_not_run_again_by_the_sensors_firs
         assert len(held.run_requests) == 3
 
 
-def test_a_file_deleted_before_the_sensors_first_tick_is_marked_missing_once(tmp_path):
-    """A file deleted between medflow-load and the first tick of `dagster dev` (or while the cursor was reset)
-    is in no cursor to miss it from (found by a landing review): the first tick asks the landing-only run
-    for files that left the zone since the warehouse holds it loaded; once that run marked it missing, later
-    ticks, with or without a cursor, ask nothing more."""
-    from tests.helpers import copy_contracts, materialize_graph, query
+def _loaded_sample(tmp_path):
+    """(landing, contracts, warehouse, instance): the sample files loaded as medflow-load loads them."""
+    from tests.helpers import copy_contracts, materialize_graph
 
     landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
     shutil.copytree(SAMPLE_LANDING, landing)
     contracts = copy_contracts(tmp_path / "contracts")
     instance = dg.DagsterInstance.ephemeral()
-    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success  # as medflow-load
+    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success
+    return landing, contracts, wh, instance
+
+
+def test_a_file_deleted_before_the_sensors_first_tick_is_marked_missing_once(tmp_path):
+    """A file deleted between medflow-load and the first tick of `dagster dev` (or while the cursor was reset)
+    is in no cursor to miss it from (found by a landing review): the first tick asks the landing-only run
+    for files that left the zone since the warehouse holds it loaded; once that run marked it missing, later
+    ticks, with or without a cursor, ask nothing more."""
+    from tests.helpers import materialize_graph, query
+
+    landing, contracts, wh, instance = _loaded_sample(tmp_path)
     gone = "cascade/cascade_claims_001.txt"
     (landing / gone).unlink()
     with medflow_env(warehouse_path=wh, contracts_path=contracts):
@@ -501,13 +509,9 @@ def test_a_removed_contract_holds_its_loaded_files_once_and_they_run_again_when_
     contract changed), which holds it, and nothing more while the contract stays away (found on review: each
     tick asked another run, since every hold looked like one to clear). With the contract back, the file
     runs once, and silver holds its lines as before."""
-    from tests.helpers import copy_contracts, materialize_graph, query
+    from tests.helpers import materialize_graph, query
 
-    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
-    shutil.copytree(SAMPLE_LANDING, landing)
-    contracts = copy_contracts(tmp_path / "contracts")
-    instance = dg.DagsterInstance.ephemeral()
-    assert materialize_graph(landing, wh, contracts=contracts, instance=instance).success  # as medflow-load
+    landing, contracts, wh, instance = _loaded_sample(tmp_path)
     nw = "northwind/northwind_claims_001.csv"
     lines = "SELECT count(*) FROM silver.silver_claim_lines WHERE source_file = ?"
     loaded = query(wh, lines, [nw])
