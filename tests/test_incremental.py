@@ -264,3 +264,43 @@ def test_the_quarantine_gate_keeps_gold_held_back_while_any_landed_file_is_over_
     assert withdrawn.success and check_result(withdrawn, "quarantine_rate_gate").passed
     assert query(wh, "SELECT count(*) FROM silver.silver_claim_lines_validated "
                      "WHERE source_file = 'northwind/northwind_bad2.csv'") == [(0,)]
+
+
+def test_deleting_a_file_over_its_limit_whose_correction_was_rejected_lets_gold_go_on(tmp_path):
+    """README: delete a file over its quarantine limit to accept its loaded rows. When its correction had been
+    rejected at landing (a missing column), the file stayed `rejected` with its old rows loaded, the sensor's
+    run for files that left the zone did not mark it missing, and the gate counted it for ever (found by a
+    quality review). It is marked missing, with the checksum of the rows silver holds, and the gate passes.
+    The gate names a payer's limit as the contract writes it (12.5%, not rounded to 12% or 13%)."""
+    from medflow_assets.landing.sensors import LANDING_CHECKS
+    from medflow_assets.quality.checks import QUARANTINE_GATE
+    from tests.helpers import copy_contracts
+
+    landing, wh = tmp_path / "landing", tmp_path / "wh.duckdb"
+    contracts = copy_contracts(tmp_path / "contracts")
+    (contracts / "cascade.yaml").write_text((contracts / "cascade.yaml").read_text().replace(
+        "max_quarantine_rate: 0.10", "max_quarantine_rate: 0.125"))
+    instance = dg.DagsterInstance.ephemeral()
+    generate(landing, 600, seed=3, defect_rate=0.0, payers=["northwind"], manifest_dir=tmp_path / "m1")
+    generate(landing, 600, seed=4, defect_rate=0.3, payers=["cascade"], manifest_dir=tmp_path / "m2")
+    cascade = "cascade/cascade_claims_001.txt"
+    first = check_result(materialize_graph(landing, wh, contracts=contracts, instance=instance), "quarantine_rate_gate")
+    assert not first.passed and first.description.startswith(f"{cascade}: ")
+    assert "% quarantined > 12.5% (top rules: " in first.description
+    loaded = query(wh, "SELECT checksum FROM landing.landing_file_registry WHERE source_file = ?", [cascade])
+    path = landing / cascade
+    path.write_text("\n".join(line.rsplit("|", 1)[0] for line in path.read_text().splitlines()) + "\n")  # no CARC_CD
+    assert not check_result(materialize_graph(landing, wh, contracts=contracts, instance=instance,
+                                              partitions=[cascade]), "quarantine_rate_gate").passed
+    assert query(wh, "SELECT status FROM landing.landing_file_registry WHERE source_file = ?", [cascade]) == [
+        ("rejected",)]
+    path.unlink()
+    deleted = materialize_graph(  # the sensor's run for files that left the zone
+        landing, wh, contracts=contracts, instance=instance, partitions=[cascade],
+        selection=dg.AssetSelection.assets("landing_files") | dg.AssetSelection.checks(*LANDING_CHECKS,
+                                                                                        QUARANTINE_GATE.key),
+        tags={"medflow/landing_file": cascade, "medflow/change": "deleted"})
+    assert query(wh, "SELECT status, checksum FROM landing.landing_file_registry WHERE source_file = ?",
+                 [cascade]) == [("missing", loaded[0][0])]
+    gate = check_result(deleted, "quarantine_rate_gate")
+    assert gate.passed, gate.description

@@ -155,6 +155,13 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
         con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, "
                         "checked_at = now()::TIMESTAMP WHERE source_file = ? AND status = 'accepted'",
                         [(why, k) for k, why in gone.items()])
+        # a rejected file whose earlier version's rows silver holds (a correction that was rejected) is gone
+        # too, with the checksum of those rows: the quarantine-rate gate stops counting it (found on review)
+        if loaded := _loaded_checksums(con, [k for k in gone if k not in {f.source_file for f in files}]):
+            con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, checksum = ?, "
+                            "header_json = NULL, checked_at = now()::TIMESTAMP "
+                            "WHERE source_file = ? AND status = 'rejected'",
+                            [(gone[k], checksum, k) for k, checksum in loaded.items()])
         # a file gone from the zone is held no longer: nothing is left to run once its contract is valid
         con.execute(f"UPDATE {REGISTRY_TABLE} SET held_reason = NULL WHERE list_contains(?, source_file)",
                     [list(gone)])
@@ -202,6 +209,15 @@ def _contracts_removed(warehouse: WarehouseResource, settings, payers: set[str])
                                             "AND list_contains(?, payer) ORDER BY 1", [sorted(payers)]).fetchall()]
     return {p: (f"payer contract {settings.contracts_path / f'{p}.yaml'} is missing, and files of {p}/ were loaded "
                 "with the one it held (removed, or moved away?)") for p in loaded}
+
+
+def _loaded_checksums(con, source_files: list[str]) -> dict[str, str]:
+    """{file: the checksum of its rows silver holds} for those of `source_files` silver loaded."""
+    if not source_files or not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                                            "'silver' AND table_name = 'silver_data_quality_log'").fetchone()[0]:
+        return {}
+    return dict(con.execute("SELECT source_file, any_value(file_checksum) FROM silver.silver_data_quality_log "
+                            "WHERE list_contains(?::VARCHAR[], source_file) GROUP BY 1", [source_files]).fetchall())
 
 
 def _refreshed(dbt_json: dict) -> dict:
@@ -286,6 +302,9 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
                 gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
                     f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
+                rejected = [k for (k,) in con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = "
+                                                      "'rejected'").fetchall() if k not in present]
+                gone |= {k: _why_gone(k, zone, scan.unread) for k in _loaded_checksums(con, rejected)}
             copies = write_registry(con, files, contracts, gone=gone, keep_contracts=set(invalid), held=held)
         rejected = [f for f in files if not f.accepted]
         for f in rejected:

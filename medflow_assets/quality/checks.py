@@ -14,6 +14,11 @@ DEFAULT_MAX_QUARANTINE_RATE = 0.10
 CONFLICT_RULE = "claim_member_conflict"  # silver rule decided across files (dbt_project/macros/line_versions.sql)
 
 
+def _percent(rate: float) -> str:
+    """A contract's limit as written, in percent: 0.1 -> 10%, 0.015 -> 1.5% (not rounded to 2%)."""
+    return f"{rate * 100:.4g}%"
+
+
 def _check(model_name: str, layer: str, schema, keys: tuple[str, ...], blocking: bool,
            scope_through: tuple[str, str] | None = None) -> SchemaCheck:
     return SchemaCheck(model_key(model_name), f"{layer}.{model_name}", schema, keys, blocking, scope_through)
@@ -95,15 +100,15 @@ def quarantine_rate_gate(con, context):
     over = [f for f in files if f["rate"] > f["threshold"]]
     table = "| file | payer | rows | quarantined | rate | threshold | top rules |\n|---|---|---|---|---|---|---|\n" + \
         "\n".join(f"| {f['source_file']} | {f['payer']} | {f['rows']} | {f['quarantined']} | {f['rate']:.2%} | "
-                  f"{f['threshold']:.0%} | {', '.join(f['top_rules']) or '-'} |" for f in (over or files))
+                  f"{_percent(f['threshold'])} | {', '.join(f['top_rules']) or '-'} |" for f in (over or files))
     for f in over:
         context.log.error(f"Quarantine rate gate: {f['source_file']} has {f['rate']:.2%} of {f['rows']} rows "
-                          f"quarantined (limit {f['threshold']:.0%}); top rules {', '.join(f['top_rules'])}"
+                          f"quarantined (limit {_percent(f['threshold'])}); top rules {', '.join(f['top_rules'])}"
                           + _conflict_hint(f))
     yield dg.AssetCheckResult(
         asset_key=QUARANTINE_GATE.asset_key, check_name=QUARANTINE_GATE.name,
         passed=not over, severity=dg.AssetCheckSeverity.ERROR,
-        description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {f['threshold']:.0%} "
+        description=("; ".join(f"{f['source_file']}: {f['rate']:.2%} quarantined > {_percent(f['threshold'])} "
                                f"(top rules: {', '.join(f['top_rules'])}{_conflict_hint(f)})" for f in over)
                      + (" -- to go on: correct the file in the landing zone (a header-only file withdraws its "
                         "rows), raise max_quarantine_rate in the payer's contract, or delete the file to accept "
