@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                 "32 characters; nothing was read or written."
             )
         key = DEV_PII_KEY
+    elif key != key.strip():
+        raise SettingsError(
+            "MEDFLOW_PII_KEY begins or ends with white space (a line break copied with it?): every pseudonym "
+            "would depend on it. Set the key without it; nothing was read or written."
+        )
     elif target != "dev" and (len(key) < 32 or key == DEV_PII_KEY):
         raise SettingsError(
             f"MEDFLOW_PII_KEY is too weak for target {target!r}: use a secret of at least 32 characters "
@@ -144,9 +150,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         bucket, _, prefix = landing_url[5:].partition("/")
         if not bucket:
             raise SettingsError(f"MEDFLOW_LANDING_URL={landing_url!r} names no bucket.")
+        endpoint = env.get("MEDFLOW_S3_ENDPOINT_URL", "").strip() or None
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise SettingsError(f"MEDFLOW_S3_ENDPOINT_URL={endpoint!r} must start with http:// or https://.")
         s3 = S3Settings(
             bucket=bucket, prefix=prefix.strip("/"),
-            endpoint_url=env.get("MEDFLOW_S3_ENDPOINT_URL") or None,
+            endpoint_url=endpoint,
             region=env.get("MEDFLOW_S3_REGION", "us-east-1"),
             access_key_id=env.get("MEDFLOW_S3_ACCESS_KEY_ID") or env.get("AWS_ACCESS_KEY_ID"),
             secret_access_key=env.get("MEDFLOW_S3_SECRET_ACCESS_KEY") or env.get("AWS_SECRET_ACCESS_KEY"),
@@ -157,13 +166,35 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         warehouse_path=_path(env, "MEDFLOW_WAREHOUSE_PATH", PROJECT_ROOT / "data" / "warehouse" / "medflow.duckdb"),
         pii_key=key,
         contracts_path=_path(env, "MEDFLOW_CONTRACTS_PATH", CONTRACTS_DIR),
-        memory_limit=env.get("MEDFLOW_DUCKDB_MEMORY_LIMIT", "800MB"),
-        checks_memory_limit=env.get("MEDFLOW_CHECKS_MEMORY_LIMIT", "512MB"),
-        threads=int(env.get("MEDFLOW_DUCKDB_THREADS", str(os.cpu_count() or 2))),
+        memory_limit=_memory(env, "MEDFLOW_DUCKDB_MEMORY_LIMIT", "800MB"),
+        checks_memory_limit=_memory(env, "MEDFLOW_CHECKS_MEMORY_LIMIT", "512MB"),
+        threads=_threads(env, "MEDFLOW_DUCKDB_THREADS", os.cpu_count() or 2),
         landing_url=landing_url,
         s3=s3,
         landing_settle_seconds=_seconds(env, "MEDFLOW_LANDING_SETTLE_SECONDS", 60.0),
     )
+
+
+# DuckDB's memory_limit: a number and a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; any case)
+_MEMORY = re.compile(r"\s*[0-9]+(\.[0-9]+)?\s*([KMGT]i?)?B\s*", re.IGNORECASE)
+
+
+def _memory(env: dict[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not _MEMORY.fullmatch(raw):
+        raise SettingsError(f"{name}={raw!r} is not a memory size DuckDB reads (e.g. 800MB, 2GB, 1.5GiB).")
+    return raw
+
+
+def _threads(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number of threads.") from None
+    if value < 1:
+        raise SettingsError(f"{name}={raw!r} must be 1 or more.")
+    return value
 
 
 def _seconds(env: dict[str, str], name: str, default: float) -> float:

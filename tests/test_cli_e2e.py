@@ -81,3 +81,55 @@ def test_medflow_load_without_dagster_home_uses_the_projects_instance(tmp_path, 
     assert f"medflow-load: DAGSTER_HOME not set; using {home}" in out.out
     assert "no landed files found" in out.err
     assert os.environ["DAGSTER_HOME"] == str(home) and home.is_dir()
+
+
+def _medflow_load(tmp_path, log, **env_values):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDFLOW_")}
+    env.update(DAGSTER_HOME=str(tmp_path / "home"), MEDFLOW_WAREHOUSE_PATH=str(tmp_path / "w.duckdb"), DO_NOT_TRACK="1",
+               **env_values)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "data" / "dagster_home" / "dagster.yaml", tmp_path / "home" / "dagster.yaml")
+    with open(log, "w") as out:
+        return subprocess.Popen([str(PROJECT_ROOT / ".venv" / "bin" / "medflow-load")], env=env, cwd=tmp_path,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_a_medflow_load_after_one_killed_mid_run_frees_its_pool_slot_and_loads(tmp_path, monkeypatch):
+    """A medflow-load killed in its run (kill -9, the out-of-memory killer) left the run STARTED with the
+    `duckdb_warehouse` pool slot, and every later run waited for it for ever (found by a review). The next
+    medflow-load marks that run failed, frees the slot and loads."""
+    import signal
+    import time
+
+    import dagster as dg
+
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _medflow_load(tmp_path, first_log)
+    deadline = time.time() + 180
+    while "medflow_dbt_bronze_silver - STEP_START" not in first_log.read_text():
+        assert first.poll() is None and time.time() < deadline, first_log.read_text()[-1500:]
+        time.sleep(0.2)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    second = _medflow_load(tmp_path, second_log)
+    try:
+        assert second.wait(timeout=180) == 0, second_log.read_text()[-1500:]
+    finally:
+        if second.poll() is None:
+            os.kill(second.pid, signal.SIGKILL)
+            second.wait()
+    text = second_log.read_text()
+    assert "of an earlier medflow-load never finished (its process was killed?); marked failed and its pool slot " \
+           "freed" in text
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))  # the shipped dagster.yaml reads it
+    with dg.DagsterInstance.get() as instance:
+        statuses = [r.status for r in reversed(instance.get_runs())]  # oldest first
+    assert statuses == [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS]
+    assert query(tmp_path / "w.duckdb", "SELECT count(*) > 0 FROM gold.claims_monthly_summary") == [(True,)]
+
+
+def test_medflow_load_names_a_bad_setting_in_one_line(tmp_path):
+    proc = _medflow_load(tmp_path, tmp_path / "out.log", MEDFLOW_DUCKDB_THREADS="0")
+    assert proc.wait(timeout=120) == 2
+    text = (tmp_path / "out.log").read_text()
+    assert "medflow-load: MEDFLOW_DUCKDB_THREADS='0' must be 1 or more." in text and "Traceback" not in text

@@ -36,6 +36,28 @@ def test_unknown_target_is_refused():
         load_settings({"MEDFLOW_TARGET": "staging"})
 
 
+@pytest.mark.parametrize("env, message", [
+    ({"MEDFLOW_DUCKDB_THREADS": "abc"}, "MEDFLOW_DUCKDB_THREADS='abc' is not a whole number of threads."),
+    ({"MEDFLOW_DUCKDB_THREADS": "0"}, "MEDFLOW_DUCKDB_THREADS='0' must be 1 or more."),
+    ({"MEDFLOW_DUCKDB_MEMORY_LIMIT": "800MBB"}, "MEDFLOW_DUCKDB_MEMORY_LIMIT='800MBB' is not a memory size DuckDB"),
+    ({"MEDFLOW_CHECKS_MEMORY_LIMIT": "lots"}, "MEDFLOW_CHECKS_MEMORY_LIMIT='lots' is not a memory size DuckDB"),
+    ({"MEDFLOW_PII_KEY": "k" * 40 + "\n"}, "MEDFLOW_PII_KEY begins or ends with white space"),
+    ({"MEDFLOW_TARGET": "prod", "MEDFLOW_PII_KEY": " " * 40}, "MEDFLOW_PII_KEY begins or ends with white space"),
+    ({"MEDFLOW_LANDING_URL": "s3://b/p", "MEDFLOW_S3_ENDPOINT_URL": "127.0.0.1:8333"},
+     "MEDFLOW_S3_ENDPOINT_URL='127.0.0.1:8333' must start with http:// or https://."),
+])
+def test_a_bad_setting_is_a_settings_error_naming_the_variable(env, message):
+    """Found by a review: these failed late, inside a run, with DuckDB's or boto's words and no variable."""
+    with pytest.raises(SettingsError) as err:
+        load_settings(env)
+    assert message in str(err.value)
+
+
+def test_memory_sizes_duckdb_reads_are_accepted():
+    for size in ("800MB", "2 gb", "1.5GiB", "1000B"):
+        assert load_settings({"MEDFLOW_DUCKDB_MEMORY_LIMIT": size}).memory_limit == size
+
+
 def test_landing_settle_time_is_seconds_with_a_default():
     assert load_settings({}).landing_settle_seconds == 60.0
     assert load_settings({"MEDFLOW_LANDING_SETTLE_SECONDS": "2.5"}).landing_settle_seconds == 2.5
