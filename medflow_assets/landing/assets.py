@@ -302,9 +302,10 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 con.execute(_REGISTRY_DDL)  # idempotent: the registry may not exist yet
                 gone |= {k: _why_gone(k, zone, scan.unread) for (k,) in con.execute(
                     f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = 'accepted'").fetchall() if k not in present}
-                rejected = [k for (k,) in con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = "
-                                                      "'rejected'").fetchall() if k not in present]
-                gone |= {k: _why_gone(k, zone, scan.unread) for k in _loaded_checksums(con, rejected)}
+                # and every rejected one whose earlier rows silver holds (a correction that was rejected)
+                rejected_gone = [k for (k,) in con.execute(f"SELECT source_file FROM {REGISTRY_TABLE} WHERE status = "
+                                                           "'rejected'").fetchall() if k not in present]
+                gone |= {k: _why_gone(k, zone, scan.unread) for k in _loaded_checksums(con, rejected_gone)}
             copies = write_registry(con, files, contracts, gone=gone, keep_contracts=set(invalid), held=held)
         rejected = [f for f in files if not f.accepted]
         for f in rejected:
