@@ -10,7 +10,14 @@ import dagster as dg
 from medflow_assets.landing.contracts import ContractError, PayerContract, load_contracts, refresh_derived
 from medflow_assets.landing.partitions import TRANSIENT_RETRY, landing_file_partitions, single_run
 from medflow_assets.landing.resource import LandingResource
-from medflow_assets.landing.zone import LandedFile, LandingReadError, held_file, inspect_object
+from medflow_assets.landing.zone import (
+    CREDENTIAL_ERRORS,
+    CREDENTIALS_HINT,
+    LandedFile,
+    LandingReadError,
+    held_file,
+    inspect_object,
+)
 from medflow_assets.resources import WAREHOUSE_POOL, WarehouseResource, only_transient_retried
 from medflow_assets.settings import SettingsError, announce_key, load_settings
 
@@ -21,7 +28,6 @@ CONTRACT_CHECK = "files_match_payer_contracts"
 COPY_CHECK = "no_file_landed_twice"
 UNREAD_CHECK = "every_landed_file_read"
 UNREAD_SHOWN = 20  # files named in the check's description; the metadata has the count
-_AUTH_ERRORS = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken")
 
 _REGISTRY_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS landing;
@@ -157,7 +163,8 @@ def write_registry(con, files: list[LandedFile], contracts: dict[str, PayerContr
                         [(why, k) for k, why in gone.items()])
         # a rejected file whose earlier version's rows silver holds (a correction that was rejected) is gone
         # too, with the checksum of those rows: the quarantine-rate gate stops counting it (found on review)
-        if loaded := _loaded_checksums(con, [k for k in gone if k not in {f.source_file for f in files}]):
+        scanned = {f.source_file for f in files}
+        if loaded := _loaded_checksums(con, [k for k in gone if k not in scanned]):
             con.executemany(f"UPDATE {REGISTRY_TABLE} SET status = 'missing', error = ?, checksum = ?, "
                             "header_json = NULL, checked_at = now()::TIMESTAMP "
                             "WHERE source_file = ? AND status = 'rejected'",
@@ -285,9 +292,8 @@ def landing_files(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                 context.log.error(f"{why} -- the files of landing folder {payer}/ are held (not read) until it is "
                                   "fixed; the other payers' files flow")
         except LandingReadError as exc:
-            if any(code in str(exc) for code in _AUTH_ERRORS):
-                raise dg.Failure(description=f"{exc} -- the landing zone refused the credentials: check "
-                                             "MEDFLOW_S3_ACCESS_KEY_ID / MEDFLOW_S3_SECRET_ACCESS_KEY (not retried)",
+            if any(code in str(exc) for code in CREDENTIAL_ERRORS):
+                raise dg.Failure(description=f"{exc} -- {CREDENTIALS_HINT} (not retried)",
                                  allow_retries=False) from exc
             context.log.warning(f"landing read failed (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}): {exc}")
             raise dg.Failure(description=f"{exc} (attempt {attempt} of {TRANSIENT_RETRY.max_retries + 1}; retried "

@@ -16,13 +16,11 @@ import dagster as dg
 from medflow_assets.landing.contracts import ContractError, load_contracts
 from medflow_assets.landing.partitions import landing_file_partitions
 from medflow_assets.landing.resource import landing_resource
-from medflow_assets.landing.zone import LandingReadError
+from medflow_assets.landing.zone import CREDENTIAL_ERRORS, CREDENTIALS_HINT, LandingReadError
 from medflow_assets.settings import PROJECT_ROOT, Settings, SettingsError, load_settings
 
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "data" / "dagster_home"
 LAUNCHED_BY = {"medflow/launched_by": "medflow-load"}
-CREDENTIAL_ERRORS = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken",
-                     "Unable to locate credentials")
 UNFINISHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
               dg.DagsterRunStatus.CANCELING]
 
@@ -95,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             keys = register_landed_files(instance, invalid=invalid)
         except (SettingsError, ContractError, LandingReadError) as exc:
-            hint = (" -- the landing zone refused the credentials: check MEDFLOW_S3_ACCESS_KEY_ID / "
-                    "MEDFLOW_S3_SECRET_ACCESS_KEY" if any(code in str(exc) for code in CREDENTIAL_ERRORS) else "")
+            # boto's own words when no credentials are set at all count too here (landing retries those)
+            refused = any(code in str(exc) for code in (*CREDENTIAL_ERRORS, "Unable to locate credentials"))
+            hint = f" -- {CREDENTIALS_HINT}" if refused else ""
             print(f"medflow-load: {exc}{hint}", file=sys.stderr, flush=True)
             return 2
         for payer, why in invalid.items():

@@ -27,6 +27,12 @@ class LandingReadError(RuntimeError):
     """A landed object could not be read; the message names it."""
 
 
+# S3 error codes that mean the credentials were refused: retrying cannot help
+CREDENTIAL_ERRORS = ("SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied", "InvalidToken", "ExpiredToken")
+CREDENTIALS_HINT = ("the landing zone refused the credentials: check MEDFLOW_S3_ACCESS_KEY_ID / "
+                    "MEDFLOW_S3_SECRET_ACCESS_KEY")
+
+
 def _local(epoch_seconds: float) -> datetime:
     """A naive local timestamp, as the registry stores its times (DuckDB's now()::TIMESTAMP)."""
     return datetime.fromtimestamp(epoch_seconds)
